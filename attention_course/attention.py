@@ -1,0 +1,104 @@
+r"""Scaled dot-product attention, the operation every later lesson builds on.
+
+$$\mathrm{Attention}(Q, K, V) = \mathrm{softmax}\!\left(\frac{Q K^\top}{\sqrt{d_k}} + M\right) V$$
+
+where $M$ is 0 where a query may look at a key and $-\infty$ where it may not. Semantics match
+``torch.nn.functional.scaled_dot_product_attention`` (boolean masks are ``True`` where attention
+is allowed, float masks are added to the scores, ``causal`` is aligned top-left) except for a
+fully masked query row, which gives zero weights and a zero output instead of NaN.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from ._validation import require_broadcastable, require_float, require_min_rank, require_no_nan, shape_of
+from .masking import causal_mask
+from .qkv import scaled_attention_scores
+from .softmax import softmax
+
+
+def _check_qkv(q: Tensor, k: Tensor, v: Tensor) -> None:
+    for name, t, layout in (("q", q, "(..., L, d_k)"), ("k", k, "(..., S, d_k)"), ("v", v, "(..., S, d_v)")):
+        require_float(name, t)
+        require_min_rank(name, t, 2, layout)
+        require_no_nan(name, t)
+    if q.shape[-1] != k.shape[-1]:
+        raise ValueError(f"q and k must share the last dimension, got q {shape_of(q)} and k {shape_of(k)}")
+    if k.shape[-2] != v.shape[-2]:
+        raise ValueError(
+            f"k and v must have the same number of positions S (dim -2), got k {shape_of(k)} and v {shape_of(v)}"
+        )
+    if not (q.dtype == k.dtype == v.dtype):
+        raise TypeError(f"q, k and v must share a dtype, got {q.dtype}, {k.dtype} and {v.dtype}")
+
+
+def apply_mask(scores: Tensor, mask: Tensor | None, *, causal: bool = False) -> Tensor:
+    """Put ``-inf`` (boolean mask, causal) or add a float mask into scores ``(..., L, S)``.
+
+    Args:
+        scores: ``(..., L, S)``.
+        mask: bool (``True`` = keep) or float (added), broadcastable to ``scores``.
+        causal: also hide keys ``j > i`` (top-left aligned).
+
+    Returns:
+        masked scores, same shape as ``scores``.
+    """
+    n_queries, n_keys = scores.shape[-2:]
+    if causal:
+        scores = scores.masked_fill(~causal_mask(n_queries, n_keys, device=scores.device), float("-inf"))
+    if mask is None:
+        return scores
+    require_broadcastable("mask", mask, shape_of(scores))
+    if mask.dtype == torch.bool:
+        return scores.masked_fill(~mask, float("-inf"))
+    if mask.is_floating_point():
+        return scores + mask.to(scores.dtype)
+    raise TypeError(f"mask must be boolean or floating point, got dtype {mask.dtype} with shape {shape_of(mask)}")
+
+
+def scaled_dot_product_attention(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    mask: Tensor | None = None,
+    *,
+    causal: bool = False,
+    scale: float | None = None,
+    return_weights: bool = False,
+) -> Tensor | tuple[Tensor, Tensor]:
+    """Attention of queries over keys/values.
+
+    Args:
+        q: queries ``(..., L, d_k)``.
+        k: keys ``(..., S, d_k)``.
+        v: values ``(..., S, d_v)``.
+        mask: bool (``True`` = may attend) or float (added to scores), broadcastable to ``(..., L, S)``.
+        causal: hide keys ``j > i`` (top-left aligned, like PyTorch's ``is_causal``).
+        scale: score multiplier, default ``1 / sqrt(d_k)``.
+        return_weights: also return the attention weights.
+
+    Returns:
+        ``output (..., L, d_v)``, and ``weights (..., L, S)`` when ``return_weights``.
+    """
+    _check_qkv(q, k, v)
+    scores = apply_mask(scaled_attention_scores(q, k, scale), mask, causal=causal)  # (..., L, S)
+    weights = softmax(scores, dim=-1)  # rows sum to 1 (0 for fully masked rows)
+    output = weights @ v  # (..., L, d_v)
+    return (output, weights) if return_weights else output
+
+
+def masked_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """Scaled dot-product attention under a boolean mask (the lesson 05 exercise).
+
+    Args:
+        q: ``(..., L, d_k)``; k: ``(..., S, d_k)``; v: ``(..., S, d_v)``.
+        mask: bool, broadcastable to ``(..., L, S)``; ``True`` = may attend.
+
+    Returns:
+        ``output (..., L, d_v)`` and ``weights (..., L, S)``; a fully masked query row gets zeros.
+    """
+    if mask is not None and mask.dtype != torch.bool:
+        raise TypeError(f"mask must be boolean (True = may attend), got dtype {mask.dtype}")
+    return scaled_dot_product_attention(q, k, v, mask, return_weights=True)

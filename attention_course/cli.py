@@ -1,0 +1,5 @@
+"""Command line: ``attention-course grade`` and ``attention-course make-exercises``."""
+
+
+def main() -> int:
+    raise SystemExit("not yet")
