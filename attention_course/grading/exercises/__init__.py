@@ -1,0 +1,1 @@
+"""One module per lesson, each registering that lesson's exercises."""

@@ -1,0 +1,85 @@
+"""What an exercise is, for the grader: the function to write, its reference, cases and mistakes.
+
+Each lesson with exercises registers them in ``attention_course/grading/exercises/NN_topic.py``::
+
+    register(Exercise(
+        name="softmax",                 # the function the learner defines (and the check() key)
+        lesson="04_softmax",            # the notebook stem in solutions/ and exercises/
+        reference=reference_softmax,    # the package's implementation, same signature
+        cases=softmax_cases,            # () -> list[Case], deterministic (seeded inside)
+        mistakes=(Mistake("no_max_subtraction", "Subtract the row maximum ...", _no_max), ...),
+    ))
+
+The grader calls the learner's function and the reference on every case, compares the results
+(tensors, numbers, and tuples/lists/dicts of them), and when they differ, looks for a mistake in
+the catalogue whose output matches the learner's, to name it in the hint.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+
+class Status(StrEnum):
+    PASSED = "passed"
+    NOT_DONE = "not done"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class Result:
+    """One exercise's grade: a status and a message of one or two lines for the learner."""
+
+    exercise: str
+    status: Status
+    message: str
+
+    @property
+    def passed(self) -> bool:
+        return self.status is Status.PASSED
+
+
+@dataclass(frozen=True)
+class Case:
+    """One call of the function under test. ``label`` is what the learner sees when it fails."""
+
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    label: str = ""
+
+
+@dataclass(frozen=True)
+class Mistake:
+    """A known wrong implementation and the hint that names it.
+
+    ``impl`` has the exercise's signature and must be self-contained: it may use ``torch``,
+    ``math`` and the ``attention_course`` package only, because the grader's own tests paste its
+    source into a copy of the solution notebook.
+    """
+
+    name: str
+    hint: str
+    impl: Callable[..., Any]
+
+
+@dataclass(frozen=True)
+class Exercise:
+    """An exercise: the learner writes ``name`` with the signature of ``reference``.
+
+    ``custom_check``, when given, replaces the standard case-by-case comparison: it receives the
+    learner's function and returns ``(Status, message)`` (used where the learner's code must run in
+    a sandbox, e.g. a Triton kernel).
+    """
+
+    name: str
+    lesson: str
+    reference: Callable[..., Any]
+    cases: Callable[[], list[Case]]
+    mistakes: tuple[Mistake, ...] = ()
+    atol: float = 1e-5
+    rtol: float = 1e-4
+    time_limit: float = 10.0
+    custom_check: Callable[[Callable[..., Any]], tuple[Status, str]] | None = None
