@@ -44,11 +44,16 @@ class Result:
 
 @dataclass(frozen=True)
 class Case:
-    """One call of the function under test. ``label`` is what the learner sees when it fails."""
+    """One call of the function under test. ``label`` is what the learner sees when it fails.
+
+    ``atol``/``rtol`` override the exercise's tolerances for this case (e.g. a float16 case).
+    """
 
     args: tuple[Any, ...]
     kwargs: dict[str, Any] = field(default_factory=dict)
     label: str = ""
+    atol: float | None = None
+    rtol: float | None = None
 
 
 @dataclass(frozen=True)

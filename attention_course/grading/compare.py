@@ -1,0 +1,113 @@
+"""Compare a learner's result with the reference's and say, in one line, how they differ."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+_SHOW_UP_TO = 12  # tensors with at most this many entries are printed in full in hints
+
+
+def clone(value: Any) -> Any:
+    """Deep copy of the tensors inside tuples, lists and dicts (other objects are shared)."""
+    if isinstance(value, Tensor):
+        return value.detach().clone()
+    if isinstance(value, tuple | list):
+        return type(value)(clone(v) for v in value)
+    if isinstance(value, dict):
+        return {k: clone(v) for k, v in value.items()}
+    return value
+
+
+def same(a: Any, b: Any) -> bool:
+    """Exactly equal (NaN equal to NaN): used to detect inputs changed in place."""
+    if isinstance(a, Tensor) and isinstance(b, Tensor):
+        return a.shape == b.shape and a.dtype == b.dtype and bool(torch.equal(a, b) or _nan_equal(a, b))
+    if isinstance(a, tuple | list) and isinstance(b, tuple | list):
+        return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b, strict=True))
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
+    return True
+
+
+def _nan_equal(a: Tensor, b: Tensor) -> bool:
+    if not a.is_floating_point():
+        return False
+    return bool(torch.equal(torch.nan_to_num(a, nan=0.5), torch.nan_to_num(b, nan=0.5)) and
+                torch.equal(torch.isnan(a), torch.isnan(b)))
+
+
+def short(value: Any) -> str:
+    """A compact, readable rendering for hints."""
+    if isinstance(value, Tensor):
+        if value.numel() <= _SHOW_UP_TO:
+            shown = value.detach().cpu()
+            if shown.is_floating_point():
+                shown = shown.float().round(decimals=4)
+            text = repr(shown).replace("\n", " ")
+            return " ".join(text.split())
+        return f"tensor of shape {tuple(value.shape)} ({value.dtype})"
+    if isinstance(value, tuple | list):
+        inner = ", ".join(short(v) for v in value)
+        return f"({inner})" if isinstance(value, tuple) else f"[{inner}]"
+    text = repr(value)
+    return text if len(text) <= 120 else text[:117] + "..."
+
+
+def describe_type(value: Any) -> str:
+    if isinstance(value, Tensor):
+        return f"a tensor of shape {tuple(value.shape)}"
+    if isinstance(value, tuple | list):
+        return f"a {type(value).__name__} of {len(value)} items"
+    return f"a {type(value).__name__}"
+
+
+def difference(got: Any, expected: Any, *, atol: float, rtol: float, equal_nan: bool = False, where: str = "") -> str | None:
+    """``None`` when ``got`` matches ``expected``; otherwise what is wrong, in a few words."""
+    label = f" ({where})" if where else ""
+    if isinstance(expected, Tensor):
+        if not isinstance(got, Tensor):
+            return f"returned {describe_type(got)}{label}, expected a tensor of shape {tuple(expected.shape)}"
+        if got.shape != expected.shape:
+            return f"returned shape {tuple(got.shape)}{label}, expected {tuple(expected.shape)}"
+        if got.dtype != expected.dtype:
+            return f"returned dtype {got.dtype}{label}, expected {expected.dtype}"
+        if expected.dtype == torch.bool or not expected.is_floating_point():
+            if torch.equal(got, expected):
+                return None
+            bad = (got != expected).nonzero()[0].tolist()
+            return f"wrong value at index {tuple(bad)}{label}: expected {expected[tuple(bad)].item()}, got {got[tuple(bad)].item()}"
+        got_nan, exp_nan = torch.isnan(got), torch.isnan(expected)
+        if not equal_nan and bool(got_nan.any()) and not bool(exp_nan.any()):
+            return f"returned NaN at {int(got_nan.sum())} of {got.numel()} entries{label}"
+        if torch.allclose(got.double(), expected.double(), atol=atol, rtol=rtol, equal_nan=True):
+            return None
+        diff = (got.double() - expected.double()).abs().nan_to_num(nan=float("inf"))
+        index = tuple(int(i) for i in torch.unravel_index(diff.argmax(), diff.shape))
+        return (
+            f"wrong values{label}: largest difference {float(diff[index]):.3g} at index {index} "
+            f"(expected {expected[index].item():.4g}, got {got[index].item():.4g})"
+        )
+    if isinstance(expected, tuple | list):
+        if not isinstance(got, tuple | list) or len(got) != len(expected):
+            return f"returned {describe_type(got)}{label}, expected {describe_type(expected)}"
+        for i, (g, e) in enumerate(zip(got, expected, strict=True)):
+            problem = difference(g, e, atol=atol, rtol=rtol, equal_nan=equal_nan, where=f"item {i}" + (f" of {where}" if where else ""))
+            if problem:
+                return problem
+        return None
+    if isinstance(expected, dict):
+        if not isinstance(got, dict) or got.keys() != expected.keys():
+            return f"returned {describe_type(got)}{label}, expected a dict with keys {sorted(expected)}"
+        for key in expected:
+            problem = difference(got[key], expected[key], atol=atol, rtol=rtol, equal_nan=equal_nan, where=f"key {key!r}")
+            if problem:
+                return problem
+        return None
+    if isinstance(expected, float | int) and not isinstance(expected, bool):
+        if not isinstance(got, float | int) or isinstance(got, bool):
+            return f"returned {describe_type(got)}{label}, expected a number"
+        return None if abs(got - expected) <= atol + rtol * abs(expected) else f"returned {got}{label}, expected {expected}"
+    return None if got == expected else f"returned {short(got)}{label}, expected {short(expected)}"
