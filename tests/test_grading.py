@@ -1,0 +1,180 @@
+"""The grader never crashes and never lies: misbehaving learner code gets one clear line."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+
+import nbformat
+import pytest
+import torch
+
+from attention_course.cli import main
+from attention_course.grading import Status, check, get_exercise, run_check
+from attention_course.grading.generate import strip_solution
+from attention_course.grading.grade import grade_notebooks
+from grading_helpers import SOLUTIONS, with_replacement
+
+SOFTMAX = get_exercise("softmax")
+
+
+def _reference(x, dim=-1, temperature=1.0):
+    return torch.softmax(x / temperature, dim=dim)
+
+
+def test_a_correct_function_passes() -> None:
+    assert run_check(SOFTMAX, _reference).status is Status.PASSED
+
+
+def test_not_implemented_is_not_done_without_traceback() -> None:
+    def stub(x, dim=-1, temperature=1.0):
+        raise NotImplementedError("your code here")
+
+    result = run_check(SOFTMAX, stub)
+    assert result.status is Status.NOT_DONE
+    assert "Traceback" not in result.message
+
+
+@pytest.mark.parametrize(
+    ("learner", "expected_words"),
+    [
+        (lambda x, dim=-1, temperature=1.0: 1 / 0, "raised ZeroDivisionError"),
+        (lambda x, dim=-1, temperature=1.0: _reference(x, dim, temperature).tolist(), "returned a list"),
+        (lambda x, dim=-1, temperature=1.0: _reference(x, dim, temperature)[..., :1], "returned shape"),
+        (lambda x, dim=-1, temperature=1.0: _reference(x, dim, temperature).double(), "returned dtype torch.float64"),
+        (lambda x, dim=-1, temperature=1.0: _reference(x, dim, temperature) * float("nan"), "returned NaN"),
+        (lambda x, dim=-1, temperature=1.0: None, "returned a NoneType"),
+        (42, "should be a function"),
+    ],
+    ids=["raises", "wrong-type", "wrong-shape", "wrong-dtype", "nan", "none", "not-callable"],
+)
+def test_wrong_results_get_one_clear_line(learner, expected_words) -> None:
+    result = run_check(SOFTMAX, learner)
+    assert result.status is Status.FAILED
+    assert expected_words in result.message
+    assert "Traceback" not in result.message
+
+
+def test_changing_inputs_in_place_is_reported() -> None:
+    def in_place(x, dim=-1, temperature=1.0):
+        x -= x.amax(dim=dim, keepdim=True)
+        return torch.softmax(x / temperature, dim=dim)
+
+    result = run_check(SOFTMAX, in_place)
+    assert result.status is Status.FAILED and "in place" in result.message
+
+
+def test_an_endless_loop_is_stopped_within_the_time_limit() -> None:
+    def forever(x, dim=-1, temperature=1.0):
+        while True:
+            time.sleep(0.05)
+
+    quick = dataclasses.replace(SOFTMAX, time_limit=1.0)
+    start = time.perf_counter()
+    result = run_check(quick, forever)
+    assert time.perf_counter() - start < 5.0
+    assert result.status is Status.FAILED and "stopped after 1 s" in result.message
+
+
+def test_printing_is_hidden_and_does_not_affect_the_grade(capsys) -> None:
+    def chatty(x, dim=-1, temperature=1.0):
+        for _ in range(10_000):
+            print("debugging...")
+        return _reference(x, dim, temperature)
+
+    assert run_check(SOFTMAX, chatty).status is Status.PASSED
+    assert "debugging" not in capsys.readouterr().out
+
+
+def test_check_prints_one_line_and_survives_unknown_names(capsys) -> None:
+    assert check("softmax", _reference).passed
+    assert check("no_such_exercise", _reference).status is Status.FAILED
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0].startswith("PASS softmax")
+    assert lines[1].startswith("FAIL no_such_exercise") and "known exercises" in lines[1]
+
+
+@pytest.mark.parametrize(
+    ("source", "error"),
+    [
+        ("x = 1\n### END SOLUTION\n", "without BEGIN"),
+        ("### BEGIN SOLUTION\nx = 1\n", "without END"),
+        ("### BEGIN SOLUTION\n### BEGIN SOLUTION\n", "nested"),
+    ],
+)
+def test_unbalanced_solution_markers_are_refused(source, error) -> None:
+    with pytest.raises(ValueError, match=error):
+        strip_solution(source)
+
+
+def test_stub_keeps_signature_docstring_and_indent() -> None:
+    source = 'def f(x):\n    """Doc."""\n    y = 1  # hint stays\n    ### BEGIN SOLUTION\n    return x\n    ### END SOLUTION\n'
+    assert strip_solution(source) == 'def f(x):\n    """Doc."""\n    y = 1  # hint stays\n    raise NotImplementedError("your code here")'
+
+
+# ---------------------------------------------------------------- whole notebooks, out of process
+
+
+def _notebook_with(tmp_path: Path, name: str, softmax_source: str) -> Path:
+    path = tmp_path / f"{name}.ipynb"
+    nbformat.write(with_replacement(SOLUTIONS / "04_softmax.ipynb", "softmax", softmax_source), path)
+    return path
+
+
+def test_broken_notebooks_are_reported_not_raised(tmp_path: Path) -> None:
+    syntax = _notebook_with(tmp_path, "syntax", "def softmax(x, dim=-1, temperature=1.0):\n    return (\n")
+    missing = tmp_path / "missing.ipynb"
+    notebook = nbformat.read(SOLUTIONS / "04_softmax.ipynb", as_version=4)
+    notebook.cells = [c for c in notebook.cells if "def softmax" not in c.source]
+    nbformat.write(notebook, missing)
+    crash = _notebook_with(tmp_path, "crash", "def softmax(x, dim=-1, temperature=1.0):\n    import os\n    os._exit(3)\n")
+    healthy = SOLUTIONS / "04_softmax.ipynb"
+
+    syntax_grade, missing_grade, crash_grade, healthy_grade = grade_notebooks([syntax, missing, crash, healthy])
+
+    assert any("syntax error" in note for note in syntax_grade.notes)
+    assert syntax_grade.results[0].status is Status.PASSED  # the solution cell before it still defines softmax
+    assert missing_grade.results[0].status is Status.FAILED
+    assert "is not defined" in missing_grade.results[0].message
+    assert crash_grade.results[0].status is Status.FAILED
+    assert "crashed Python (exit code 3)" in crash_grade.results[0].message
+    assert healthy_grade.results[0].passed, "a crash in one notebook must not cost the others"
+
+
+def test_a_sleeping_function_is_stopped_and_reported_by_the_command(tmp_path: Path, capsys) -> None:
+    sleeper = _notebook_with(tmp_path, "sleeper", "def softmax(x, dim=-1, temperature=1.0):\n    import time\n    time.sleep(10_000)\n")
+    start = time.perf_counter()
+    code = main(["grade", str(sleeper)])
+    elapsed = time.perf_counter() - start
+    out = capsys.readouterr().out
+    assert code == 1
+    assert f"stopped after {SOFTMAX.time_limit:g} s" in out
+    assert elapsed < SOFTMAX.time_limit + 45  # the limit plus starting Python and torch on a loaded machine
+
+
+def test_grade_command_exit_codes_and_score(tmp_path: Path, capsys) -> None:
+    assert main(["grade", str(SOLUTIONS / "04_softmax.ipynb")]) == 0
+    assert "Score: 1/1 exercises passed (100%)" in capsys.readouterr().out
+    wrong = _notebook_with(tmp_path, "wrong", "def softmax(x, dim=-1, temperature=1.0):\n    return torch.exp(x)\n")
+    assert main(["grade", str(wrong)]) == 1
+    out = capsys.readouterr().out
+    assert "FAIL softmax" in out and "Score: 0/1" in out
+    assert main(["grade", str(tmp_path / "nope")]) == 2
+
+
+@pytest.mark.parametrize("report", ["grades.md", "grades.csv"])
+def test_class_report(tmp_path: Path, report: str, capsys) -> None:
+    (tmp_path / "class" / "ada").mkdir(parents=True)
+    (tmp_path / "class" / "bob").mkdir(parents=True)
+    nbformat.write(nbformat.read(SOLUTIONS / "04_softmax.ipynb", as_version=4), tmp_path / "class" / "ada" / "04_softmax.ipynb")
+    nbformat.write(with_replacement(SOLUTIONS / "04_softmax.ipynb", "softmax",
+                                    "def softmax(x, dim=-1, temperature=1.0):\n    raise NotImplementedError\n"),
+                   tmp_path / "class" / "bob" / "04_softmax.ipynb")
+    target = tmp_path / report
+    assert main(["grade", "--class", str(tmp_path / "class"), "--report", str(target)]) == 1
+    table = target.read_text()
+    if report.endswith(".csv"):
+        assert table.splitlines() == ["learner,softmax,score", "ada,passed,1/1", "bob,not done,0/1"]
+    else:
+        assert "| ada | passed | 1/1 |" in table and "| bob | not done | 0/1 |" in table
