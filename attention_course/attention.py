@@ -4,8 +4,9 @@ $$\mathrm{Attention}(Q, K, V) = \mathrm{softmax}\!\left(\frac{Q K^\top}{\sqrt{d_
 
 where $M$ is 0 where a query may look at a key and $-\infty$ where it may not. Semantics match
 ``torch.nn.functional.scaled_dot_product_attention`` (boolean masks are ``True`` where attention
-is allowed, float masks are added to the scores, ``causal`` is aligned top-left) except for a
-fully masked query row, which gives zero weights and a zero output instead of NaN.
+is allowed, float masks are added to the scores, ``causal`` is aligned top-left), including a
+fully masked query row, which gives zero weights and a zero output (where ``torch.softmax`` and
+``torch.nn.MultiheadAttention`` give NaN).
 """
 
 from __future__ import annotations

@@ -5,9 +5,10 @@ One convention throughout the course: a boolean mask is ``True`` where attention
 ``torch.nn.MultiheadAttention``'s ``key_padding_mask`` uses the opposite (``True`` = ignore).
 
 Masked scores become $-\infty$ before the softmax, so $e^{-\infty} = 0$ weight. A query whose keys
-are *all* masked has no valid distribution; PyTorch returns NaN there. The course returns
-all-zero weights and therefore a zero output vector for that query (see ``softmax``), which keeps
-NaN from spreading through later layers and is what FlashAttention kernels return as well.
+are *all* masked has no valid distribution: ``torch.softmax`` gives NaN there (0/0), and so does
+``torch.nn.MultiheadAttention``. The course returns all-zero weights and therefore a zero output
+vector for that query (see ``softmax``), which keeps NaN from spreading through later layers; it
+is also what ``scaled_dot_product_attention`` (PyTorch 2.13, CPU) and FlashAttention kernels return.
 """
 
 from __future__ import annotations

@@ -46,22 +46,25 @@ def sinusoidal_table(n_positions: int, d_model: int, base: float = 10000.0) -> T
     return table.float()
 
 
-def rope_cos_sin(positions: Tensor, d_head: int, base: float = 10000.0) -> tuple[Tensor, Tensor]:
+def rope_cos_sin(
+    positions: Tensor, d_head: int, base: float = 10000.0, dtype: torch.dtype = torch.float32
+) -> tuple[Tensor, Tensor]:
     """Cosines and sines of the RoPE angles, laid out for the half-split convention.
 
     Args:
         positions: int or float ``(L,)``.
         d_head: rotated width, even.
         base: frequency base.
+        dtype: dtype of the result (angles are computed in float64 first).
 
     Returns:
-        ``cos, sin`` float32 ``(L, d_head)``: angle ``p * theta_i`` in columns ``i`` and ``i + d_head/2``.
+        ``cos, sin`` ``(L, d_head)``: angle ``p * theta_i`` in columns ``i`` and ``i + d_head/2``.
     """
     _require_even("d_head", d_head)
     inv_freq = base ** (-torch.arange(0, d_head, 2, dtype=torch.float64) / d_head)  # (d/2,)
     angles = positions.to(torch.float64)[:, None] * inv_freq  # (L, d/2)
     angles = torch.cat([angles, angles], dim=-1)  # (L, d): pair i with i + d/2
-    return torch.cos(angles).float(), torch.sin(angles).float()
+    return torch.cos(angles).to(dtype), torch.sin(angles).to(dtype)
 
 
 def rotate_half(x: Tensor) -> Tensor:
@@ -89,6 +92,6 @@ def apply_rope(x: Tensor, positions: Tensor | None = None, base: float = 10000.0
         positions = torch.arange(length, device=x.device)
     if tuple(positions.shape) != (length,):
         raise ValueError(f"positions must have shape (L,) = ({length},) to match x {shape_of(x)}, got {shape_of(positions)}")
-    cos, sin = rope_cos_sin(positions, d_head, base)
-    cos, sin = cos.to(device=x.device, dtype=x.dtype), sin.to(device=x.device, dtype=x.dtype)
+    cos, sin = rope_cos_sin(positions.cpu(), d_head, base, dtype=x.dtype)
+    cos, sin = cos.to(x.device), sin.to(x.device)
     return x * cos + rotate_half(x) * sin

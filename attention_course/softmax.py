@@ -6,7 +6,7 @@ exponent at or below $e^0 = 1$, so nothing overflows.
 
 Convention for a row with no finite entry (every score is $-\infty$, e.g. a query whose keys are
 all masked): the weights are all zero, not NaN. Attention then returns a zero vector for that
-query. PyTorch's own softmax returns NaN there.
+query. ``torch.softmax`` returns NaN there.
 """
 
 from __future__ import annotations
