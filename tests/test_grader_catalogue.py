@@ -12,11 +12,11 @@ from pathlib import Path
 
 import nbformat
 import pytest
+from grading_helpers import EXERCISES, SOLUTIONS, function_source, with_replacement
 
 from attention_course.grading import Status, all_exercises, run_check
 from attention_course.grading.grade import grade_notebooks
 from attention_course.grading.notebook import parse_notebook
-from grading_helpers import EXERCISES, SOLUTIONS, function_source, with_replacement
 
 ALL = all_exercises()
 MISTAKES = [(exercise, mistake) for exercise in ALL for mistake in exercise.mistakes]

@@ -9,12 +9,12 @@ from pathlib import Path
 import nbformat
 import pytest
 import torch
+from grading_helpers import SOLUTIONS, with_replacement
 
 from attention_course.cli import main
 from attention_course.grading import Status, check, get_exercise, run_check
 from attention_course.grading.generate import strip_solution
 from attention_course.grading.grade import grade_notebooks
-from grading_helpers import SOLUTIONS, with_replacement
 
 SOFTMAX = get_exercise("softmax")
 

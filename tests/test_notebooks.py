@@ -8,10 +8,10 @@ from pathlib import Path
 import jupytext
 import nbformat
 import pytest
+from grading_helpers import EXERCISES, ROOT, SOLUTIONS
 from nbclient import NotebookClient
 
 from attention_course.grading.generate import expected_exercises
-from grading_helpers import EXERCISES, ROOT, SOLUTIONS
 
 PAIRED = sorted((ROOT / "notebooks").glob("*.ipynb")) + sorted(SOLUTIONS.glob("*.ipynb"))
 

@@ -6,7 +6,6 @@ import re
 import tomllib
 
 import yaml
-
 from grading_helpers import ROOT
 
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
