@@ -8,6 +8,7 @@ STAMP := $(VENV)/.installed
 # JupyterLab refuses to run as root without --allow-root; a normal user must not pass it.
 ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root,)
 PORT ?= 8888
+LAB_ARGS ?=
 # Every notebook execution is bounded: per cell (nbval) and for the whole run (timeout).
 CELL_TIMEOUT ?= 180
 TEST_TIMEOUT ?= 4500
@@ -22,7 +23,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 lab: install
-	$(BIN)/jupyter lab --port=$(PORT) $(ROOT_FLAG) --ServerApp.root_dir=. notebooks/01_intuition.ipynb
+	$(BIN)/jupyter lab --port=$(PORT) $(ROOT_FLAG) --ServerApp.root_dir=. $(LAB_ARGS) notebooks/01_intuition.ipynb
 
 # Debian's Chromium drives the real-browser test; Playwright's own browser download is never used.
 browser-deps:

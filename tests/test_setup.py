@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+import os
 import re
+import signal
+import socket
+import subprocess
+import time
 import tomllib
+import urllib.error
+import urllib.request
 
 import yaml
 from grading_helpers import ROOT
@@ -43,3 +50,41 @@ def test_readme_opens_with_the_two_commands_and_ci_runs_the_test_one() -> None:
 def test_lab_command_adds_allow_root_only_for_root() -> None:
     makefile = (ROOT / "Makefile").read_text()
     assert "--allow-root" in makefile and "id -u" in makefile
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _get(url: str) -> int:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return response.status
+    except urllib.error.HTTPError as error:
+        return error.code
+    except OSError:
+        return 0
+
+
+def test_lab_command_serves_the_course() -> None:
+    port, token = _free_port(), "course-test"
+    server = subprocess.Popen(
+        ["make", "--no-print-directory", "lab", f"PORT={port}",
+         f"LAB_ARGS=--no-browser --ServerApp.ip=127.0.0.1 --IdentityProvider.token={token}"],
+        cwd=ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 120
+        while _get(f"{base}/api/status?token={token}") != 200:
+            assert server.poll() is None, f"`make lab` exited with {server.returncode}"
+            assert time.monotonic() < deadline, "JupyterLab did not answer within 120 s"
+            time.sleep(1)
+        assert _get(f"{base}/api/contents/notebooks?token={token}") == 200
+        assert _get(f"{base}/lab/tree/notebooks/01_intuition.ipynb?token={token}") == 200
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
