@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from attention_course import scaled_dot_product_attention
 from attention_course.data import (
@@ -67,6 +69,27 @@ def test_padded_batch() -> None:
     assert not torch.equal(embeddings[0, 1], embeddings[0, 2])
     again = padded_batch(["a b c", "a"], d_model=4, seed=1)[1]
     assert torch.equal(embeddings, again)
+
+
+_words = st.lists(st.sampled_from(["a", "b", "c", "d"]), min_size=1, max_size=6).map(" ".join)
+
+
+@settings(max_examples=30, deadline=None)
+@given(texts=st.lists(_words, min_size=1, max_size=4), d_model=st.integers(1, 5))
+def test_padded_batch_properties(texts: list[str], d_model: int) -> None:
+    """Padding sits exactly past each sentence's length; equal words (and pads) share one vector."""
+    tokens, embeddings, lengths = padded_batch(texts, d_model=d_model)
+    max_len = max(len(t.split()) for t in texts)
+    assert embeddings.shape == (len(texts), max_len, d_model)
+    assert lengths.tolist() == [len(t.split()) for t in texts]
+    flat_tokens = [word for row in tokens for word in row]
+    flat_vectors = embeddings.reshape(-1, d_model)
+    for b, row in enumerate(tokens):
+        assert row[: lengths[b]] == texts[b].split()
+        assert all(word == PAD for word in row[lengths[b]:])
+    for i, word in enumerate(flat_tokens):
+        first = flat_tokens.index(word)
+        assert torch.equal(flat_vectors[i], flat_vectors[first])
 
 
 def test_bad_input() -> None:

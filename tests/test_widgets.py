@@ -7,6 +7,8 @@ import os
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 os.environ.setdefault("MPLBACKEND", "Agg")
 
@@ -19,6 +21,15 @@ def test_entropy() -> None:
     assert float(entropy(torch.full((4,), 0.25))) == pytest.approx(math.log(4))
     with pytest.raises(TypeError, match="weights"):
         entropy(torch.tensor([1, 0]))
+
+
+@settings(max_examples=50, deadline=None)
+@given(logits=st.lists(st.floats(-30, 30), min_size=1, max_size=12))
+def test_entropy_lies_between_zero_and_log_n(logits: list[float]) -> None:
+    weights = torch.softmax(torch.tensor(logits, dtype=torch.float64), dim=-1)
+    value = float(entropy(weights))
+    # float64 rounding only: a few ulps of ln(n) at most.
+    assert -1e-12 <= value <= math.log(len(logits)) + 1e-12
 
 
 def test_word_picker_follows_the_picked_word() -> None:

@@ -39,11 +39,6 @@ def _values_from_w_k(x, w_q, w_k, w_v):
     return x @ w_q, x @ w_k, x @ w_k
 
 
-def _weights_times_x(x, w_q, w_k, w_v):
-    return (w_q @ x.transpose(-2, -1)).transpose(-2, -1), (w_k @ x.transpose(-2, -1)).transpose(-2, -1), \
-        (w_v @ x.transpose(-2, -1)).transpose(-2, -1)
-
-
 register(Exercise(
     name="qkv_projection",
     lesson="02_queries_keys_values",
@@ -54,9 +49,6 @@ register(Exercise(
                 "the weights are stored as in the equations, w_q: (d_model, d_k), so q = x @ w_q without a .T "
                 "(torch.nn.Linear stores the transpose; these matrices are not a Linear's weight).",
                 _transposed_weights),
-        Mistake("weights_times_x",
-                "multiply the embeddings on the left, x @ w_q (each row of x is one token), not w_q applied to x's columns.",
-                _weights_times_x),
         Mistake("keys_from_w_q",
                 "the keys come from w_k (k = x @ w_k); the code uses w_q for them, so every key equals its query.",
                 _keys_from_w_q),
@@ -92,10 +84,6 @@ def _scaled_too_early(q, k):
     return q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])
 
 
-def _elementwise(q, k):
-    return q * k
-
-
 register(Exercise(
     name="attention_scores",
     lesson="02_queries_keys_values",
@@ -112,9 +100,5 @@ register(Exercise(
                 "attention_scores returns the raw scores q @ k^T; dividing by sqrt(d_k) is lesson 03's "
                 "scaled_attention_scores.",
                 _scaled_too_early),
-        Mistake("elementwise",
-                "q * k multiplies entry by entry; a score compares a whole query with a whole key: the matrix "
-                "product q @ k.transpose(-2, -1).",
-                _elementwise),
     ),
 ))
