@@ -9,7 +9,7 @@ from .masking import causal_mask, combine_masks, key_mask_to_attention_mask, pad
 from .multihead import MultiHeadAttention, merge_heads, multi_head_attention, split_heads
 from .positional import apply_rope, rope_cos_sin, rotate_half, sinusoidal_table
 from .qkv import attention_scores, qkv_projection, scaled_attention_scores
-from .softmax import logsumexp, naive_softmax, softmax
+from .softmax import entropy, logsumexp, naive_softmax, softmax
 
 __all__ = [
     "MultiHeadAttention",
@@ -18,6 +18,7 @@ __all__ = [
     "attention_scores",
     "causal_mask",
     "combine_masks",
+    "entropy",
     "key_mask_to_attention_mask",
     "logsumexp",
     "masked_attention",

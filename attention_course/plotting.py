@@ -19,6 +19,7 @@ def plot_attention(
     ax: Axes | None = None,
     annotate: bool | None = None,
     cmap: str = "viridis",
+    colorbar_label: str = "weight",
 ) -> Axes:
     """Heatmap of a ``(L, S)`` weight matrix: queries on the rows (y), keys on the columns (x).
 
@@ -30,6 +31,7 @@ def plot_attention(
         ax: draw into this axes (default: a new figure).
         annotate: write each weight in its cell (default: when the matrix is at most 12×12).
         cmap: matplotlib colormap.
+        colorbar_label: what the colours mean (e.g. "1 = may attend" for a mask).
 
     Returns:
         the axes drawn into.
@@ -62,7 +64,7 @@ def plot_attention(
                 value = float(w[i, j])
                 ax.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=7,
                         color="black" if value > 0.6 * float(w.max()) else "white")
-    ax.figure.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="weight")
+    ax.figure.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label=colorbar_label)
     return ax
 
 

@@ -31,13 +31,16 @@ def softmax(x: Tensor, dim: int = -1, temperature: float = 1.0) -> Tensor:
     """
     require_float("x", x)
     require_positive("temperature", temperature)
-    z = x / temperature
+    # Half precision is computed in float32 and returned in its own dtype, like torch.softmax:
+    # x / temperature alone can pass float16's maximum of 65504.
+    compute_dtype = torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype
+    z = x.to(compute_dtype) / temperature
     row_max = z.amax(dim=dim, keepdim=True)
     # An all -inf row has max -inf; shifting by it would give -inf - (-inf) = NaN.
     row_max = torch.where(torch.isneginf(row_max), torch.zeros_like(row_max), row_max)
     exps = torch.exp(z - row_max)
     total = exps.sum(dim=dim, keepdim=True)
-    return exps / total.clamp_min(torch.finfo(x.dtype).tiny)
+    return (exps / total.clamp_min(torch.finfo(compute_dtype).tiny)).to(x.dtype)
 
 
 def naive_softmax(x: Tensor, dim: int = -1) -> Tensor:
@@ -71,3 +74,20 @@ def logsumexp(x: Tensor, dim: int = -1, keepdim: bool = False) -> Tensor:
     safe_max = torch.where(torch.isinf(row_max), torch.zeros_like(row_max), row_max)
     out = safe_max + torch.log(torch.exp(x - safe_max).sum(dim=dim, keepdim=True))
     return out if keepdim else out.squeeze(dim)
+
+
+def entropy(weights: Tensor, dim: int = -1) -> Tensor:
+    r"""Entropy $-\sum_j w_j \ln w_j$ of distributions along ``dim``, in nats.
+
+    0 for a one-hot row (all weight on one key), $\ln n$ for a uniform row over n keys.
+
+    Args:
+        weights: non-negative, summing to 1 along ``dim``; any shape ``(..., n, ...)``.
+        dim: the axis holding each distribution.
+
+    Returns:
+        ``weights``' shape without ``dim``.
+    """
+    require_float("weights", weights)
+    # 0 * ln 0 is taken as 0 (its limit); xlogy does exactly that.
+    return -torch.special.xlogy(weights, weights).sum(dim=dim)

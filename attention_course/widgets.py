@@ -24,24 +24,7 @@ from .attention import scaled_dot_product_attention
 from .data import Sentence
 from .plotting import plot_weights_bar
 from .qkv import attention_scores, scaled_attention_scores
-from .softmax import softmax
-
-
-def entropy(weights: Tensor, dim: int = -1) -> Tensor:
-    r"""Entropy $-\sum_j w_j \ln w_j$ of distributions along ``dim``, in nats.
-
-    0 for a one-hot row (all weight on one key), $\ln n$ for a uniform row over n keys.
-
-    Args:
-        weights: non-negative, summing to 1 along ``dim``; any shape ``(..., n, ...)``.
-        dim: the axis holding each distribution.
-
-    Returns:
-        ``weights``' shape without ``dim``.
-    """
-    require_float("weights", weights)
-    # 0 * ln 0 is taken as 0 (its limit); xlogy does exactly that.
-    return -torch.special.xlogy(weights, weights).sum(dim=dim)
+from .softmax import entropy, softmax
 
 
 class PlotWidget(widgets.VBox):

@@ -2,6 +2,11 @@
 # jupyter:
 #   jupytext:
 #     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
@@ -31,7 +36,8 @@ import torch
 import torch.nn.functional as F
 
 from attention_course import attention_scores, scaled_attention_scores, scaled_dot_product_attention, softmax
-from attention_course.widgets import entropy, scaling_explorer
+from attention_course.softmax import entropy
+from attention_course.widgets import scaling_explorer
 
 _ = torch.manual_seed(0)  # every random number below is the same on every run
 

@@ -2,6 +2,11 @@
 # jupyter:
 #   jupytext:
 #     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
@@ -33,7 +38,8 @@ import torch
 from attention_course import attention_scores, logsumexp, naive_softmax, scaled_attention_scores, softmax
 from attention_course.data import tiger_sentence
 from attention_course.plotting import plot_weights_bar
-from attention_course.widgets import entropy, temperature_explorer
+from attention_course.softmax import entropy
+from attention_course.widgets import temperature_explorer
 
 _ = torch.manual_seed(0)  # every random number below is the same on every run
 
