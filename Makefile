@@ -35,7 +35,7 @@ browser-deps:
 test: install browser-deps
 	$(BIN)/ruff check .
 	timeout $(TEST_TIMEOUT) $(BIN)/pytest -n 2 --dist loadfile tests notebooks solutions \
-	  --nbval --current-env --nbval-sanitize-with tests/nbval_sanitize.cfg --nbval-cell-timeout=$(CELL_TIMEOUT)
+	  --nbval --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg --nbval-cell-timeout=$(CELL_TIMEOUT)
 
 lint: install
 	$(BIN)/ruff check .

@@ -178,3 +178,18 @@ def test_class_report(tmp_path: Path, report: str, capsys) -> None:
         assert table.splitlines() == ["learner,softmax,score", "ada,passed,1/1", "bob,not done,0/1"]
     else:
         assert "| ada | passed | 1/1 |" in table and "| bob | not done | 0/1 |" in table
+
+
+def test_inputs_inside_dataclasses_are_copied_and_watched() -> None:
+    from attention_course.grading.compare import clone, same
+
+    @dataclasses.dataclass(frozen=True)
+    class Weights:
+        w: torch.Tensor
+        n_heads: int
+
+    original = Weights(torch.ones(2), 2)
+    copy = clone(original)
+    copy.w.add_(1.0)  # what a learner's in-place edit of a weight would do
+    assert torch.equal(original.w, torch.ones(2)), "the case's own tensors must stay untouched"
+    assert not same(original, copy) and same(original, clone(original))

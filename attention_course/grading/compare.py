@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import torch
@@ -11,13 +12,16 @@ _SHOW_UP_TO = 12  # tensors with at most this many entries are printed in full i
 
 
 def clone(value: Any) -> Any:
-    """Deep copy of the tensors inside tuples, lists and dicts (other objects are shared)."""
+    """Deep copy of the tensors inside tuples, lists, dicts and dataclasses (other objects are shared)."""
     if isinstance(value, Tensor):
         return value.detach().clone()
     if isinstance(value, tuple | list):
         return type(value)(clone(v) for v in value)
     if isinstance(value, dict):
         return {k: clone(v) for k, v in value.items()}
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.replace(value, **{f.name: clone(getattr(value, f.name))
+                                              for f in dataclasses.fields(value) if f.init})
     return value
 
 
@@ -29,6 +33,8 @@ def same(a: Any, b: Any) -> bool:
         return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b, strict=True))
     if isinstance(a, dict) and isinstance(b, dict):
         return a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
+    if dataclasses.is_dataclass(a) and not isinstance(a, type) and type(a) is type(b):
+        return all(same(getattr(a, f.name), getattr(b, f.name)) for f in dataclasses.fields(a))
     return True
 
 
