@@ -1,0 +1,152 @@
+"""Lesson 09 (KV cache): the cached decode step."""
+
+from __future__ import annotations
+
+import torch
+
+from ...kv_cache import cached_attention_step
+from ..registry import register
+from ..spec import Case, Exercise, Mistake
+
+LESSON = "09_kv_cache"
+
+
+def _step_case(
+    label: str, *, batch: int, n_heads: int, n_kv_heads: int, d_head: int, length: int, n_new: int, capacity: int,
+    seed: int, junk_after: bool = False,
+) -> Case:
+    """Random new tokens and a buffer whose first ``length`` positions are cached; the rest is zeros
+    (a fresh preallocated buffer) or, with ``junk_after``, leftovers of an earlier sequence."""
+    gen = torch.Generator().manual_seed(seed)
+    q_new = torch.randn(batch, n_heads, n_new, d_head, generator=gen)
+    k_new, v_new = (torch.randn(batch, n_kv_heads, n_new, d_head, generator=gen) for _ in range(2))
+    k_cache, v_cache = (torch.randn(batch, n_kv_heads, capacity, d_head, generator=gen) for _ in range(2))
+    if not junk_after:
+        k_cache[:, :, length:] = 0.0
+        v_cache[:, :, length:] = 0.0
+    return Case((q_new, k_new, v_new, k_cache, v_cache, length), label=label)
+
+
+def cached_step_cases() -> list[Case]:
+    return [
+        _step_case("one new token after 1 cached, buffer of 3, 2 query heads sharing 1 key/value head",
+                   batch=1, n_heads=2, n_kv_heads=1, d_head=4, length=1, n_new=1, capacity=3, seed=0),
+        _step_case("a 4-token prompt into an empty buffer of 6 (4 query heads, 2 key/value heads)",
+                   batch=1, n_heads=4, n_kv_heads=2, d_head=8, length=0, n_new=4, capacity=6, seed=1),
+        _step_case("one new token after 5 cached, batch of 2, 2 heads, old values left in the unused slots",
+                   batch=2, n_heads=2, n_kv_heads=2, d_head=8, length=5, n_new=1, capacity=8, seed=2, junk_after=True),
+        _step_case("3 new tokens after 4 cached, a cache of exactly 4 (a growing cache)",
+                   batch=1, n_heads=4, n_kv_heads=2, d_head=8, length=4, n_new=3, capacity=4, seed=3),
+        _step_case("multi-query: 8 query heads, 1 key/value head, one token after 7 cached",
+                   batch=1, n_heads=8, n_kv_heads=1, d_head=16, length=7, n_new=1, capacity=12, seed=4),
+    ]
+
+
+def _wrong_axis(q_new, k_new, v_new, k_cache, v_cache, length):
+    from attention_course import apply_rope, causal_mask
+    from attention_course.kv_cache import grouped_query_attention
+
+    n_new = q_new.shape[-2]
+    positions = torch.arange(length, length + n_new)
+    q_new, k_new = apply_rope(q_new, positions), apply_rope(k_new, positions)
+    keys = torch.cat([k_cache[:, :, :length], k_new], dim=1)  # the heads axis
+    values = torch.cat([v_cache[:, :, :length], v_new], dim=1)
+    mask = causal_mask(keys.shape[-2])[-n_new:]
+    return grouped_query_attention(q_new, keys, values, mask), keys, values
+
+
+def _no_slice(q_new, k_new, v_new, k_cache, v_cache, length):
+    from attention_course import apply_rope, causal_mask
+    from attention_course.kv_cache import grouped_query_attention
+
+    n_new = q_new.shape[-2]
+    positions = torch.arange(length, length + n_new)
+    q_new, k_new = apply_rope(q_new, positions), apply_rope(k_new, positions)
+    keys = torch.cat([k_cache, k_new], dim=-2)  # the whole buffer, empty slots included
+    values = torch.cat([v_cache, v_new], dim=-2)
+    mask = causal_mask(keys.shape[-2])[-n_new:]
+    return grouped_query_attention(q_new, keys, values, mask), keys, values
+
+
+def _stale_positions(q_new, k_new, v_new, k_cache, v_cache, length):
+    from attention_course import apply_rope, causal_mask
+    from attention_course.kv_cache import grouped_query_attention
+
+    n_new = q_new.shape[-2]
+    q_new, k_new = apply_rope(q_new), apply_rope(k_new)  # positions 0 .. T-1, as if the sequence started here
+    keys = torch.cat([k_cache[:, :, :length], k_new], dim=-2)
+    values = torch.cat([v_cache[:, :, :length], v_new], dim=-2)
+    mask = causal_mask(keys.shape[-2])[-n_new:]
+    return grouped_query_attention(q_new, keys, values, mask), keys, values
+
+
+def _rotates_cache_again(q_new, k_new, v_new, k_cache, v_cache, length):
+    from attention_course import apply_rope, causal_mask
+    from attention_course.kv_cache import grouped_query_attention
+
+    n_new = q_new.shape[-2]
+    positions = torch.arange(length, length + n_new)
+    q_new, k_new = apply_rope(q_new, positions), apply_rope(k_new, positions)
+    keys = apply_rope(torch.cat([k_cache[:, :, :length], k_new], dim=-2))  # cached keys were already rotated
+    values = torch.cat([v_cache[:, :, :length], v_new], dim=-2)
+    mask = causal_mask(keys.shape[-2])[-n_new:]
+    return grouped_query_attention(q_new, keys, values, mask), keys, values
+
+
+def _top_left_mask(q_new, k_new, v_new, k_cache, v_cache, length):
+    from attention_course import apply_rope, causal_mask
+    from attention_course.kv_cache import grouped_query_attention
+
+    n_new = q_new.shape[-2]
+    positions = torch.arange(length, length + n_new)
+    q_new, k_new = apply_rope(q_new, positions), apply_rope(k_new, positions)
+    keys = torch.cat([k_cache[:, :, :length], k_new], dim=-2)
+    values = torch.cat([v_cache[:, :, :length], v_new], dim=-2)
+    mask = causal_mask(n_new, keys.shape[-2])  # top-left: query 0 sees key 0 only
+    return grouped_query_attention(q_new, keys, values, mask), keys, values
+
+
+def _no_mask(q_new, k_new, v_new, k_cache, v_cache, length):
+    from attention_course import apply_rope
+    from attention_course.kv_cache import grouped_query_attention
+
+    positions = torch.arange(length, length + q_new.shape[-2])
+    q_new, k_new = apply_rope(q_new, positions), apply_rope(k_new, positions)
+    keys = torch.cat([k_cache[:, :, :length], k_new], dim=-2)
+    values = torch.cat([v_cache[:, :, :length], v_new], dim=-2)
+    return grouped_query_attention(q_new, keys, values), keys, values  # every new token sees the later ones
+
+
+register(Exercise(
+    name="cached_attention_step",
+    lesson=LESSON,
+    reference=cached_attention_step,
+    cases=cached_step_cases,
+    mistakes=(
+        Mistake("append_on_wrong_axis",
+                "append the new keys/values along the positions axis, dim=-2 of (B, heads, positions, d_head), "
+                "not the heads axis (dim=1).",
+                _wrong_axis),
+        Mistake("cache_not_sliced",
+                "only the first `length` positions of the cache hold tokens: use k_cache[:, :, :length] "
+                "(the rest is unused preallocated space), then append.",
+                _no_slice),
+        Mistake("stale_positions",
+                "the new tokens sit at positions length .. length + T - 1: rotate them with "
+                "apply_rope(x, torch.arange(length, length + T)), not with the default positions 0 .. T - 1.",
+                _stale_positions),
+        Mistake("cache_rotated_again",
+                "the cached keys were rotated when they were stored: apply RoPE to the new keys only, "
+                "not to the whole cache again.",
+                _rotates_cache_again),
+        Mistake("causal_mask_top_left",
+                "new query i sits at position length + i and may see every key up to there: take the last T rows "
+                "of the full causal mask, causal_mask(length + T)[-T:]; causal_mask(T, length + T) is aligned "
+                "top-left and hides almost the whole cache.",
+                _top_left_mask),
+        Mistake("no_causal_mask",
+                "a single new token may see every key, but with several new tokens at once (a prompt) each must "
+                "not see the ones after it: keep the causal mask rows causal_mask(length + T)[-T:].",
+                _no_mask),
+    ),
+))
