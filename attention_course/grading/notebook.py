@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import contextlib
+import linecache
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -74,8 +75,12 @@ def execute_cells(parsed: ParsedNotebook, namespace: dict[str, Any]) -> list[str
     os.environ.setdefault("MPLBACKEND", "Agg")
     problems = []
     for number, source in parsed.code_cells:
+        filename = f"<{parsed.path.name} cell {number}>"
+        # Register the cell's text like IPython does, so inspect.getsource works on what it defines
+        # (a Triton kernel needs its own source).
+        linecache.cache[filename] = (len(source), None, source.splitlines(keepends=True), filename)
         try:
-            code = compile(source, f"<{parsed.path.name} cell {number}>", "exec")
+            code = compile(source, filename, "exec")
         except SyntaxError as error:
             problems.append(f"cell {number} has a syntax error (line {error.lineno}): {error.msg}")
             continue

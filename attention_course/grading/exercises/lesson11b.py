@@ -1,0 +1,148 @@
+"""Lesson 11b exercise: the flash attention forward pass as a Triton kernel.
+
+The learner's kernel never runs in the grader's process. ``triton_sandbox`` runs it in a
+subprocess under Triton's interpreter over ``FLASH_CASES`` (N at, below and across the block size,
+L != S, causal on and off, several heads, a non-standard memory layout, float32 and float16) with
+guard memory around every tensor, then has Triton compile it for sm_80 and sm_90. Each catalogued
+mistake is the reference kernel with one thing changed; on the first failing case the sandbox runs
+them all and names the one that writes the same output.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+from ...triton_flash import INSTALL_HINT, flash_attention_kernel, triton
+from ...triton_sandbox import (
+    FLASH_CASES,
+    GpuCompileError,
+    check_flash_kernel,
+    compile_in_subprocess,
+    is_jitted,
+    kernel_module_source,
+    load_kernel,
+    unmasked_memory_ops,
+)
+from ..registry import register
+from ..spec import Exercise, Mistake, Status
+
+NAME = "flash_attention_kernel"
+
+# Each mistake: (name, hint, edits to the reference kernel's source as (old, new) pairs).
+_CATALOGUE = (
+    ("causal_comparison_off_by_one",
+     "the causal mask must let query i see key i itself: keep keys with cols <= rows, not cols < rows.",
+     (("(cols[None, :] <= rows[:, None])", "(cols[None, :] < rows[:, None])"),)),
+    ("causal_loop_stops_a_block_early",
+     "the causal loop must include the diagonal block: run the keys up to (block_m + 1) * BLOCK_M, "
+     "not block_m * BLOCK_M (the first block of queries would see no key at all).",
+     (("end = tl.minimum((block_m + 1) * BLOCK_M, n_keys)", "end = tl.minimum(block_m * BLOCK_M, n_keys)"),)),
+    ("missing_key_masks",
+     "keys at or past n_keys are not masked: load K and V with mask=cols < n_keys (other=0.0) and give "
+     "those columns a score of -inf, or the last, ragged block reads past the end of k and v.",
+     ((",\n                      mask=cols[None, :] < n_keys, other=0.0)", ")"),
+      (",\n                    mask=cols[:, None] < n_keys, other=0.0)", ")"),
+      ("        allowed = cols[None, :] < n_keys\n"
+       "        if CAUSAL:\n"
+       "            allowed = allowed & (cols[None, :] <= rows[:, None])\n"
+       "        scores = tl.where(allowed, scores, float(\"-inf\"))\n",
+       "        if CAUSAL:\n"
+       "            scores = tl.where(cols[None, :] <= rows[:, None], scores, float(\"-inf\"))\n"))),
+    ("accumulator_not_rescaled",
+     "when the running max grows, rescale the accumulator as well as the sum: "
+     "acc = acc * alpha[:, None] + tl.dot(p, v), with alpha = exp2(old max - new max).",
+     (("acc = acc * alpha[:, None] + tl.dot(", "acc = acc + tl.dot("),)),
+    ("key_strides_swapped",
+     "K is addressed with its strides swapped: the key position moves by stride_kn and the feature by "
+     "stride_kd (K transposed: cols[None, :] * stride_kn + dims[:, None] * stride_kd).",
+     (("cols[None, :] * stride_kn + dims[:, None] * stride_kd", "cols[None, :] * stride_kd + dims[:, None] * stride_kn"),)),
+    ("exp_instead_of_exp2",
+     "qk_scale_log2e already holds scale * log2(e), so the scores are in base 2: use tl.exp2, not tl.exp.",
+     (("alpha = tl.exp2(", "alpha = tl.exp("), ("p = tl.exp2(", "p = tl.exp("))),
+    ("break_in_loop",
+     "a Triton kernel cannot `break` out of a loop (the interpreter allows it, the GPU compiler does not): "
+     "put the causal stop into the loop's bound, range(0, end, BLOCK_N) with end = min((block_m + 1) * BLOCK_M, n_keys).",
+     (("    end = n_keys\n"
+       "    if CAUSAL:\n"
+       "        end = tl.minimum((block_m + 1) * BLOCK_M, n_keys)  # later keys are in every row's future\n"
+       "    for start in range(0, end, BLOCK_N):\n",
+       "    for start in range(0, n_keys, BLOCK_N):\n"
+       "        if CAUSAL:\n"
+       "            if start >= (block_m + 1) * BLOCK_M:\n"
+       "                break  # every later key is in the future of the whole block\n"),)),
+)
+# Compiler messages that name a mistake (the catalogued `break`, and two the lesson warns about).
+_COMPILE_HINTS = (
+    ("Break", _CATALOGUE[-1][1]),
+    ("Unsupported function referenced",
+     "a kernel may call only triton.language and other @triton.jit functions: decorate the helper with "
+     "@triton.jit or write its code into the kernel."),
+    ("Cannot access global variable",
+     "a kernel may read a global only if it holds a tl.constexpr (NAME = tl.constexpr(16)), or pass the value in."),
+)
+# Small blocks keep each compile near a second; causal on sm_80 and not on sm_90 covers both branches.
+_COMPILE_CONFIGS = tuple(
+    {"arch": arch, "dtype": "fp16", "head_dim": 64, "block_m": 64, "block_n": 32, "causal": causal,
+     "num_warps": 4, "num_stages": 2}
+    for arch, causal in ((80, True), (90, False))
+)
+
+
+def _mutant_source(name: str, edits: tuple[tuple[str, str], ...]) -> str:
+    source = kernel_module_source(flash_attention_kernel)
+    for old, new in edits:
+        if source.count(old) != 1:
+            raise AssertionError(f"mistake {name}: {old!r} occurs {source.count(old)} times in the reference kernel")
+        source = source.replace(old, new)
+    return source
+
+
+_MUTANT_SOURCES = {name: _mutant_source(name, edits) for name, _, edits in _CATALOGUE} if triton else {}
+_HINTS = {name: hint for name, hint, _ in _CATALOGUE}
+
+
+def _check_kernel(kernel: Any) -> tuple[Status, str]:
+    """Grade a learner's kernel: numbers under the interpreter, masks on memory access, GPU compile."""
+    if triton is None:
+        return Status.FAILED, INSTALL_HINT
+    if not is_jitted(kernel):
+        return Status.FAILED, f"`{NAME}` must be decorated with @triton.jit"
+    fn = kernel.fn
+    if "NotImplementedError" in fn.__code__.co_names:
+        return Status.NOT_DONE, f"not done yet: replace `raise NotImplementedError` in `{NAME}` with your code"
+    expected = list(inspect.signature(flash_attention_kernel.fn).parameters)
+    if list(inspect.signature(fn).parameters) != expected:
+        return Status.FAILED, f"keep the kernel's signature: {NAME}({', '.join(expected)})"
+    try:
+        source = kernel_module_source(kernel)
+    except OSError as error:
+        return Status.FAILED, f"cannot read the kernel's source ({error}): define it in a notebook cell or a file"
+    verdict = check_flash_kernel(source, kernel.__name__, _MUTANT_SOURCES)
+    if not verdict.passed:
+        hint = f"\n   Hint: {_HINTS[verdict.mistake]}" if verdict.mistake else ""
+        return Status.FAILED, verdict.message + hint
+    unmasked = unmasked_memory_ops(source)
+    if unmasked:
+        return Status.FAILED, (f"right numbers, but `{unmasked[0]}` has no mask=: when N is not a multiple of the "
+                               "block it touches memory past the tensor. The interpreter does not notice; a GPU "
+                               "reads garbage or faults. Add mask=... (and other=0.0 for loads).")
+    try:
+        compile_in_subprocess(source, kernel.__name__, _COMPILE_CONFIGS)
+    except GpuCompileError as error:
+        hint = next((f"\n   Hint: {text}" for marker, text in _COMPILE_HINTS if marker in str(error)), "")
+        return Status.FAILED, f"right numbers under the interpreter, but {error.summary()}{hint}"
+    return Status.PASSED, (f"passed ({len(FLASH_CASES)} cases under the interpreter with guard memory untouched; "
+                           "compiles for sm_80 and sm_90)")
+
+
+register(Exercise(
+    name=NAME,
+    lesson="11b_flash_triton",
+    reference=flash_attention_kernel,
+    cases=list,  # the cases are triton_sandbox.FLASH_CASES, run by the custom check in a subprocess
+    mistakes=tuple(Mistake(name, hint, load_kernel(_MUTANT_SOURCES[name], NAME, f"lesson 11b mistake {name}"))
+                   for name, hint, _ in _CATALOGUE)
+    if triton else (),
+    custom_check=_check_kernel,
+))

@@ -1,0 +1,530 @@
+"""Run a learner's Triton flash kernel away from the grader, and say what is wrong with it.
+
+Two kinds of subprocess, because one Python process cannot both interpret and compile Triton
+(the choice is made when ``triton.language`` is first imported):
+
+* **numerics** (``TRITON_INTERPRET=1``): the kernel runs on CPU tensors over ``FLASH_CASES`` and is
+  compared with PyTorch's ``scaled_dot_product_attention``. The interpreter never checks memory
+  bounds, so every input lies in a buffer whose gaps (between heads, after the last row, around
+  the tensor) hold NaN, and the output in one whose gaps hold a sentinel: reading past a tensor
+  puts NaN in the result, writing past it changes the sentinel. On the first failing case, the
+  catalogued mistakes run on the same case; one that writes the same buffer names the mistake.
+* **compile** (no interpreter): ``triton.compile`` for CUDA targets (sm_80, sm_90) without a GPU,
+  which rejects what only the interpreter accepts (``break``, calls to plain Python functions).
+
+A kernel that crashes (a wild pointer can kill the interpreter) or hangs ends its subprocess, not
+the grader. This module imports only the standard library at the top, so the compile subprocess
+starts without PyTorch.
+"""
+
+from __future__ import annotations
+
+import ast
+import inspect
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from types import CodeType, FunctionType, ModuleType
+from typing import Any
+
+HEADER = ("import math", "import triton", "import triton.language as tl")
+# Most shared memory one program (thread block) may use, by compute capability
+# (CUDA C++ Programming Guide, "Technical Specifications per Compute Capability").
+SHARED_MEMORY_LIMIT = {80: 163 * 1024, 86: 99 * 1024, 89: 99 * 1024, 90: 227 * 1024}
+SENTINEL = -10000.0  # fills the output's guard memory; exactly representable in float16
+PACKAGE_ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass(frozen=True)
+class FlashCase:
+    """One launch of the kernel: ``heads`` heads of ``n_queries`` queries over ``n_keys`` keys.
+
+    ``layout`` ``"heads-first"`` stores each tensor as ``(heads, N, d)`` (with gap rows after each
+    head); ``"tokens-first"`` stores ``(N, heads, d)`` and hands the kernel the transposed view,
+    so the head stride is smaller than the position stride.
+    """
+
+    label: str
+    heads: int
+    n_queries: int
+    n_keys: int
+    causal: bool
+    dtype: str = "float32"
+    layout: str = "heads-first"
+    block_m: int = 16
+    block_n: int = 16
+    d_head: int = 16
+
+    @property
+    def tolerance(self) -> tuple[float, float]:
+        """(atol, rtol) against float32 SDPA. float32: rounding of a few dozen products stays
+        below 1e-6, 1e-5 leaves room. float16: inputs, P and the output are rounded to 11-bit
+        mantissas (about 5e-4 relative each) on outputs of size about 1; 5e-3 is ten such steps."""
+        return (1e-5, 1e-4) if self.dtype == "float32" else (5e-3, 1e-2)
+
+
+FLASH_CASES = (
+    FlashCase("1 head, N=16 queries and keys (exactly one 16×16 block), d=16", 1, 16, 16, False),
+    FlashCase("1 head, N=16 (one block), causal", 1, 16, 16, True),
+    FlashCase("2 heads, N=9 (below the block size), causal", 2, 9, 9, True),
+    FlashCase("2 heads, N=40 (across blocks, 40 = 2×16 + 8)", 2, 40, 40, False),
+    FlashCase("2 heads, N=40 (across blocks), causal", 2, 40, 40, True),
+    FlashCase("3 heads, 21 queries over 47 keys (L != S)", 3, 21, 47, False),
+    FlashCase("2 heads, 33 queries over 20 keys, causal, BLOCK_M=32, BLOCK_N=16", 2, 33, 20, True,
+              block_m=32, block_n=16),
+    FlashCase("2 heads, N=24, stored (N, heads, d) so head stride < position stride, causal", 2, 24, 24, True,
+              layout="tokens-first"),
+    FlashCase("2 heads, N=40, causal, float16", 2, 40, 40, True, dtype="float16"),
+    FlashCase("3 heads, 18 queries over 35 keys, float16", 3, 18, 35, False, dtype="float16"),
+)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What the numerics subprocess concluded: passed, or a message and maybe a mistake's name."""
+
+    passed: bool
+    message: str
+    mistake: str | None = None
+
+
+@dataclass(frozen=True)
+class GpuBuild:
+    """One kernel compiled for one GPU: the shared memory each program (thread block) needs."""
+
+    arch: int
+    block_m: int
+    block_n: int
+    num_warps: int
+    num_stages: int
+    shared_bytes: int
+    shared_limit_bytes: int | None
+    seconds: float
+
+    @property
+    def fits(self) -> bool:
+        return self.shared_limit_bytes is None or self.shared_bytes <= self.shared_limit_bytes
+
+
+class GpuCompileError(RuntimeError):
+    """Triton's GPU compiler rejected a kernel; ``reason`` is its last line, ``line`` the code it points at."""
+
+    def __init__(self, text: str, arch: int) -> None:
+        super().__init__(text)
+        self.arch = arch
+        lines = [line for line in text.strip().splitlines() if line.strip()]
+        self.reason = lines[-1].strip() if lines else "unknown error"
+        caret = next((i for i, line in enumerate(lines) if set(line.strip()) == {"^"}), None)
+        self.line = lines[caret - 1].strip() if caret else ""
+
+    def summary(self) -> str:
+        where = f" at `{self.line}`" if self.line else ""
+        return f"the GPU compiler (sm_{self.arch}) rejects the kernel{where}: {self.reason}"
+
+
+# ---------------------------------------------------------------------------------------------
+# Parent side: turn a kernel object into a module's source; start and read the subprocesses.
+# ---------------------------------------------------------------------------------------------
+
+
+def is_jitted(obj: Any) -> bool:
+    """Whether ``obj`` is a ``@triton.jit`` function (compiled, or run by the interpreter)."""
+    return type(obj).__name__ in ("JITFunction", "InterpretedFunction") and isinstance(getattr(obj, "fn", None), FunctionType)
+
+
+def _function_source(fn: FunctionType, jitted: bool) -> str:
+    source = textwrap.dedent(inspect.getsource(fn))
+    tree = ast.parse(source)
+    start = tree.body[0].lineno  # the `def` line, after any decorators
+    body = "\n".join(source.splitlines()[start - 1:])
+    return ("@triton.jit\n" if jitted else "") + body + "\n"
+
+
+def _global_names(code: CodeType) -> set[str]:
+    names = set(code.co_names)
+    for const in code.co_consts:
+        if isinstance(const, CodeType):
+            names |= _global_names(const)
+    return names
+
+
+def kernel_module_source(kernel: Any) -> str:
+    """A self-contained module defining ``kernel``: imports, helpers it calls, constants it reads.
+
+    Args:
+        kernel: a ``@triton.jit`` function (JITFunction or InterpretedFunction) or a plain function.
+
+    Returns:
+        Python source; the kernel keeps its name and gets a ``@triton.jit`` decorator if it had one.
+
+    Raises:
+        TypeError: ``kernel`` is not a function; OSError: its source cannot be read.
+    """
+    fn = kernel.fn if is_jitted(kernel) else kernel
+    if not isinstance(fn, FunctionType):
+        raise TypeError(f"kernel must be a function decorated with @triton.jit, got {type(kernel).__name__}")
+    imports: list[str] = list(HEADER)
+    definitions: list[str] = []
+    seen: set[str] = set()
+
+    def add(name: str, obj: Any) -> None:
+        if name in seen:
+            return
+        seen.add(name)
+        if isinstance(obj, ModuleType):
+            line = f"import {obj.__name__} as {name}" if name != obj.__name__ else f"import {name}"
+            if line not in imports:
+                imports.append(line)
+            return
+        inner = obj.fn if is_jitted(obj) else obj
+        if isinstance(inner, FunctionType):
+            for dependency in sorted(_global_names(inner.__code__)):
+                if dependency in inner.__globals__:
+                    add(dependency, inner.__globals__[dependency])
+            definitions.append(_function_source(inner, is_jitted(obj)))
+        elif type(obj).__name__ == "constexpr":
+            definitions.append(f"{name} = tl.constexpr({obj.value!r})\n")
+        elif isinstance(obj, int | float | bool | str):
+            definitions.append(f"{name} = {obj!r}\n")
+
+    add(fn.__name__, kernel)
+    return "\n".join(imports) + "\n\n\n" + "\n\n".join(definitions)
+
+
+def load_kernel(source: str, kernel_name: str, label: str) -> Any:
+    """Execute a module's ``source`` in memory and return its ``kernel_name``.
+
+    The source is registered with ``linecache`` under ``<label>`` (as IPython does for notebook
+    cells), so that ``inspect`` and Triton can read the kernel's source later.
+    """
+    import linecache
+
+    filename = f"<{label}>"
+    linecache.cache[filename] = (len(source), None, source.splitlines(keepends=True), filename)
+    namespace: dict[str, Any] = {"__name__": label}
+    exec(compile(source, filename, "exec"), namespace)
+    return namespace[kernel_name]
+
+
+def unmasked_memory_ops(source: str) -> list[str]:
+    """The ``tl.load`` / ``tl.store`` calls in ``source`` that have neither ``mask=`` nor ``boundary_check=``.
+
+    Returns:
+        the first source line of each such call, stripped.
+    """
+    tree = ast.parse(source)
+    aliases = {alias.asname or alias.name for node in ast.walk(tree) if isinstance(node, ast.Import)
+               for alias in node.names if alias.name == "triton.language"}
+    found = []
+    for node in ast.walk(tree):
+        if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in ("load", "store")
+                and isinstance(node.func.value, ast.Name) and node.func.value.id in aliases
+                and not {"mask", "boundary_check"} & {keyword.arg for keyword in node.keywords}):
+            found.append(source.splitlines()[node.lineno - 1].strip())
+    return found
+
+
+def _child_env(interpret: bool) -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PACKAGE_ROOT), env.get("PYTHONPATH")]))
+    env["TRITON_DEFAULT_FP_FUSION"] = "1"  # Triton 3.9's default, set to silence its warning
+    env.pop("TRITON_INTERPRET", None)
+    if interpret:
+        env["TRITON_INTERPRET"] = "1"
+    return env
+
+
+def _run_child(mode: str, job_dir: Path, timeout: float) -> tuple[int | None, str]:
+    """Run this module as ``MODE JOB_DIR`` in a subprocess; return (exit code or None on time-out, stderr tail).
+
+    The numerics child needs the package (``-m``); the compile child runs this file alone (``-P``:
+    without its folder on ``sys.path``), so that it starts without importing PyTorch.
+    """
+    entry = ["-m", "attention_course.triton_sandbox"] if mode == "numerics" else ["-P", __file__]
+    process = subprocess.Popen(
+        [sys.executable, *entry, mode, str(job_dir)],
+        env=_child_env(interpret=mode == "numerics"), cwd=job_dir, stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True,
+    )
+    try:
+        _, stderr = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)  # the child and anything it started (ptxas)
+        process.communicate()
+        return None, ""
+    return process.returncode, stderr.decode(errors="replace")[-2000:]
+
+
+def _death(code: int) -> str:
+    return f"signal {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
+
+
+def check_flash_kernel(source: str, kernel_name: str, mistakes: Mapping[str, str] | None = None,
+                       *, timeout: float = 120.0) -> Verdict:
+    """Run the kernel ``kernel_name`` defined in ``source`` over ``FLASH_CASES`` under the interpreter.
+
+    Args:
+        source: a module (see ``kernel_module_source``).
+        kernel_name: the kernel's name in it.
+        mistakes: catalogued wrong kernels, name -> module source, tried on the first failing case.
+        timeout: seconds before the subprocess is killed.
+
+    Returns:
+        a ``Verdict``; a crash or a time-out is a failed verdict naming the case it happened in.
+    """
+    mistakes = dict(mistakes or {})
+    with tempfile.TemporaryDirectory(prefix="flash_numerics_") as folder:
+        job_dir = Path(folder)
+        (job_dir / "learner_kernel.py").write_text(source, encoding="utf-8")
+        for index, mistake_source in enumerate(mistakes.values()):
+            (job_dir / f"mistake_{index}.py").write_text(mistake_source, encoding="utf-8")
+        (job_dir / "job.json").write_text(json.dumps({"kernel": kernel_name, "mistakes": list(mistakes)}))
+        code, stderr = _run_child("numerics", job_dir, timeout)
+        verdict_file, progress_file = job_dir / "verdict.json", job_dir / "progress.txt"
+        if verdict_file.exists():  # written before any diagnosis, so it survives a mistake that crashes
+            return Verdict(**json.loads(verdict_file.read_text()))
+        progress = progress_file.read_text().splitlines() if progress_file.exists() else []
+        where = f" for {progress[-1]}" if progress else " before the first case"
+        if code is None:
+            return Verdict(False, f"did not finish within {timeout:g} s{where}: is there a loop that never ends?")
+        if code == 0:
+            return Verdict(False, f"the sandbox ended without a verdict{where}; please report this")
+        last = stderr.strip().splitlines()[-1:] or [""]
+        return Verdict(False, f"crashed the Triton interpreter ({_death(code)}){where}: a load or store far outside "
+                              f"a tensor (check strides and offsets) can do that. {last[0][:200]}".strip())
+
+
+def compile_in_subprocess(source: str, kernel_name: str, configs: Sequence[Mapping[str, Any]],
+                          *, timeout: float = 300.0) -> list[GpuBuild]:
+    """Compile ``kernel_name`` from ``source`` for each config (keys as built by ``compile_for_gpu``).
+
+    Raises:
+        GpuCompileError: the compiler rejected the kernel, crashed, or ran out of time.
+    """
+    with tempfile.TemporaryDirectory(prefix="flash_compile_") as folder:
+        job_dir = Path(folder)
+        (job_dir / "kernel.py").write_text(source, encoding="utf-8")
+        (job_dir / "job.json").write_text(json.dumps({"kernel": kernel_name, "configs": list(configs)}))
+        code, stderr = _run_child("compile", job_dir, timeout)
+        result_file = job_dir / "result.json"
+        if code is None or not result_file.exists():
+            arch = configs[0]["arch"] if configs else 0
+            why = f"ran longer than {timeout:g} s" if code is None else f"died ({_death(code)}): {stderr[-500:]}"
+            raise GpuCompileError(f"the compiler subprocess {why}", arch)
+        result = json.loads(result_file.read_text())
+    if "error" in result:
+        raise GpuCompileError(result["error"], result["arch"])
+    return [GpuBuild(**build) for build in result["builds"]]
+
+
+# ---------------------------------------------------------------------------------------------
+# Child side: ``python -m attention_course.triton_sandbox numerics|compile JOB_DIR``.
+# ---------------------------------------------------------------------------------------------
+
+
+def _load_module(path: Path) -> ModuleType:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _guarded(case: FlashCase, n_rows: int, fill: float, dtype: Any) -> tuple[Any, Any, Any]:
+    """A ``(heads, n_rows, d)`` view into a flat buffer of ``fill`` with gaps around and between heads.
+
+    Returns:
+        (flat buffer, the view, a bool flat tensor that is True where the view lies).
+    """
+    import torch
+
+    pad = max(case.block_m, case.block_n)  # a whole ragged block past the end stays inside the buffer
+    if case.layout == "heads-first":
+        storage_shape = (case.heads, n_rows + pad, case.d_head)
+    else:
+        storage_shape = (n_rows + pad, case.heads, case.d_head)
+    size = storage_shape[0] * storage_shape[1] * storage_shape[2]
+    guard = pad * case.heads * case.d_head
+
+    def view(flat: Any) -> Any:
+        storage = flat[guard:guard + size].view(storage_shape)
+        return storage[:, :n_rows] if case.layout == "heads-first" else storage[:n_rows].transpose(0, 1)
+
+    flat = torch.full((2 * guard + size,), fill, dtype=dtype)
+    inside = torch.zeros(flat.shape, dtype=torch.bool)
+    view(inside).fill_(True)
+    return flat, view(flat), inside
+
+
+def _inputs(case: FlashCase, seed: int) -> dict[str, Any]:
+    import torch
+
+    dtype = getattr(torch, case.dtype)
+    generator = torch.Generator().manual_seed(seed)
+    tensors: dict[str, Any] = {}
+    for name, rows in (("q", case.n_queries), ("k", case.n_keys), ("v", case.n_keys)):
+        flat, view, _ = _guarded(case, rows, float("nan"), dtype)
+        view.copy_(torch.randn(view.shape, generator=generator))
+        tensors[name], tensors[f"{name}_flat"] = view, flat
+    return tensors
+
+
+def _run_case(kernel: Any, case: FlashCase, inputs: Mapping[str, Any]) -> tuple[Any, Any, Any]:
+    """Launch on fresh guarded output memory; return (flat output buffer, output view, inside mask)."""
+    import torch
+
+    from .triton_flash import launch_flash_kernel
+
+    flat, out, inside = _guarded(case, case.n_queries, SENTINEL, getattr(torch, case.dtype))
+    launch_flash_kernel(kernel, inputs["q"], inputs["k"], inputs["v"], out, causal=case.causal,
+                        scale=case.d_head ** -0.5, block_m=case.block_m, block_n=case.block_n)
+    return flat, out, inside
+
+
+def _first_line(error: BaseException) -> str:
+    original = error.__cause__ or error  # the interpreter wraps the kernel's own exception
+    text = str(original).strip().splitlines()
+    return f"{type(original).__name__}: {text[0][:160]}" if text else type(original).__name__
+
+
+def _problem(case: FlashCase, inputs: Mapping[str, Any], before: Mapping[str, Any], flat: Any, out: Any,
+             inside: Any) -> str | None:
+    """What is wrong with one launch's result, or None."""
+    import torch
+
+    for name in ("q", "k", "v"):
+        if not torch.equal(inputs[f"{name}_flat"].view(torch.int8), before[name].view(torch.int8)):
+            return f"changed the input {name} (or memory next to it): only out_ptr may be stored to"
+    outside = flat[~inside]
+    if not torch.all(outside == SENTINEL):
+        return ("wrote outside the output (past its last row or between heads): mask tl.store with "
+                "rows < n_queries and address rows through stride_on, heads through stride_oh")
+    got = out.float()
+    if torch.isnan(got).any():
+        rows = torch.isnan(got).any(dim=-1).nonzero()[0].tolist()
+        return (f"NaN in the output (head {rows[0]}, query {rows[1]} first): a load past the end of k or v "
+                "(the sandbox's guard memory holds NaN there), or a row whose scores are all -inf (0/0)")
+    expected = torch.nn.functional.scaled_dot_product_attention(
+        inputs["q"].float(), inputs["k"].float(), inputs["v"].float(), is_causal=case.causal)
+    atol, rtol = case.tolerance
+    excess = (got - expected).abs() - (atol + rtol * expected.abs())
+    if excess.max() <= 0:
+        return None
+    worst = divmod(int(excess.argmax()) // case.d_head, case.n_queries)
+    error = float((got - expected).abs().max())
+    return (f"the output differs from scaled_dot_product_attention by up to {error:.3g} "
+            f"(worst at head {worst[0]}, query {worst[1]}; tolerance {atol:g})")
+
+
+def _same_behaviour(ours: tuple[Any, Any, Any], theirs: tuple[Any, Any, Any], case: FlashCase) -> bool:
+    import torch
+
+    atol, rtol = case.tolerance
+    return torch.allclose(ours[0].float(), theirs[0].float(), atol=atol, rtol=rtol, equal_nan=True)
+
+
+def _attempt(kernel: Any, case: FlashCase, seed: int) -> tuple[tuple[Any, Any, Any], str | None]:
+    """Run ``kernel`` on one case; return its (flat output, view, inside mask) and what is wrong, or None."""
+    inputs = _inputs(case, seed)
+    before = {name: inputs[f"{name}_flat"].clone() for name in ("q", "k", "v")}
+    result = _run_case(kernel, case, inputs)
+    return result, _problem(case, inputs, before, *result)
+
+
+def _behaves_like(mistake: Any, ours: tuple[Any, Any, Any], failing: int) -> bool:
+    """Whether ``mistake`` passes every case before ``failing`` (as the learner's kernel did) and
+    writes the same output memory as the learner's on case ``failing``."""
+    try:
+        theirs, _ = _attempt(mistake, FLASH_CASES[failing], failing)
+        if not _same_behaviour(ours, theirs, FLASH_CASES[failing]):
+            return False
+        return all(_attempt(mistake, case, seed)[1] is None for seed, case in enumerate(FLASH_CASES[:failing]))
+    except Exception:
+        return False
+
+
+def _numerics_child(job_dir: Path) -> None:
+    job = json.loads((job_dir / "job.json").read_text())
+    progress = (job_dir / "progress.txt").open("a", encoding="utf-8")
+    kernel = getattr(_load_module(job_dir / "learner_kernel.py"), job["kernel"])
+    for index, case in enumerate(FLASH_CASES):
+        progress.write(case.label + "\n")
+        progress.flush()
+        try:
+            ours, problem = _attempt(kernel, case, index)
+        except Exception as error:
+            _write_verdict(job_dir, Verdict(False, f"raised {_first_line(error)} for {case.label}."))
+            return
+        if problem is None:
+            continue
+        verdict = Verdict(False, f"{problem}, for {case.label}.")
+        _write_verdict(job_dir, verdict)
+        for number, name in enumerate(job["mistakes"]):
+            if _behaves_like(getattr(_load_module(job_dir / f"mistake_{number}.py"), job["kernel"]), ours, index):
+                _write_verdict(job_dir, Verdict(False, verdict.message, name))
+                return
+        return
+    _write_verdict(job_dir, Verdict(True, f"passed ({len(FLASH_CASES)} cases under the interpreter)"))
+
+
+def _write_verdict(job_dir: Path, verdict: Verdict) -> None:
+    partial = job_dir / "verdict.partial"
+    partial.write_text(json.dumps(asdict(verdict)))
+    partial.replace(job_dir / "verdict.json")  # atomic: the parent never reads half a verdict
+
+
+def _compile_child(job_dir: Path) -> None:
+    import triton
+    from triton.backends.compiler import GPUTarget
+
+    job = json.loads((job_dir / "job.json").read_text())
+    kernel = getattr(_load_module(job_dir / "kernel.py"), job["kernel"])
+    names = kernel.arg_names
+    if len(names) != 23:
+        message = f"{job['kernel']} has {len(names)} parameters; the flash kernel's signature has 23"
+        (job_dir / "result.json").write_text(json.dumps({"error": message, "arch": job["configs"][0]["arch"]}))
+        return
+    builds = []
+    for config in job["configs"]:
+        pointer = "*" + config["dtype"]
+        signature = {name: pointer for name in names[:4]}
+        signature |= {name: "i32" for name in names[4:18]} | {names[18]: "fp32"}
+        unit_strides = names[6:18:3]  # stride_qd, stride_kd, stride_vd, stride_od: 1 for contiguous tensors
+        constants = {names[19]: config["head_dim"], names[20]: config["block_m"], names[21]: config["block_n"],
+                     names[22]: config["causal"]} | {name: 1 for name in unit_strides}
+        signature |= {name: "constexpr" for name in constants}
+        # Like a launch on contiguous tensors: pointers and head/row strides are multiples of 16.
+        aligned = [i for i, name in enumerate(names[:16]) if name not in unit_strides]
+        attrs = {(i,): [["tt.divisibility", 16]] for i in aligned}
+        start = time.perf_counter()
+        try:
+            compiled = triton.compile(
+                triton.compiler.ASTSource(fn=kernel, signature=signature, constexprs=constants, attrs=attrs),
+                target=GPUTarget("cuda", config["arch"], 32),
+                options={"num_warps": config["num_warps"], "num_stages": config["num_stages"]},
+            )
+        except Exception as error:
+            (job_dir / "result.json").write_text(json.dumps({"error": str(error), "arch": config["arch"]}))
+            return
+        builds.append({
+            "arch": config["arch"], "block_m": config["block_m"], "block_n": config["block_n"],
+            "num_warps": config["num_warps"], "num_stages": config["num_stages"],
+            "shared_bytes": int(compiled.metadata.shared),
+            "shared_limit_bytes": SHARED_MEMORY_LIMIT.get(config["arch"]),
+            "seconds": time.perf_counter() - start,
+        })
+    (job_dir / "result.json").write_text(json.dumps({"builds": builds}))
+
+
+if __name__ == "__main__":
+    _mode, _job = sys.argv[1], Path(sys.argv[2])
+    {"numerics": _numerics_child, "compile": _compile_child}[_mode](_job)
