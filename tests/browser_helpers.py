@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from playwright.async_api import Browser, BrowserContext, Page, Playwright, async_playwright
+from playwright.async_api import Error as PlaywrightError
 
 CHROMIUM = Path("/usr/bin/chromium")
 # Headless comes from ``headless=True``; the rest keep Chromium off the network and its first-run chores.
@@ -145,13 +146,13 @@ class JupyterLab:
 
     def stop(self) -> None:
         """Stop the server by its PID (SIGTERM lets it shut its kernels down; SIGKILL its group after 20 s)."""
-        if self._process is None or self._process.poll() is not None:
+        if self._process is None or self.pid is None or self._process.poll() is not None:
             return
-        os.kill(self._process.pid, signal.SIGTERM)
+        os.kill(self.pid, signal.SIGTERM)
         try:
             self._process.wait(timeout=20)
         except subprocess.TimeoutExpired:
-            os.killpg(self._process.pid, signal.SIGKILL)
+            os.killpg(self.pid, signal.SIGKILL)  # its own session: the server and the kernels it started
             self._process.wait(timeout=10)
 
 
@@ -161,7 +162,7 @@ class NotebookRun:
 
     notebook: str
     problems: list[str] = field(default_factory=list)
-    sliders_moved: int = 0
+    controls_moved: int = 0
     widget_cells: int = 0
     code_cells: int = 0
     seconds: dict[str, float] = field(default_factory=dict)
@@ -177,30 +178,40 @@ _STATE_JS = """(panel) => {
   const prompts = [...root.querySelectorAll('.jp-CodeCell .jp-InputArea-prompt')].map(e => e.textContent.trim());
   const indicator = root.querySelector('.jp-Notebook-ExecutionIndicator');
   const kernel = root.querySelector('[data-jp-item-name="kernelName"]');
-  const errors = [...root.querySelectorAll('.jp-OutputArea-output[data-mime-type="%s"]')]
+  const errors = [...root.querySelectorAll('.jp-OutputArea-output[data-mime-type="__STDERR__"]')]
     .filter(e => e.textContent.includes('Traceback')).length;
+  const dialog = document.querySelector('.jp-Dialog .jp-Dialog-header');
   return {prompts, errors, status: indicator ? indicator.getAttribute('data-status') : null,
-          kernel: kernel ? kernel.textContent.trim() : null};
-}""" % STDERR_MIME
+          kernel: kernel ? kernel.textContent.trim() : null, dialog: dialog ? dialog.textContent.trim() : null};
+}""".replace("__STDERR__", STDERR_MIME)
 
-# Per cell (in notebook order): its tracebacks, widget failures, and how many widgets rendered.
+# The controls a learner moves: sliders (noUiSlider handles) and drop-downs.
+SLIDER, DROPDOWN = ".widget-slider .noUi-handle", ".widget-dropdown select"
+CONTROLS = f"{SLIDER}, {DROPDOWN}"
+
+# Per cell (in notebook order): its tracebacks, widget failures, and how many widgets rendered. A widget
+# fails visibly in three ways: "Error displaying widget", an error view ("Click to show javascript error.")
+# when its front-end code is missing, or "Loading widget..." for ever when its model never arrives.
 _CELLS_JS = """(panel) => [...document.querySelector(panel).querySelectorAll('.jp-Notebook .jp-Cell')].map(cell => {
   const outputs = [...cell.querySelectorAll('.jp-OutputArea-output')];
+  const text = e => e.textContent.trim();
   return {
-    tracebacks: outputs.filter(e => e.getAttribute('data-mime-type') === '%s' && e.textContent.includes('Traceback'))
-                       .map(e => e.textContent.slice(-1500)),
-    widgetErrors: outputs.filter(e => e.textContent.includes('Error displaying widget')).map(e => e.textContent.slice(0, 300)),
-    widgets: cell.querySelectorAll('.jp-OutputArea-output .jupyter-widgets').length,
-    sliders: cell.querySelectorAll('.jp-OutputArea-output .widget-slider .noUi-handle').length,
+    tracebacks: outputs.filter(e => e.getAttribute('data-mime-type') === '__STDERR__' && text(e).includes('Traceback'))
+                       .map(e => text(e).slice(-1500)),
+    widgetErrors: outputs.filter(e => text(e).includes('Error displaying widget')).map(e => text(e).slice(0, 300)),
+    errorViews: cell.querySelectorAll('.jp-OutputArea-output .jupyter-widgets-error-widget').length,
+    loading: outputs.filter(e => text(e) === 'Loading widget...').length,
+    widgets: outputs.filter(e => e.querySelector('.jupyter-widgets') && !e.querySelector('.jupyter-widgets-error-widget')).length,
+    controls: cell.querySelectorAll(`.jp-OutputArea-output :is(${CONTROLS})`).length,
   };
-})""" % STDERR_MIME
+})""".replace("__STDERR__", STDERR_MIME).replace("${CONTROLS}", CONTROLS)
 
-# What the outputs show, minus the slider controls themselves: text, images, SVG and canvases.
+# What the outputs show, minus the controls themselves: text, images, SVG and canvases.
 _FINGERPRINT_JS = """(panel) => {
   const parts = [];
   for (const out of document.querySelector(panel).querySelectorAll('.jp-Notebook .jp-OutputArea-output')) {
     const copy = out.cloneNode(true);
-    copy.querySelectorAll('.widget-slider').forEach(e => e.remove());
+    copy.querySelectorAll('.widget-slider, .widget-dropdown').forEach(e => e.remove());
     parts.push(copy.textContent);
     copy.querySelectorAll('img').forEach(e => parts.push(e.getAttribute('src') || ''));
     copy.querySelectorAll('svg').forEach(e => parts.push(e.outerHTML));
@@ -227,6 +238,8 @@ async def _wait_for(page: Page, predicate, what: str, timeout: float) -> dict:
     state: dict = {}
     while time.monotonic() < deadline:
         state = await _state(page)
+        if state and state["dialog"]:
+            raise TimeoutError(f"JupyterLab shows a dialog {state['dialog']!r} while waiting for {what}")
         if state and predicate(state):
             return state
         await asyncio.sleep(0.25)
@@ -242,44 +255,55 @@ def _finished(state: dict) -> bool:
 
 
 async def _fingerprint(page: Page) -> str:
-    """A digest of everything the outputs show except the slider controls."""
+    """A digest of everything the outputs show except the controls (sliders, drop-downs) themselves."""
     return hashlib.sha256((await page.evaluate(_FINGERPRINT_JS, PANEL)).encode()).hexdigest()
 
 
-async def _move_slider(page: Page, cell_index: int, timeout: float) -> str | None:
-    """Drag the first slider in cell ``cell_index`` to about 3/4 of its track; None when the outputs changed.
+async def _move_control(page: Page, cell_index: int, control_index: int, timeout: float) -> str | None:
+    """Move control ``control_index`` of cell ``cell_index`` as a learner would; None when the outputs changed.
+
+    A slider's handle is dragged to whichever quarter of its track is farther away; a drop-down gets its
+    next option.
 
     Returns:
-        a problem description when the readout or the outputs did not change.
+        a problem description when the control's value or the outputs did not change.
     """
-    cell = page.locator(f"{PANEL} .jp-Notebook .jp-Cell").nth(cell_index)
-    slider = cell.locator(".jp-OutputArea-output .widget-slider").first
-    handle = slider.locator(".noUi-handle").first
-    track = slider.locator(".noUi-target").first
-    readout = slider.locator(".widget-readout").first
-    await handle.scroll_into_view_if_needed()
-    before_value = await readout.text_content() if await readout.count() else None
+    control = page.locator(f"{PANEL} .jp-Notebook .jp-Cell").nth(cell_index).locator(
+        f".jp-OutputArea-output :is({CONTROLS})").nth(control_index)
+    where = f"cell {cell_index}, control {control_index}"
+    await control.scroll_into_view_if_needed()
     before = await _fingerprint(page)
-    handle_box, track_box = await handle.bounding_box(), await track.bounding_box()
-    if handle_box is None or track_box is None:
-        return f"cell {cell_index}: the slider is not visible"
-    start_x, y = handle_box["x"] + handle_box["width"] / 2, handle_box["y"] + handle_box["height"] / 2
-    # Move to whichever quarter of the track is farther from where the handle sits.
-    quarter = track_box["x"] + track_box["width"] * (0.25 if start_x > track_box["x"] + track_box["width"] / 2 else 0.75)
-    await page.mouse.move(start_x, y)
-    await page.mouse.down()
-    await page.mouse.move(quarter, y, steps=8)
-    await page.mouse.up()
-    after_value = await readout.text_content() if await readout.count() else None
-    if before_value is not None and after_value == before_value:
-        return f"cell {cell_index}: dragging the slider left its value at {before_value!r}"
+    if await control.evaluate("e => e.tagName") == "SELECT":
+        before_value = await control.input_value()
+        n_options = await control.locator("option").count()
+        index = await control.evaluate("e => e.selectedIndex")
+        await control.select_option(index=(index + 1) % n_options)
+        value = control.input_value
+    else:
+        slider = control.locator("xpath=ancestor::*[contains(@class, 'widget-slider')][1]")
+        readout = slider.locator(".widget-readout").first
+        before_value = await readout.text_content()
+        handle_box, track_box = await control.bounding_box(), await slider.locator(".noUi-target").bounding_box()
+        if handle_box is None or track_box is None:
+            return f"{where}: the slider is not visible"
+        x, y = handle_box["x"] + handle_box["width"] / 2, handle_box["y"] + handle_box["height"] / 2
+        left, width = track_box["x"], track_box["width"]
+        await page.mouse.move(x, y)
+        await page.mouse.down()
+        await page.mouse.move(left + width * (0.25 if x > left + width / 2 else 0.75), y, steps=8)
+        await page.mouse.up()
+        value = readout.text_content
     deadline = time.monotonic() + timeout
+    while (after_value := await value()) == before_value and time.monotonic() < deadline:
+        await asyncio.sleep(0.1)
+    if after_value == before_value:
+        return f"{where}: moving it left its value at {before_value!r}"
     while time.monotonic() < deadline:
         state = await _state(page)
         if state.get("status") == "idle" and await _fingerprint(page) != before:
             return None
         await asyncio.sleep(0.25)
-    return f"cell {cell_index}: moving the slider ({before_value} -> {after_value}) did not change any output in {timeout:.0f} s"
+    return f"{where}: moving it ({before_value} -> {after_value}) did not change any output in {timeout:.0f} s"
 
 
 def saved_notebook_facts(path: Path) -> tuple[set[int], set[int]]:
@@ -297,11 +321,11 @@ def saved_notebook_facts(path: Path) -> tuple[set[int], set[int]]:
 
 async def run_notebook(context: BrowserContext, lab: JupyterLab, notebook: str, screenshot: Path,
                        timeout: float) -> NotebookRun:
-    """Open ``notebook`` (relative to the lab's root) in a new tab, clear it, Run All, check it, move its sliders.
+    """Open ``notebook`` (relative to the lab's root) in a new tab, clear it, Run All, check it, move its controls.
 
-    Fails (adds to ``problems``) on a traceback outside cells tagged ``raises-exception``, on "Error displaying
-    widget", on a cell whose saved outputs hold a widget that did not render now, on a kernel that never gets
-    idle or dies, and on a slider whose move changes no output.
+    Fails (adds to ``problems``) on a traceback outside cells tagged ``raises-exception``, on a widget that does
+    not render (or whose saved outputs had one that does not render now), on a kernel that never gets idle,
+    and on a control (each slider and drop-down of a widget's output) whose move changes no output.
     """
     run = NotebookRun(notebook)
     may_raise, had_widgets = saved_notebook_facts(lab.root / notebook)
@@ -314,7 +338,7 @@ async def run_notebook(context: BrowserContext, lab: JupyterLab, notebook: str, 
         await page.wait_for_selector(f"{PANEL} .jp-Notebook .jp-Cell", timeout=timeout * 1000)
         # The kernel's name shows in the toolbar once a kernel is attached; "Run All" before that is lost.
         await _wait_for(page, lambda s: s["status"] == "idle" and s["kernel"] not in (None, "", "No Kernel", "Kernel"),
-                        "the kernel to start", timeout)
+                        "the kernel to start", min(timeout, 120))
         run.seconds["open"] = time.monotonic() - started
         await _click_menu(page, "Edit", "Clear Outputs of All Cells")
         await _wait_for(page, lambda s: all(p in ("[ ]:", "") for p in s["prompts"]), "outputs to clear", 30)
@@ -322,26 +346,24 @@ async def run_notebook(context: BrowserContext, lab: JupyterLab, notebook: str, 
         state = await _wait_for(page, _finished, "Run All to finish", timeout)
         run.code_cells = len(state["prompts"])
         run.seconds["run"] = time.monotonic() - started - run.seconds["open"]
-        await page.wait_for_timeout(500)  # widget views render just after the kernel goes idle
-        cells = await page.evaluate(_CELLS_JS, PANEL)
-        _collect_problems(run, cells, may_raise, had_widgets)
+        cells = await _cell_problems(page, run, may_raise, had_widgets)
+        run.widget_cells = sum(bool(cell["widgets"]) for cell in cells)
         moved_at = time.monotonic()
         for index, cell in enumerate(cells):
-            if cell["sliders"] and not cell["tracebacks"]:
-                problem = await _move_slider(page, index, timeout=60)
+            for control in range(0 if cell["tracebacks"] else cell["controls"]):
+                problem = await _move_control(page, index, control, timeout=60)
                 if problem:
                     run.problems.append(problem)
                 else:
-                    run.sliders_moved += 1
-        if run.sliders_moved:
-            await _wait_for(page, lambda s: s["status"] == "idle", "the kernel after the slider moves", 60)
-            after = await page.evaluate(_CELLS_JS, PANEL)
-            _collect_problems(run, after, may_raise, set(), after_sliders=True)
-        run.seconds["sliders"] = time.monotonic() - moved_at
+                    run.controls_moved += 1
+        if run.controls_moved:
+            await _wait_for(page, lambda s: s["status"] == "idle", "the kernel after moving the controls", 60)
+            await _cell_problems(page, run, may_raise, set(), when=" after moving the controls")
+        run.seconds["controls"] = time.monotonic() - moved_at
         await _screenshot(page, cells, screenshot)
         run.screenshot = screenshot
-    except TimeoutError as error:
-        run.problems.append(str(error))
+    except (TimeoutError, PlaywrightError) as error:  # Playwright's own timeouts are PlaywrightErrors
+        run.problems.append(f"{type(error).__name__}: {error}")
         await page.screenshot(path=str(screenshot))
         run.screenshot = screenshot
     finally:
@@ -352,33 +374,48 @@ async def run_notebook(context: BrowserContext, lab: JupyterLab, notebook: str, 
     return run
 
 
-def _collect_problems(run: NotebookRun, cells: list[dict], may_raise: set[int], had_widgets: set[int],
-                      after_sliders: bool = False) -> None:
-    """Turn what the page shows per cell into problem lines on ``run``."""
-    when = " after moving the sliders" if after_sliders else ""
+async def _cell_problems(page: Page, run: NotebookRun, may_raise: set[int], had_widgets: set[int],
+                         when: str = "") -> list[dict]:
+    """Read every cell of the page and add what is wrong to ``run.problems``; return the cells as read.
+
+    Widgets get up to 15 s to leave "Loading widget..." (their model may still be on its way).
+    """
+    deadline = time.monotonic() + 15
+    cells = await page.evaluate(_CELLS_JS, PANEL)
+    while any(cell["loading"] for cell in cells) and time.monotonic() < deadline:
+        await asyncio.sleep(0.25)
+        cells = await page.evaluate(_CELLS_JS, PANEL)
     for index, cell in enumerate(cells):
+        where = f"cell {index}{when}"
         if cell["tracebacks"] and index not in may_raise:
-            run.problems.append(f"cell {index} shows an error{when}:\n{cell['tracebacks'][0]}")
-        for message in cell["widgetErrors"]:
-            run.problems.append(f"cell {index}: {message.strip()}{when}")
+            run.problems.append(f"{where} shows an error:\n{cell['tracebacks'][0]}")
+        run.problems.extend(f"{where}: {message}" for message in cell["widgetErrors"])
+        if cell["errorViews"]:
+            view = page.locator(f"{PANEL} .jp-Notebook .jp-Cell").nth(index).locator(".jupyter-widgets-error-widget")
+            await view.first.click()  # the error view shows its message only when clicked
+            message = " ".join((await view.first.text_content() or "").split())[:300]
+            run.problems.append(f"{where}: a widget failed to render (its front-end code did not load): {message}")
+        if cell["loading"]:
+            run.problems.append(f"{where}: a widget never rendered (still 'Loading widget...' after the kernel went idle)")
         if index in had_widgets and not cell["widgets"] and not cell["tracebacks"]:
-            run.problems.append(f"cell {index}: its saved outputs hold a widget, but no widget rendered in JupyterLab")
-        if cell["widgets"]:
-            run.widget_cells += not after_sliders
+            run.problems.append(f"{where}: its saved outputs hold a widget, but no widget rendered in JupyterLab")
+    return cells
 
 
 async def _screenshot(page: Page, cells: list[dict], path: Path) -> None:
-    """Screenshot the tab with the first widget (or else the first image) scrolled into view."""
-    with_widget = next((i for i, cell in enumerate(cells) if cell["widgets"]), None)
-    notebook_cells = page.locator(f"{PANEL} .jp-Notebook .jp-Cell")
-    if with_widget is not None:
-        await notebook_cells.nth(with_widget).locator(".jp-OutputArea").first.scroll_into_view_if_needed()
+    """Screenshot the tab scrolled to the first cell that shows a problem, else the first widget, else the first image."""
+    def first(test) -> int | None:
+        return next((i for i, cell in enumerate(cells) if test(cell)), None)
+
+    focus = first(lambda c: c["tracebacks"] or c["widgetErrors"] or c["errorViews"] or c["loading"])
+    focus = focus if focus is not None else first(lambda c: c["widgets"])
+    if focus is not None:
+        await page.locator(f"{PANEL} .jp-Notebook .jp-Cell").nth(focus).scroll_into_view_if_needed()
     else:
         images = page.locator(f"{PANEL} .jp-OutputArea-output img")
         if await images.count():
             await images.first.scroll_into_view_if_needed()
     await page.wait_for_timeout(300)
-    path.parent.mkdir(parents=True, exist_ok=True)
     await page.screenshot(path=str(path))
 
 
@@ -417,6 +454,7 @@ class LabBrowser:
 
     def submit(self, notebook: str) -> concurrent.futures.Future[NotebookRun]:
         """Queue ``notebook`` (relative to the lab's root); its screenshot goes to ``screenshots_dir``."""
+        self.screenshots_dir.mkdir(parents=True, exist_ok=True)
         screenshot = self.screenshots_dir / (notebook.removesuffix(".ipynb").replace("/", "__") + ".png")
         future = asyncio.run_coroutine_threadsafe(self._run(notebook, screenshot), self._loop)
         self._futures.append(future)

@@ -1,12 +1,12 @@
 """Every lesson and solution notebook, run in a real JupyterLab in headless Chromium, as a learner sees it.
 
 nbval proves the kernel side; this proves the page: after "Run All" no cell shows a traceback, no widget
-shows "Error displaying widget", every widget the saved notebook had renders, and dragging a slider in
-each widget cell changes what the outputs show. A screenshot per notebook lands in build/screenshots/.
+fails to render, every widget the saved notebook had renders, and moving each slider and drop-down of
+a widget changes what the outputs show. A screenshot per notebook lands in build/screenshots/.
 
 Needs Debian's /usr/bin/chromium (``make test`` installs it when run as root) and Playwright for Python
 (never its downloaded browsers). Without them the tests skip, unless CI=true, where they fail.
-Environment: BROWSER_PAGES (notebooks run at once, default 2), BROWSER_TIMEOUT (seconds per wait, default 300).
+Environment: BROWSER_PAGES (notebooks run at once, default 3), BROWSER_TIMEOUT (seconds per wait, default 300).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ NOTEBOOKS = [p.relative_to(REPO).as_posix() for folder in ("notebooks", "solutio
              for p in sorted((REPO / folder).glob("*.ipynb"))]
 SCREENSHOTS = REPO / "build" / "screenshots"
 SELFTEST_DIR = "_browser_selftest"
-PAGES = int(os.environ.get("BROWSER_PAGES", "2"))
+PAGES = int(os.environ.get("BROWSER_PAGES", "3"))
 TIMEOUT = float(os.environ.get("BROWSER_TIMEOUT", "300"))
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 
@@ -41,16 +41,28 @@ def _selftest_notebooks() -> dict[str, nbformat.NotebookNode]:
     v4 = nbformat.v4
     slider = ("import ipywidgets as widgets\n"
               "widgets.interact(lambda n=3: print('n squared is', n * n), n=widgets.IntSlider(value=3, min=0, max=10))")
+    dropdown = "widgets.interact(lambda word='tiger': print(word.upper()), word=widgets.Dropdown(options=['tiger', 'it']))"
     allowed_error = v4.new_code_cell("raise ValueError('shown on purpose')", metadata={"tags": ["raises-exception"]})
     missing_model = {WIDGET_VIEW: {"model_id": "0" * 32, "version_major": 2, "version_minor": 0}, "text/plain": "a widget"}
+    # A widget whose front-end code is not installed (as when a widget package's lab extension is missing).
+    unknown_widget_class = (
+        "import ipywidgets as widgets\nfrom traitlets import Unicode\n\n"
+        "class NotInstalled(widgets.DOMWidget):\n"
+        "    _model_module = _view_module = Unicode('no-such-widget-package').tag(sync=True)\n"
+        "    _model_name, _view_name = Unicode('NoModel').tag(sync=True), Unicode('NoView').tag(sync=True)\n\n"
+        "NotInstalled()"
+    )
+    kernel = {"kernelspec": {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}}
     return {
-        "passes_with_slider": v4.new_notebook(cells=[allowed_error, v4.new_code_cell(slider)]),
+        "passes_with_controls": v4.new_notebook(
+            cells=[allowed_error, v4.new_code_cell(slider), v4.new_code_cell(dropdown)], metadata=kernel),
         "fails_cell_raises": v4.new_notebook(cells=[
             v4.new_code_cell("print('fine')"), v4.new_code_cell("1 / 0"), v4.new_code_cell("print('never runs')"),
-        ]),
-        "fails_widget_cannot_render": v4.new_notebook(cells=[v4.new_code_cell(
-            f"from IPython.display import display\ndisplay({missing_model!r}, raw=True)"
-        )]),
+        ], metadata=kernel),
+        "fails_widget_cannot_render": v4.new_notebook(cells=[
+            v4.new_code_cell(unknown_widget_class),
+            v4.new_code_cell(f"from IPython.display import display\ndisplay({missing_model!r}, raw=True)"),
+        ], metadata=kernel),
     }
 
 
@@ -101,10 +113,10 @@ def runs(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactor
     finally:
         browser.close()
         lab.stop()
-    finished = {nb: f.result() for nb, f in futures.items() if f.done() and not f.exception()}
+    finished = {nb: f.result() for nb, f in futures.items() if f.done() and not f.cancelled() and not f.exception()}
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     (SCREENSHOTS / "runs.json").write_text(json.dumps(
-        {nb: {"seconds": {k: round(v, 1) for k, v in run.seconds.items()}, "sliders_moved": run.sliders_moved,
+        {nb: {"seconds": {k: round(v, 1) for k, v in run.seconds.items()}, "controls_moved": run.controls_moved,
               "widget_cells": run.widget_cells, "problems": run.problems} for nb, run in finished.items()},
         indent=1), encoding="utf-8")
 
@@ -123,13 +135,16 @@ def test_notebook_runs_cleanly_in_jupyterlab(runs: dict, notebook: str) -> None:
 
 @pytest.mark.parametrize("selftest", sorted(SELFTESTS))
 def test_browser_check_catches_what_it_should(runs: dict, selftest: str) -> None:
-    """The check passes a notebook with a working slider and an allowed error, and fails on a raise or a broken widget."""
+    """It passes working controls and an allowed error, and fails on a cell that raises or a widget that cannot render."""
     run = _result(runs, SELFTESTS[selftest])
     problems = "\n".join(run.problems)
-    if selftest == "passes_with_slider":
+    if selftest == "passes_with_controls":
         assert not run.problems, problems
-        assert (run.widget_cells, run.sliders_moved) == (1, 1)
+        assert (run.widget_cells, run.controls_moved) == (2, 2)
     elif selftest == "fails_cell_raises":
         assert len(run.problems) == 1 and "cell 1 shows an error" in problems and "ZeroDivisionError" in problems
     else:
-        assert len(run.problems) == 1 and "Error displaying widget" in problems, problems
+        assert len(run.problems) == 2, problems
+        assert "cell 0: a widget failed to render" in problems and "no-such-widget-package" in problems
+        # ipywidgets waits a while for a model, then gives up with "Error displaying widget: model not found".
+        assert "cell 1: Error displaying widget" in problems or "cell 1: a widget never rendered" in problems
