@@ -2,6 +2,11 @@
 # jupyter:
 #   jupytext:
 #     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
@@ -21,7 +26,7 @@ from attention_course import apply_rope, causal_mask
 from attention_course.grading import check
 from attention_course.kv_cache import grouped_query_attention
 
-torch.manual_seed(0)
+_ = torch.manual_seed(0)  # the same random numbers on every run
 
 # %% [markdown]
 # ## The cached attention step

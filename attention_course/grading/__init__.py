@@ -20,16 +20,17 @@ def format_result(result: Result) -> str:
     return f"{MARKS[result.status]} {result.exercise}: {result.message}"
 
 
-def check(name: str, fn: Callable[..., Any]) -> Result:
-    """Check the learner's ``fn`` for exercise ``name`` and print one or two lines about it."""
+def check(name: str, fn: Callable[..., Any]) -> None:
+    """Check the learner's ``fn`` for exercise ``name`` and print what the grader says about it.
+
+    Returns nothing, so a notebook shows only the printed lines (``run_check`` returns the Result).
+    """
     try:
         exercise = get_exercise(name)
     except KeyError as error:
         print(f"FAIL {name}: {error.args[0]}")
-        return Result(name, Status.FAILED, error.args[0])
-    result = run_check(exercise, fn)
-    print(format_result(result))
-    return result
+        return
+    print(format_result(run_check(exercise, fn)))
 
 
 __all__ = [
