@@ -1,0 +1,538 @@
+r"""Sparse attention: let each query look at a few keys, and skip the rest of the work (lesson 10).
+
+Dense attention compares every query with every key: $N^2$ scores, so doubling the sequence
+quadruples the time and the memory. A *sparse pattern* says which (query, key) pairs are allowed;
+a sparse *kernel* computes only those pairs.
+
+- A pattern is an index predicate ``allows(i, j)`` (the "mask_mod" of PyTorch's FlexAttention):
+  ``True`` where query ``i`` may attend to key ``j``. ``SparsePattern.mask()`` evaluates it on the
+  full grid, giving the boolean ``(N, N)`` mask the dense reference understands;
+  ``SparsePattern.layout(block_size)`` says which ``block_size × block_size`` tiles hold at least
+  one allowed pair, and is computed one block row at a time, never as an ``N × N`` tensor.
+- ``block_sparse_attention`` visits only the tiles the layout marks, applies the element-level
+  predicate inside them, and normalises each query's softmax over all the keys it visited.
+- ``sliding_window_attention`` is the special case of a band: each query block reads one
+  contiguous slice of keys, so its cost is $O(N \cdot w)$ instead of $O(N^2)$.
+
+Patterns (all have causal variants, top-left aligned like ``causal_mask``):
+
+| builder | allowed pairs | used by |
+|---|---|---|
+| ``sliding_window_pattern`` | $\lvert i-j\rvert \le w$ | Longformer, Mistral (causal) |
+| ``dilated_window_pattern`` | $\lvert i-j\rvert \le w\,r$ and $r \mid i-j$ | Longformer (dilated heads) |
+| ``strided_pattern`` | $\lvert i-j\rvert < \ell$ or $\ell \mid i-j$ | Sparse Transformer, strided |
+| ``fixed_pattern`` | same block of $\ell$, or $j$ in the last $c$ of its block | Sparse Transformer, fixed |
+| ``longformer_pattern`` | window, or $i$ or $j$ a global token | Longformer |
+| ``bigbird_pattern`` | window, global, and random key blocks | BigBird |
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
+
+from ._validation import require_rank, require_tensor, shape_of
+from .attention import _check_qkv, scaled_dot_product_attention
+
+MaskFn = Callable[[Tensor, Tensor], Tensor]
+"""``allows(q_idx, k_idx) -> bool``: broadcasting integer index tensors in, ``True`` = may attend."""
+
+
+def _require_count(name: str, value: object, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    return value
+
+
+def _n_blocks(n: int, block_size: int) -> int:
+    return -(-n // block_size)
+
+
+def _window_allows(q_idx: Tensor, k_idx: Tensor, window: int, causal: bool) -> Tensor:
+    """Key ``j`` is at most ``window`` positions from query ``i`` (and not after it when causal)."""
+    offset = q_idx - k_idx  # > 0: the key is in the past
+    return (offset >= 0) & (offset <= window) if causal else offset.abs() <= window
+
+
+def _causal_allows(q_idx: Tensor, k_idx: Tensor) -> Tensor:
+    return k_idx <= q_idx
+
+
+@dataclass(frozen=True)
+class SparsePattern:
+    """A sparsity pattern over a sequence of ``n`` tokens (self-attention: ``n`` queries, ``n`` keys).
+
+    Attributes:
+        name: a short label for plots and tables.
+        n: the sequence length N.
+        allows: the element predicate, ``allows(q_idx, k_idx)`` on broadcasting index tensors.
+    """
+
+    name: str
+    n: int
+    allows: MaskFn
+
+    def mask(self, device: torch.device | str | None = None) -> Tensor:
+        """The dense boolean mask, for the dense reference and for pictures: ``(N, N)``, ``True`` = may attend."""
+        idx = torch.arange(self.n, device=device)
+        return self.allows(idx[:, None], idx[None, :])
+
+    def layout(self, block_size: int) -> Tensor:
+        """Which tiles of the mask hold at least one allowed pair.
+
+        Evaluated one query-block row at a time (``block_size × N`` booleans), never ``N × N``.
+        It tests every pair once, like a kernel's set-up step: compute it once per length and
+        reuse it for every layer, head and batch.
+
+        Args:
+            block_size: the tile edge B.
+
+        Returns:
+            bool ``(ceil(N / B), ceil(N / B))``; ``layout[I, J]`` is ``True`` when some query of
+            block ``I`` may attend to some key of block ``J``.
+        """
+        _require_count("block_size", block_size, 1)
+        n_blocks = _n_blocks(self.n, block_size)
+        padded = torch.arange(n_blocks * block_size)
+        key_exists = padded < self.n  # the last key block may be short
+        k_idx = padded.clamp_max(max(self.n - 1, 0))
+        rows = []
+        for start in range(0, self.n, block_size):
+            q_idx = torch.arange(start, min(start + block_size, self.n))
+            tile_row = self.allows(q_idx[:, None], k_idx[None, :]) & key_exists  # (B, n_blocks * B)
+            rows.append(tile_row.reshape(len(q_idx), n_blocks, block_size).any(dim=2).any(dim=0))
+        return torch.stack(rows) if rows else torch.zeros(0, 0, dtype=torch.bool)
+
+    def n_pairs(self, rows_at_a_time: int = 256) -> int:
+        """How many (query, key) pairs are allowed, counted a few query rows at a time."""
+        idx = torch.arange(self.n)
+        return sum(
+            int(self.allows(idx[start : start + rows_at_a_time, None], idx[None, :]).sum())
+            for start in range(0, self.n, rows_at_a_time)
+        )
+
+    def density(self) -> float:
+        """The fraction of the ``N × N`` pairs that are allowed (1.0 for dense attention)."""
+        return self.n_pairs() / self.n**2 if self.n else 0.0
+
+
+def sliding_window_mask(n: int, window: int, causal: bool = False) -> Tensor:
+    r"""The local (sliding-window) mask: each query sees the keys at most ``window`` positions away.
+
+    $$M_{ij} = \lvert i - j \rvert \le w \qquad\text{causal: } 0 \le i - j \le w$$
+
+    A query therefore sees ``2 * window + 1`` keys (``window + 1`` when causal), fewer near the edges.
+
+    Args:
+        n: sequence length N.
+        window: w >= 0, the largest allowed distance ``|i - j|``.
+        causal: also hide every key after its query (``j > i``).
+
+    Returns:
+        bool ``(N, N)``, ``True`` where query ``i`` may attend to key ``j``.
+    """
+    return sliding_window_pattern(n, window, causal).mask()
+
+
+def sliding_window_pattern(n: int, window: int, causal: bool = False) -> SparsePattern:
+    """Sliding window of half-width ``window`` (see ``sliding_window_mask``)."""
+    _require_count("n", n, 0)
+    _require_count("window", window, 0)
+    return SparsePattern(
+        f"sliding window w={window}", n, lambda i, j: _window_allows(i, j, window, causal)
+    )
+
+
+def dilated_window_pattern(n: int, window: int, dilation: int, causal: bool = False) -> SparsePattern:
+    r"""A window with holes: ``window`` keys on each side, ``dilation`` positions apart.
+
+    $M_{ij} = \lvert i-j \rvert \le w\,r$ and $(i - j) \bmod r = 0$: the same number of keys as a
+    window of ``window``, reaching ``dilation`` times further.
+
+    Args:
+        n: sequence length N.
+        window: w >= 0, keys on each side.
+        dilation: r >= 1, the gap between attended keys (1 = an ordinary window).
+        causal: only keys at or before the query.
+    """
+    _require_count("n", n, 0)
+    _require_count("window", window, 0)
+    _require_count("dilation", dilation, 1)
+
+    def allows(i: Tensor, j: Tensor) -> Tensor:
+        return _window_allows(i, j, window * dilation, causal) & ((i - j) % dilation == 0)
+
+    return SparsePattern(f"dilated w={window}, r={dilation}", n, allows)
+
+
+def strided_pattern(n: int, stride: int, causal: bool = True) -> SparsePattern:
+    r"""Sparse Transformer's strided pattern (Child et al., 2019), its two heads merged into one mask.
+
+    $M_{ij} = \lvert i-j \rvert < \ell$ (the last $\ell$ tokens) or $(i - j) \bmod \ell = 0$ (every
+    $\ell$-th token, a "column"). Any token reaches any other in two steps: along the column,
+    then along the row. Suits data with a period, such as image rows.
+
+    Args:
+        n: sequence length N.
+        stride: ℓ >= 1; about √N keeps both heads at √N keys per query.
+        causal: only keys at or before the query (the paper's setting).
+    """
+    _require_count("n", n, 0)
+    _require_count("stride", stride, 1)
+
+    def allows(i: Tensor, j: Tensor) -> Tensor:
+        local = _window_allows(i, j, stride - 1, causal)
+        column = (i - j) % stride == 0
+        return local | (column & _causal_allows(i, j) if causal else column)
+
+    return SparsePattern(f"strided ℓ={stride}", n, allows)
+
+
+def fixed_pattern(n: int, stride: int, n_summary: int = 1, causal: bool = True) -> SparsePattern:
+    r"""Sparse Transformer's fixed pattern, its two heads merged into one mask.
+
+    $M_{ij} = \lfloor j/\ell \rfloor = \lfloor i/\ell \rfloor$ (the same block of $\ell$) or
+    $j \bmod \ell \ge \ell - c$ (the last $c$ "summary" tokens of every block, which everybody reads).
+    Suits text, which has no period.
+
+    Args:
+        n: sequence length N.
+        stride: ℓ >= 1, the block length.
+        n_summary: c, 1 <= c <= ℓ, summary tokens at the end of each block.
+        causal: only keys at or before the query.
+    """
+    _require_count("n", n, 0)
+    _require_count("stride", stride, 1)
+    _require_count("n_summary", n_summary, 1)
+    if n_summary > stride:
+        raise ValueError(f"n_summary must be <= stride, got n_summary={n_summary} and stride={stride}")
+
+    def allows(i: Tensor, j: Tensor) -> Tensor:
+        same_block = torch.div(i, stride, rounding_mode="floor") == torch.div(j, stride, rounding_mode="floor")
+        allowed = same_block | (j % stride >= stride - n_summary)
+        return allowed & _causal_allows(i, j) if causal else allowed
+
+    return SparsePattern(f"fixed ℓ={stride}, c={n_summary}", n, allows)
+
+
+def _global_index(n: int, global_tokens: Sequence[int]) -> Tensor:
+    """A bool ``(N,)`` vector, ``True`` at the global positions."""
+    if isinstance(global_tokens, Tensor):
+        global_tokens = global_tokens.tolist()
+    tokens = list(global_tokens)
+    for token in tokens:
+        _require_count("global_tokens[...]", token, 0)
+        if token >= n:
+            raise ValueError(f"global_tokens must lie in [0, n={n}), got {tokens}")
+    is_global = torch.zeros(n, dtype=torch.bool)
+    is_global[tokens] = True
+    return is_global
+
+
+def global_local_mask(n: int, window: int, global_tokens: Sequence[int], causal: bool = False) -> Tensor:
+    r"""Longformer's mask: a sliding window, plus global tokens that see everything and are seen by all.
+
+    $$M_{ij} = \lvert i-j \rvert \le w \;\lor\; i \in G \;\lor\; j \in G$$
+
+    A global token is both a full **row** (it reads every token) and a full **column** (every
+    token reads it); with ``causal`` every pair after its query is hidden as well.
+
+    Args:
+        n: sequence length N.
+        window: w >= 0, half-width of the local window.
+        global_tokens: positions in ``[0, N)`` of the global tokens (e.g. ``[0]`` for a [CLS] token).
+        causal: also hide every key after its query.
+
+    Returns:
+        bool ``(N, N)``, ``True`` where query ``i`` may attend to key ``j``.
+    """
+    return longformer_pattern(n, window, global_tokens, causal).mask()
+
+
+def longformer_pattern(n: int, window: int, global_tokens: Sequence[int], causal: bool = False) -> SparsePattern:
+    """Sliding window plus global tokens (see ``global_local_mask``)."""
+    _require_count("n", n, 0)
+    _require_count("window", window, 0)
+    is_global = _global_index(n, global_tokens)
+
+    def allows(i: Tensor, j: Tensor) -> Tensor:
+        globals_ = is_global.to(i.device)
+        allowed = _window_allows(i, j, window, False) | globals_[i] | globals_[j]
+        return allowed & _causal_allows(i, j) if causal else allowed
+
+    return SparsePattern(f"longformer w={window}, {int(is_global.sum())} global", n, allows)
+
+
+def bigbird_pattern(
+    n: int,
+    window: int,
+    global_tokens: Sequence[int],
+    n_random: int,
+    block_size: int,
+    *,
+    seed: int = 0,
+    causal: bool = False,
+) -> SparsePattern:
+    """BigBird: Longformer's window and global tokens, plus ``n_random`` random key blocks per query block.
+
+    The random links are drawn per block of ``block_size`` queries (as BigBird does, so a kernel
+    can keep them as whole tiles) from a generator seeded with ``seed``: the same arguments give
+    the same pattern.
+
+    Args:
+        n: sequence length N.
+        window: w >= 0, half-width of the local window.
+        global_tokens: positions in ``[0, N)`` of the global tokens.
+        n_random: random key blocks per query block (at most the number of blocks).
+        block_size: the size of the randomly linked blocks.
+        seed: seeds the random links.
+        causal: also hide every key after its query.
+    """
+    _require_count("n", n, 0)
+    _require_count("window", window, 0)
+    _require_count("block_size", block_size, 1)
+    _require_count("n_random", n_random, 0)
+    local_global = longformer_pattern(n, window, global_tokens, causal=False).allows
+    n_blocks = _n_blocks(n, block_size)
+    if n_random > n_blocks:
+        raise ValueError(f"n_random must be <= the number of blocks ceil(n / block_size) = {n_blocks}, got {n_random}")
+    generator = torch.Generator().manual_seed(seed)
+    random_links = torch.zeros(n_blocks, n_blocks, dtype=torch.bool)  # (query block, key block)
+    for row in random_links:
+        row[torch.randperm(n_blocks, generator=generator)[:n_random]] = True
+
+    def allows(i: Tensor, j: Tensor) -> Tensor:
+        links = random_links.to(i.device)
+        allowed = local_global(i, j) | links[torch.div(i, block_size, rounding_mode="floor"),
+                                             torch.div(j, block_size, rounding_mode="floor")]
+        return allowed & _causal_allows(i, j) if causal else allowed
+
+    return SparsePattern(f"bigbird w={window}, r={n_random}", n, allows)
+
+
+def _check_block_args(q: Tensor, k: Tensor, v: Tensor, block_size: int, scale: float | None) -> None:
+    _check_qkv(q, k, v)
+    _require_count("block_size", block_size, 1)
+    if scale is not None and not isinstance(scale, int | float):
+        raise TypeError(f"scale must be a number or None, got {type(scale).__name__}")
+
+
+def block_sparse_attention(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    layout: Tensor,
+    block_size: int,
+    *,
+    mask_fn: MaskFn | None = None,
+    causal: bool = False,
+    scale: float | None = None,
+) -> Tensor:
+    """Attention that visits only the (query block, key block) tiles marked in ``layout``.
+
+    For each query block ``I``: gather the key blocks ``J`` with ``layout[I, J]``, hide the pairs
+    inside them that ``mask_fn`` (and ``causal``) forbid, and run attention over the gathered keys,
+    so the softmax normalises each query's row over **all** the keys it visits. The result equals
+    dense attention under the mask "``layout`` expanded to tiles, and ``mask_fn``, and causal".
+
+    Args:
+        q: queries ``(..., L, d_k)``.
+        k: keys ``(..., S, d_k)``.
+        v: values ``(..., S, d_v)``.
+        layout: bool ``(ceil(L / B), ceil(S / B))``, ``True`` = compute this tile.
+        block_size: B, the tile edge; the last block is shorter when B does not divide L or S.
+        mask_fn: ``mask_fn(q_idx, k_idx) -> bool`` on broadcasting index tensors, ``True`` = may attend.
+        causal: hide keys ``j > i`` (top-left aligned).
+        scale: score multiplier, default ``1 / sqrt(d_k)``.
+
+    Returns:
+        ``(..., L, d_v)``; a query with no allowed key gets a zero vector.
+    """
+    _check_block_args(q, k, v, block_size, scale)
+    require_tensor("layout", layout)
+    require_rank("layout", layout, 2, "(n_query_blocks, n_key_blocks)")
+    n_queries, n_keys = q.shape[-2], k.shape[-2]
+    expected = (_n_blocks(n_queries, block_size), _n_blocks(n_keys, block_size))
+    if layout.dtype != torch.bool or shape_of(layout) != expected:
+        raise ValueError(
+            f"layout must be bool {expected} for L={n_queries}, S={n_keys} and block_size={block_size}, "
+            f"got {layout.dtype} {shape_of(layout)}"
+        )
+    lead = torch.broadcast_shapes(q.shape[:-2], k.shape[:-2], v.shape[:-2])
+    outputs = [q.new_zeros(*lead, 0, v.shape[-1])]  # keeps torch.cat happy when L = 0
+    for block, row in enumerate(layout.tolist()):
+        q_idx = torch.arange(block * block_size, min((block + 1) * block_size, n_queries), device=q.device)
+        key_blocks = [j for j, visit in enumerate(row) if visit]
+        if not key_blocks:
+            outputs.append(q.new_zeros(*lead, len(q_idx), v.shape[-1]))
+            continue
+        k_idx = torch.cat(
+            [torch.arange(j * block_size, min((j + 1) * block_size, n_keys), device=q.device) for j in key_blocks]
+        )
+        allowed = torch.ones(len(q_idx), len(k_idx), dtype=torch.bool, device=q.device)  # (B, visited keys)
+        if causal:
+            allowed &= _causal_allows(q_idx[:, None], k_idx[None, :])
+        if mask_fn is not None:
+            allowed &= mask_fn(q_idx[:, None], k_idx[None, :])
+        outputs.append(
+            scaled_dot_product_attention(
+                q[..., q_idx, :], k.index_select(-2, k_idx), v.index_select(-2, k_idx), allowed, scale=scale
+            )
+        )
+    return torch.cat(outputs, dim=-2)
+
+
+def sliding_window_attention(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    window: int,
+    *,
+    causal: bool = False,
+    scale: float | None = None,
+    block_size: int | None = None,
+) -> Tensor:
+    r"""Self-attention under ``sliding_window_mask(N, window, causal)`` in $O(N \cdot w)$ time and memory.
+
+    The queries are cut into blocks of B. Block ``[s, e)`` can only see keys in the band
+    ``[s - w, e + w)`` (``[s - w, e)`` when causal): one contiguous slice of K and V, so each
+    block costs $O(B \cdot (B + 2w))$ and the whole sequence $O(N (B + 2w))$. The band's
+    corners, which the window does not reach, are masked.
+
+    Args:
+        q: queries ``(..., N, d_k)``.
+        k: keys ``(..., N, d_k)`` (self-attention: as many keys as queries).
+        v: values ``(..., N, d_v)``.
+        window: w >= 0, the largest allowed distance ``|i - j|``.
+        causal: only keys at or before the query.
+        scale: score multiplier, default ``1 / sqrt(d_k)``.
+        block_size: B, default 64: big enough for efficient matrix products, small enough that
+            little of each band is masked away (a band holds ``B + 2w`` keys, ``2w + 1`` are needed).
+
+    Returns:
+        ``(..., N, d_v)``, equal to ``scaled_dot_product_attention(q, k, v, sliding_window_mask(...))``.
+    """
+    block_size = 64 if block_size is None else block_size
+    _check_block_args(q, k, v, block_size, scale)
+    _require_count("window", window, 0)
+    n = q.shape[-2]
+    if k.shape[-2] != n:
+        raise ValueError(
+            f"sliding-window attention is self-attention: q and k need the same length, got q {shape_of(q)} "
+            f"and k {shape_of(k)}"
+        )
+    lead, d_k, d_v = torch.broadcast_shapes(q.shape[:-2], k.shape[:-2], v.shape[:-2]), q.shape[-1], v.shape[-1]
+    if n == 0:
+        return q.new_zeros(*lead, 0, d_v)
+    # Fold batch and heads into one axis for bmm, and scale q once (O(N d)) instead of every score.
+    q = (q * (1.0 / math.sqrt(d_k) if scale is None else scale)).expand(*lead, n, d_k).reshape(-1, n, d_k)
+    k, v = k.expand(*lead, n, d_k).reshape(-1, n, d_k), v.expand(*lead, n, d_v).reshape(-1, n, d_v)
+    outputs = []
+    for start in range(0, n, block_size):
+        end = min(start + block_size, n)
+        band_start, band_end = max(0, start - window), end if causal else min(n, end + window)
+        q_idx = torch.arange(start, end, device=q.device)
+        k_idx = torch.arange(band_start, band_end, device=q.device)
+        allowed = _window_allows(q_idx[:, None], k_idx[None, :], window, causal)  # (B, band)
+        bias = torch.zeros(allowed.shape, dtype=q.dtype, device=q.device).masked_fill_(~allowed, float("-inf"))
+        # bias + q k^T in one fused product: (batch, B, band)
+        scores = torch.baddbmm(bias, q[:, start:end], k[:, band_start:band_end].transpose(1, 2))
+        # Every query keeps its own key (|i - i| = 0 <= w), so no row is fully masked and PyTorch's
+        # fused one-pass softmax gives exactly the course's softmax here, at a fraction of its cost.
+        outputs.append(torch.softmax(scores, dim=-1) @ v[:, band_start:band_end])  # (batch, B, d_v)
+    return torch.cat(outputs, dim=1).reshape(*lead, n, -1)
+
+
+def receptive_field(mask: Tensor, n_layers: int) -> Tensor:
+    """Which inputs can influence each position after 1, 2, ... stacked attention layers.
+
+    A residual connection keeps each token's own information, so one layer moves information
+    along ``mask | I``; ``l`` layers along its ``l``-th boolean power. Dense (``N × N``): for
+    pictures of short sequences.
+
+    Args:
+        mask: bool ``(N, N)``, ``True`` = query ``i`` may attend to key ``j``.
+        n_layers: how many layers to stack (>= 1).
+
+    Returns:
+        bool ``(n_layers, N, N)``; ``[l - 1, i, j]`` is ``True`` when token ``j`` reaches position
+        ``i`` through ``l`` layers.
+    """
+    require_tensor("mask", mask)
+    require_rank("mask", mask, 2, "(N, N)")
+    if mask.dtype != torch.bool or mask.shape[0] != mask.shape[1]:
+        raise ValueError(f"mask must be a square bool (N, N) matrix, got {mask.dtype} {shape_of(mask)}")
+    _require_count("n_layers", n_layers, 1)
+    step = (mask | torch.eye(mask.shape[0], dtype=torch.bool, device=mask.device)).float()
+    reach = [step > 0]
+    for _ in range(n_layers - 1):
+        reach.append((step @ reach[-1].float()) > 0)
+    return torch.stack(reach)
+
+
+class _AllocationSpy(TorchDispatchMode):
+    """Records the largest fresh tensor storage created by any ATen operator."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.largest_bytes = 0
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        out = func(*args, **(kwargs or {}))
+        inputs = {t.untyped_storage().data_ptr() for t in tree_leaves((args, kwargs)) if isinstance(t, Tensor)}
+        for t in tree_leaves(out):
+            if isinstance(t, Tensor) and t.untyped_storage().data_ptr() not in inputs:  # skip views, in-place
+                self.largest_bytes = max(self.largest_bytes, t.untyped_storage().nbytes())
+        return out
+
+
+def largest_allocation(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> tuple[Any, int]:
+    """Run ``fn(*args, **kwargs)`` and measure the largest tensor any PyTorch operator allocated in it.
+
+    Dense attention's largest tensor is the ``(..., N, N)`` score matrix; a sparse kernel's is a
+    block's scores, ``(..., B, visited keys)``. Fused kernels (``torch.nn.functional.
+    scaled_dot_product_attention``) hide their internal buffers, so this measures the course's own code.
+
+    Returns:
+        ``(fn's result, size in bytes of the largest storage allocated)``.
+    """
+    with _AllocationSpy() as spy:
+        result = fn(*args, **kwargs)
+    return result, spy.largest_bytes
+
+
+def attention_flops(n_pairs: int, d_head: int) -> int:
+    r"""Multiply-add FLOPs of attention over ``n_pairs`` (query, key) pairs, per head.
+
+    $2 d$ for the score $q_i \cdot k_j$ and $2 d$ for adding $p_{ij} v_j$: $4\,d$ per pair
+    (softmax and masking are $O(1)$ per pair and left out).
+    """
+    return 4 * d_head * n_pairs
+
+
+__all__ = [
+    "MaskFn",
+    "SparsePattern",
+    "attention_flops",
+    "bigbird_pattern",
+    "block_sparse_attention",
+    "dilated_window_pattern",
+    "fixed_pattern",
+    "global_local_mask",
+    "largest_allocation",
+    "longformer_pattern",
+    "receptive_field",
+    "sliding_window_attention",
+    "sliding_window_mask",
+    "sliding_window_pattern",
+    "strided_pattern",
+]

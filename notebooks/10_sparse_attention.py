@@ -1,0 +1,427 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 10 · Sparse attention: look at a few keys, and skip the rest of the work
+#
+# **You will be able to**
+# 1. measure the *quadratic wall*: why dense attention's time and memory grow as $N^2$;
+# 2. draw the sparse patterns long-context models use (sliding window, dilated, strided, fixed,
+#    Longformer, BigBird) and compute their density and FLOPs;
+# 3. explain how information still crosses the whole sequence in a few layers;
+# 4. compute attention over a block layout so that the skipped tiles cost **nothing**, and check
+#    that it equals dense attention under the same mask;
+# 5. name what a local pattern loses, and how global tokens give it back.
+#
+# **Builds on:** masks and fully masked rows (lesson 05), multi-head shapes `(batch, heads, N, d)`
+# (lesson 06).
+
+# %%
+import math
+import time
+
+import matplotlib.pyplot as plt
+import torch
+import torch.nn.functional as F
+
+from attention_course import scaled_dot_product_attention
+from attention_course.sparse import (
+    attention_flops,
+    bigbird_pattern,
+    block_sparse_attention,
+    dilated_window_pattern,
+    fixed_pattern,
+    largest_allocation,
+    longformer_pattern,
+    receptive_field,
+    sliding_window_attention,
+    sliding_window_mask,
+    sliding_window_pattern,
+    strided_pattern,
+)
+
+torch.manual_seed(0)
+torch.set_num_threads(1)  # every timing below runs on one thread: a busy machine's scheduling stays out of the ratios
+
+# %% [markdown]
+# ## 1. Intuition: you do not reread the whole book for every word
+#
+# Reading word 5 000 of a novel, you mostly need the last sentence or two, plus a few landmarks
+# (the title, the chapter heading). Dense attention instead compares **every** word with
+# **every** other word. A *sparse pattern* writes down which pairs are worth computing: here
+# each of 8 tokens looks only at its neighbours, one step to each side.
+
+# %%
+tokens = ["The", "cat", "sat", "on", "the", "mat", "and", "slept"]
+local = sliding_window_mask(len(tokens), 1)
+print(local.int())
+
+# %%
+fig, ax = plt.subplots(figsize=(4, 4))
+ax.imshow(local, cmap="Blues")
+ax.set_xticks(range(len(tokens)), tokens, rotation=60, ha="right")
+ax.set_yticks(range(len(tokens)), tokens)
+ax.set_xlabel("key (attended to)")
+ax.set_ylabel("query (attending)")
+ax.set_title("Sliding window, w = 1: who may look at whom")
+plt.show()
+
+# %% [markdown]
+# ## 2. The quadratic wall
+#
+# Dense attention computes the score matrix $S = QK^\top/\sqrt{d}$ of shape $N \times N$ per head.
+# Doubling $N$ quadruples it. We measure the largest tensor the course's dense reference allocates
+# (the score matrix: $4N^2$ bytes per head in float32) and the time of PyTorch's fused kernel.
+
+# %%
+heads, d_head = 4, 32
+lengths = [256, 512, 1024, 2048]
+score_bytes = []
+for n in lengths:
+    q, k, v = torch.randn(3, 1, heads, n, d_head).unbind(0)
+    _, largest = largest_allocation(scaled_dot_product_attention, q, k, v)
+    score_bytes.append(largest)
+    print(f"N = {n:>5}: largest tensor {largest / 2**20:7.1f} MiB  (= heads · N² · 4 bytes: {largest == heads * n * n * 4})")
+
+
+# %%
+def best_seconds(fn, repeats: int = 2) -> float:
+    """Best wall-clock time of a few calls, after one warm-up call."""
+    fn()
+    best = math.inf
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def fitted_slope(xs, ys) -> float:
+    """p in y ~ x^p: the slope of a least-squares line on log-log axes."""
+    return torch.linalg.lstsq(torch.tensor([[math.log(x), 1.0] for x in xs]),
+                              torch.tensor([[math.log(y)] for y in ys])).solution[0, 0].item()
+
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+dense_seconds = []
+with torch.inference_mode():
+    for n in lengths:
+        q, k, v = torch.randn(3, 1, heads, n, d_head).unbind(0)
+        dense_seconds.append(best_seconds(lambda q=q, k=k, v=v: F.scaled_dot_product_attention(q, k, v)))
+print("dense time (ms):", [round(1000 * s, 1) for s in dense_seconds])
+print(f"fitted growth: time ~ N^{fitted_slope(lengths, dense_seconds):.2f}, memory ~ N^{fitted_slope(lengths, score_bytes):.2f}")
+
+# %%
+fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
+axes[0].loglog(lengths, dense_seconds, "o-", base=2)
+axes[0].set_title("Dense attention time")
+axes[0].set_xlabel("sequence length N")
+axes[0].set_ylabel("seconds")
+axes[1].loglog(lengths, [b / 2**20 for b in score_bytes], "s-", color="tab:red", base=2)
+axes[1].set_title("Score matrix size (all heads)")
+axes[1].set_xlabel("sequence length N")
+axes[1].set_ylabel("MiB")
+plt.show()
+
+# %% [markdown]
+# At a context of 128k tokens one head's float32 score matrix alone would take
+# $4 \cdot (2^{17})^2$ bytes:
+
+# %%
+print(f"{4 * (2**17) ** 2 / 2**30:.0f} GiB per head per layer")
+
+# %% [markdown]
+# ## 3. The math: attention restricted to a pattern
+#
+# A pattern is a set $\mathcal{A}$ of allowed pairs, written as a boolean mask $M_{ij}$. Query
+# $i$ attends only to $\mathcal{A}(i) = \{ j : M_{ij} \}$:
+#
+# $$o_i = \sum_{j \in \mathcal{A}(i)} \frac{e^{s_{ij}}}{\sum_{j' \in \mathcal{A}(i)} e^{s_{ij'}}}\, v_j,
+# \qquad s_{ij} = \frac{q_i \cdot k_j}{\sqrt{d}} .$$
+#
+# This is exactly dense attention with $-\infty$ at the masked pairs (lesson 05): the same numbers.
+# The difference is the **cost**. Each allowed pair costs $2d$ FLOPs for $q_i \cdot k_j$ and $2d$
+# for adding $p_{ij} v_j$, so attention costs $4d\,\lvert\mathcal{A}\rvert$ instead of $4dN^2$, but
+# only if the code never touches the pairs outside $\mathcal{A}$. Masking after computing all of
+# $QK^\top$ gives the right answer at the full dense price.
+#
+# | pattern | allowed pairs $M_{ij}$ | keys per query |
+# |---|---|---|
+# | sliding window | $\lvert i-j\rvert \le w$ | $2w+1$ |
+# | dilated window | $\lvert i-j\rvert \le wr$, $r \mid (i-j)$ | $2w+1$, reaching $r$ times further |
+# | strided (Sparse Transformer) | $\lvert i-j\rvert < \ell$ or $\ell \mid (i-j)$ | $\approx 2\sqrt N$ for $\ell=\sqrt N$ |
+# | fixed (Sparse Transformer) | same block of $\ell$, or $j$ among the last $c$ of its block | $\approx \ell + cN/\ell$ |
+# | Longformer | window, or $i \in G$, or $j \in G$ | $2w+1+\lvert G\rvert$ |
+# | BigBird | Longformer + $r$ random key blocks per query block | $2w+1+\lvert G\rvert+rB$ |
+
+# %% [markdown]
+# ## 4. The patterns, drawn
+#
+# Each builder returns a `SparsePattern`: `.mask()` is the dense boolean $N \times N$ mask for
+# pictures and the dense reference; `.allows(i, j)` is the rule itself, which a sparse kernel
+# evaluates only where it needs to.
+
+# %%
+n = 64
+patterns = [
+    sliding_window_pattern(n, 4, causal=True),
+    dilated_window_pattern(n, 4, 3),
+    strided_pattern(n, 8),
+    fixed_pattern(n, 8, 2),
+    longformer_pattern(n, 3, [0, 32]),
+    bigbird_pattern(n, 3, [0], 2, 8, seed=0),
+]
+for pattern in patterns:
+    print(f"{pattern.name:<28} density {pattern.density():.3f}")
+
+# %%
+fig, axes = plt.subplots(2, 3, figsize=(12, 8))
+for ax, pattern in zip(axes.flat, patterns, strict=True):
+    ax.imshow(pattern.mask(), cmap="Blues")
+    ax.set_title(f"{pattern.name}\ndensity {pattern.density():.2f}", fontsize=10)
+    ax.set_xlabel("key position j")
+    ax.set_ylabel("query position i")
+fig.suptitle(f"Sparse attention patterns, N = {n} (blue = computed)")
+plt.tight_layout()
+plt.show()
+
+# %% [markdown]
+# ## 5. From a mask to a block layout
+#
+# Processors are fast on dense tiles, not on scattered pairs. A block-sparse kernel cuts the
+# mask into $B \times B$ tiles and visits a tile when **any** pair in it is allowed
+# (`pattern.layout(B)`). Tiles crossed by the pattern's edge are *partly* needed: they are
+# computed whole and masked inside. The layout is computed one tile row at a time, so even it
+# never holds an $N \times N$ tensor.
+
+# %%
+pattern, block = longformer_pattern(n, 3, [0, 32]), 8
+layout = pattern.layout(block)
+print(f"{int(layout.sum())} of {layout.numel()} tiles visited; "
+      f"pairs computed {int(layout.sum()) * block**2} for {pattern.n_pairs()} allowed")
+
+# %%
+fig, axes = plt.subplots(1, 2, figsize=(9, 4))
+axes[0].imshow(pattern.mask(), cmap="Blues")
+axes[0].set_title("element mask (allowed pairs)")
+axes[1].imshow(layout.repeat_interleave(block, 0).repeat_interleave(block, 1).int() + pattern.mask().int(),
+               cmap="Blues", vmin=0, vmax=2)
+axes[1].set_title(f"tiles of {block}×{block} visited (light) + allowed pairs (dark)")
+for ax in axes:
+    ax.set_xlabel("key position j")
+    ax.set_ylabel("query position i")
+plt.show()
+
+# %% [markdown]
+# ## 6. Sparse equals dense, pattern by pattern
+#
+# `block_sparse_attention(q, k, v, layout, B, mask_fn=pattern.allows)` loops over query blocks,
+# gathers the keys of the visited tiles, masks the forbidden pairs inside them and runs one softmax
+# over each query's whole row. It must match the dense reference under `pattern.mask()`, for any
+# block size, even one that does not divide $N$:
+
+# %%
+q, k, v = torch.randn(3, 2, 4, n, 16).unbind(0)  # (batch 2, heads 4, N, d 16)
+for pattern in patterns:
+    dense = scaled_dot_product_attention(q, k, v, pattern.mask())
+    worst = max(
+        (block_sparse_attention(q, k, v, pattern.layout(b), b, mask_fn=pattern.allows) - dense).abs().max().item()
+        for b in (8, 13, 32)
+    )
+    print(f"{pattern.name:<28} max |block-sparse - dense| < 1e-5: {worst < 1e-5}")
+
+# %% [markdown]
+# The sliding window needs no layout at all: query block $[s, e)$ can only see keys in
+# $[s-w,\, e+w)$, one contiguous slice of $K$ and $V$. `sliding_window_attention` computes
+# each block against its slice: $B(B+2w)$ scores per block, $O(N\,w)$ in total.
+
+# %%
+for causal in (False, True):
+    dense = scaled_dot_product_attention(q, k, v, sliding_window_mask(n, 5, causal))
+    error = (sliding_window_attention(q, k, v, 5, causal=causal, block_size=16) - dense).abs().max().item()
+    print(f"causal={causal}: max |sliding window - dense| < 1e-5: {error < 1e-5}")
+
+# %% [markdown]
+# ## 7. Information still travels: the receptive field over depth
+#
+# One layer with a window of $w$ moves information $w$ positions. Stack $L$ layers and a token
+# can hear from $Lw$ positions away; with the residual connection a token also keeps what it had.
+# `receptive_field(mask, L)[l - 1, i, j]` is `True` when token $j$ can influence position $i$
+# through $l$ layers. Global tokens are shortcuts: everything reaches them in one layer, and they
+# reach everything in the next. (In a causal model a global token at position 0 reads nothing
+# after itself, so this shortcut is for encoders; decoders rely on depth and strides.)
+
+# %%
+n_small, depth = 48, 4
+fields = {
+    "sliding window w=3": receptive_field(sliding_window_mask(n_small, 3), depth),
+    "Longformer w=3 + global token 0": receptive_field(longformer_pattern(n_small, 3, [0]).mask(), depth),
+    "strided ℓ=7 (causal)": receptive_field(strided_pattern(n_small, 7).mask(), depth),
+}
+last = n_small - 1
+for name, field in fields.items():
+    reached = [int(field[layer, last].sum()) for layer in range(depth)]
+    print(f"{name:<32} tokens reaching the last one after 1..{depth} layers: {reached}")
+
+# %%
+fig, axes = plt.subplots(1, len(fields), figsize=(13, 3.5))
+for ax, (name, field) in zip(axes, fields.items(), strict=True):
+    ax.imshow(field[:, last].int(), cmap="Blues", aspect="auto", interpolation="nearest")
+    ax.set_yticks(range(depth), [str(layer + 1) for layer in range(depth)])
+    ax.set_xlabel("source token j")
+    ax.set_ylabel("layers stacked")
+    ax.set_title(f"{name}\nwho reaches token {last}", fontsize=9)
+plt.show()
+
+# %% [markdown]
+# ## 8. Density and FLOPs at a realistic length
+#
+# At $N = 4096$ with $d = 64$: the FLOPs of exactly the allowed pairs, and of the tiles a
+# block-sparse kernel computes with $B = 64$ (every tile that holds at least one allowed pair),
+# against dense attention's $4dN^2$:
+
+# %%
+n_big, d_big, block = 4096, 64, 64
+big_patterns = [
+    sliding_window_pattern(n_big, 128),
+    dilated_window_pattern(n_big, 128, 2),
+    strided_pattern(n_big, 64, causal=False),
+    fixed_pattern(n_big, 64, 4, causal=False),
+    longformer_pattern(n_big, 128, [0, 1, 2, 3]),
+    bigbird_pattern(n_big, 128, [0, 1, 2, 3], 3, 64, seed=0),
+]
+dense_flops = attention_flops(n_big * n_big, d_big)
+print(f"{'pattern':<30} {'density':>8} {'pair GFLOP':>10} {'tile GFLOP':>10} {'vs dense':>9}")
+for pattern in big_patterns:
+    pair_flops = attention_flops(pattern.n_pairs(), d_big)
+    tile_flops = attention_flops(int(pattern.layout(block).sum()) * block**2, d_big)
+    print(f"{pattern.name:<30} {pattern.density():>8.3f} {pair_flops / 1e9:>10.2f} {tile_flops / 1e9:>10.2f} "
+          f"{tile_flops / dense_flops:>8.1%}")
+print(f"{'dense':<30} {1:>8.3f} {dense_flops / 1e9:>10.2f} {dense_flops / 1e9:>10.2f} {1:>8.1%}")
+
+# %% [markdown]
+# Density is not enough: the pattern must also be *blocky*. The window, Longformer and BigBird
+# patterns fill few tiles, so tiles cost little more than pairs. The strided and fixed patterns
+# are as sparse, yet their columns (every $\ell$-th key, the summary keys) cross **every** tile:
+# a block-sparse kernel over this layout does the full dense work. Their kernels first permute
+# the keys so that each column becomes a contiguous block, or use tiles as narrow as the stride.
+
+# %% [markdown]
+# ## 9. Experiment: does the time really drop?
+#
+# FLOPs on paper are not seconds. We time, at a fixed window $w = 64$: PyTorch's fused dense
+# kernel, the course's dense reference with the window mask (right answer, full price),
+# block-sparse over the window's layout, and the sliding-window kernel. On log-log axes a slope
+# of 2 is quadratic and a slope of 1 linear. (`benchmarks/bench_sparse.py` runs the same
+# comparison up to $N = 16\,384$ with $w = 256$.)
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+window, block = 64, 64
+timing_lengths = [512, 1024, 2048, 4096]
+seconds = {"dense (PyTorch fused)": [], "dense + mask (course)": [], "block-sparse": [], "sliding window": []}
+with torch.inference_mode():
+    for n_t in timing_lengths:
+        q, k, v = torch.randn(3, 1, heads, n_t, d_head).unbind(0)
+        pattern = sliding_window_pattern(n_t, window)
+        mask, layout = pattern.mask(), pattern.layout(block)
+        runs = {
+            "dense (PyTorch fused)": lambda: F.scaled_dot_product_attention(q, k, v),
+            "dense + mask (course)": lambda: scaled_dot_product_attention(q, k, v, mask),
+            "block-sparse": lambda: block_sparse_attention(q, k, v, layout, block, mask_fn=pattern.allows),
+            "sliding window": lambda: sliding_window_attention(q, k, v, window, block_size=block),
+        }
+        for name, run in runs.items():
+            seconds[name].append(best_seconds(run))
+for name, times in seconds.items():
+    print(f"{name:<22} ms: {[round(1000 * t, 1) for t in times]}   slope {fitted_slope(timing_lengths, times):.2f}")
+print(f"sliding window / dense (PyTorch) at N = {timing_lengths[-1]}: "
+      f"{seconds['sliding window'][-1] / seconds['dense (PyTorch fused)'][-1]:.2f}")
+
+# %%
+fig, ax = plt.subplots(figsize=(6, 4))
+for name, times in seconds.items():
+    ax.loglog(timing_lengths, times, "o-", base=2, label=f"{name} (slope {fitted_slope(timing_lengths, times):.1f})")
+ax.set_xlabel("sequence length N")
+ax.set_ylabel("seconds")
+ax.set_title(f"Dense vs sparse attention, window w = {window}")
+ax.legend(fontsize=8)
+plt.show()
+
+# %% [markdown]
+# The dense curves climb with slope near 2; the sparse ones with slope near 1 (at small $N$
+# their fixed per-block overhead flattens them further). The window mask alone saves nothing:
+# "dense + mask" computes all $N^2$ scores and still grows quadratically.
+
+# %% [markdown]
+# ## 10. What is lost, and how global tokens give it back
+#
+# A toy retrieval task: one *needle* token hides at position 10 of 64 and **every** position must
+# output the needle's value. One attention head can do it: the needle's key carries a large
+# score $\beta$ (a built-in feature here, learned in a real model), so any query that may see the
+# needle puts almost all its weight on it.
+#
+# - Dense attention: every query sees the needle.
+# - Sliding window $w = 4$: only queries within 4 positions of it.
+# - Longformer with global token 0, two layers: in layer 1 the global token reads the needle; in
+#   layer 2 every token reads the global token (its key carries the score instead).
+
+# %%
+n_task, needle, beta = 64, 10, 30.0
+values = torch.randn(n_task, 8)  # (N, d): what each token holds
+is_needle = torch.zeros(n_task, 1)
+is_needle[needle] = 1.0
+is_global = torch.zeros(n_task, 1)
+is_global[0] = 1.0
+seek = torch.full((n_task, 1), beta)  # every query looks for the marked key, score beta
+
+
+def retrieved(output: torch.Tensor) -> float:
+    """Fraction of positions whose output is (almost) the needle's value."""
+    return ((output - values[needle]).norm(dim=-1) < 0.1).float().mean().item()
+
+
+dense_out = scaled_dot_product_attention(seek, is_needle, values, scale=1.0)
+window_mask = sliding_window_mask(n_task, 4)
+local_out = scaled_dot_product_attention(seek, is_needle, values, window_mask, scale=1.0)
+local_2 = scaled_dot_product_attention(seek, is_global, local_out, window_mask, scale=1.0)
+global_mask = longformer_pattern(n_task, 4, [0]).mask()
+layer_1 = scaled_dot_product_attention(seek, is_needle, values, global_mask, scale=1.0)
+layer_2 = scaled_dot_product_attention(seek, is_global, layer_1, global_mask, scale=1.0)
+print(f"dense, 1 layer:                     {retrieved(dense_out):.2f} of positions retrieve the needle")
+print(f"sliding window w=4, 1 layer:        {retrieved(local_out):.2f}")
+print(f"sliding window w=4, 2 layers:       {retrieved(local_2):.2f}")
+print(f"Longformer w=4 + global, 2 layers:  {retrieved(layer_2):.2f}")
+
+# %% [markdown]
+# The window alone reaches $9/64 = 0.14$ of the positions, and a second layer cannot help because
+# nothing carries the needle further. One global token fixes it for the cost of one extra row and
+# column. BigBird adds random links for the same reason: short paths between any two tokens.
+
+# %% [markdown]
+# ## Your turn
+#
+# Open [the exercises](../exercises/10_sparse_attention.ipynb): build the sliding-window mask,
+# Longformer's global + local mask, and block-sparse attention over a layout. Each check names
+# the usual mistakes: a window off by one, a window that looks into the future, global tokens as
+# rows but not columns, tiles skipped that were partly needed, a softmax normalised per tile.
+#
+# ## Summary
+#
+# - Dense attention's time and memory grow as $N^2$: the score matrix is the wall.
+# - A sparse pattern is a mask; its saving is real only when the kernel never computes the
+#   masked pairs: block-sparse visits only the layout's tiles, the sliding window reads one band.
+# - Sparse attention equals dense attention under the same mask, to float32 rounding.
+# - Local patterns lose long-range links in one layer; depth, global tokens, strides and random
+#   blocks bring them back.
+#
+# **Next:** lesson 11 keeps attention dense but never stores the $N \times N$ matrix either:
+# FlashAttention's tiling and online softmax.
