@@ -5,7 +5,6 @@ from __future__ import annotations
 import ast
 import contextlib
 import linecache
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,7 +36,7 @@ def _strip_magics(source: str) -> str:
     return "\n".join("" if line.lstrip().startswith(("%", "!")) else line for line in source.splitlines())
 
 
-def _check_calls(source: str) -> list[CheckCall] | None:
+def check_calls(source: str) -> list[CheckCall] | None:
     """The ``check(...)`` calls of a cell made only of such calls, else ``None``."""
     try:
         tree = ast.parse(_strip_magics(source))
@@ -62,7 +61,7 @@ def parse_notebook(path: str | Path) -> ParsedNotebook:
     for number, cell in enumerate(notebook.cells, start=1):
         if cell.cell_type != "code":
             continue
-        calls = _check_calls(cell.source)
+        calls = check_calls(cell.source)
         if calls:
             parsed.checks.extend(calls)
         else:
@@ -72,7 +71,6 @@ def parse_notebook(path: str | Path) -> ParsedNotebook:
 
 def execute_cells(parsed: ParsedNotebook, namespace: dict[str, Any]) -> list[str]:
     """Run the notebook's code cells in ``namespace``; return one line per cell that failed."""
-    os.environ.setdefault("MPLBACKEND", "Agg")
     problems = []
     for number, source in parsed.code_cells:
         filename = f"<{parsed.path.name} cell {number}>"

@@ -55,6 +55,7 @@ def grade_into(out: TextIO, notebook: Path) -> None:
 
 def main(argv: list[str]) -> int:
     out_path, notebooks = argv[0], argv[1:]
+    os.environ["MPLBACKEND"] = "Agg"  # learners' plots draw off screen (this process only)
     # The learner's prints go nowhere; results go to OUT only.
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, 1)
