@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import math
-import os
 
+import matplotlib
 import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-os.environ.setdefault("MPLBACKEND", "Agg")
+from attention_course.data import tiger_sentence
+from attention_course.softmax import entropy
+from attention_course.widgets import scaling_explorer, temperature_explorer, word_picker
 
-from attention_course.data import tiger_sentence  # noqa: E402
-from attention_course.widgets import entropy, scaling_explorer, temperature_explorer, word_picker  # noqa: E402
+# Draw off screen in this process only: an MPLBACKEND variable would leak into the notebook
+# kernels that nbval and the browser test start from the same pytest worker.
+matplotlib.use("Agg")
 
 
 def test_entropy() -> None:
