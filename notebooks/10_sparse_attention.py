@@ -2,6 +2,11 @@
 # jupyter:
 #   jupytext:
 #     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
@@ -47,7 +52,7 @@ from attention_course.sparse import (
     strided_pattern,
 )
 
-torch.manual_seed(0)
+_ = torch.manual_seed(0)  # the same random numbers on every run
 torch.set_num_threads(1)  # every timing below runs on one thread: a busy machine's scheduling stays out of the ratios
 
 # %% [markdown]

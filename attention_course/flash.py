@@ -1,0 +1,394 @@
+r"""Flash-attention tiling on the CPU: online softmax and a tiled forward/backward (lesson 11).
+
+FlashAttention (Dao et al., 2022) computes exact attention without ever materialising the
+$N \times N$ score matrix. Queries, keys and values are cut into tiles; each query tile walks over
+the key tiles and keeps, per query row, three running quantities:
+
+* $m$, the largest score seen so far;
+* $\ell = \sum_j e^{s_j - m}$, the softmax denominator *relative to* $m$;
+* $o = \sum_j e^{s_j - m} v_j$, the un-normalised output, relative to the same $m$.
+
+When a new tile raises the maximum from $m$ to $m' = \max(m, \max_j s_j)$, everything computed
+relative to the old maximum is multiplied by $\alpha = e^{m - m'}$:
+
+$$\ell \leftarrow \alpha\,\ell + \sum_{j \in \text{tile}} e^{s_j - m'}, \qquad
+o \leftarrow \alpha\, o + \sum_{j \in \text{tile}} e^{s_j - m'} v_j .$$
+
+After the last tile, $o / \ell$ is exactly $\mathrm{softmax}(s)\,V$, and $m + \log \ell$ is the
+row's log-sum-exp, which is all the backward pass needs to recompute the weights tile by tile.
+Peak memory is $O(N d + B_q B_k)$ instead of $O(N^2)$.
+
+Like the GPU kernels, the forward pass works in base 2: the queries are scaled by
+$\log_2 e / \sqrt{d_k}$ once, so that $e^{s - m} = 2^{s \log_2 e - m \log_2 e}$ becomes one ``exp2``
+per score (three times cheaper than ``exp`` on this CPU); $\ell$ and $o$ are unchanged by this,
+and the log-sum-exp is converted back to base $e$ at the end.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+from torch.autograd import DeviceType
+from torch.profiler import ProfilerActivity, profile
+
+from ._validation import require_float, require_min_rank, require_tensor, shape_of
+from .attention import _check_qkv
+
+#: Default tile sizes of ``tiled_attention``: the fastest of the blockings tried (128-2048 x 128-512) at
+#: N = 4096, d = 64, 8 heads on the course's 2-core CPU (``benchmarks/bench_flash.py``). One tile of
+#: scores for 8 heads is 8 * 512 * 256 * 4 B = 4 MiB; large tiles keep the Python loop short.
+BLOCK_Q = 512
+BLOCK_K = 256
+LOG2_E = 1.0 / math.log(2.0)
+LN_2 = math.log(2.0)
+
+
+def _safe_shift(row_max: Tensor) -> Tensor:
+    """The row maximum to subtract, with ``-inf`` (a row with no finite score yet) replaced by 0."""
+    return torch.where(torch.isneginf(row_max), torch.zeros_like(row_max), row_max)
+
+
+def online_softmax(blocks: Sequence[Tensor]) -> Tensor:
+    r"""Softmax over the concatenation of score blocks, reading the blocks one at a time.
+
+    One pass keeps a running maximum $m$ and a running sum $\ell = \sum e^{x - m}$; whenever a
+    block raises $m$ to $m'$, the sum so far is rescaled by $e^{m - m'}$. A second pass turns each
+    block into its share of the softmax, $e^{x - m} / \ell$. A row whose scores are all ``-inf``
+    gets zero weights (the course's convention, see ``softmax``).
+
+    Args:
+        blocks: a non-empty sequence of floating-point tensors ``(..., n_b)`` that share their
+            leading dimensions and dtype; together they hold ``n = sum(n_b)`` scores per row.
+
+    Returns:
+        ``(..., n)``, equal to ``softmax(torch.cat(blocks, dim=-1), dim=-1)``.
+    """
+    if isinstance(blocks, Tensor) or not isinstance(blocks, Sequence) or len(blocks) == 0:
+        raise TypeError(f"blocks must be a non-empty list of tensors (..., n_b), got {type(blocks).__name__}")
+    for b, block in enumerate(blocks):
+        require_float(f"blocks[{b}]", block)
+        require_min_rank(f"blocks[{b}]", block, 1, "(..., n_b)")
+        if block.shape[:-1] != blocks[0].shape[:-1] or block.dtype != blocks[0].dtype:
+            raise ValueError(
+                f"every block must share the leading dimensions and dtype of blocks[0] {shape_of(blocks[0])} "
+                f"{blocks[0].dtype}, got blocks[{b}] {shape_of(block)} {block.dtype}"
+            )
+    running_max = torch.full((*blocks[0].shape[:-1], 1), float("-inf"), dtype=blocks[0].dtype)
+    running_sum = torch.zeros_like(running_max)
+    for block in blocks:
+        new_max = torch.maximum(running_max, block.amax(dim=-1, keepdim=True))
+        shift = _safe_shift(new_max)
+        # Rescale the sum so far from the old maximum to the new one, then add this block's terms.
+        running_sum = running_sum * torch.exp(running_max - shift) + torch.exp(block - shift).sum(-1, keepdim=True)
+        running_max = new_max
+    shift = _safe_shift(running_max)
+    denominator = running_sum.clamp_min(torch.finfo(running_sum.dtype).tiny)
+    return torch.cat([torch.exp(block - shift) / denominator for block in blocks], dim=-1)
+
+
+def merge_attention_partials(out_a: Tensor, lse_a: Tensor, out_b: Tensor, lse_b: Tensor) -> tuple[Tensor, Tensor]:
+    r"""Combine attention over two disjoint sets of keys into attention over their union.
+
+    Each part is normalised over its own keys; its log-sum-exp says how much total weight its keys
+    carry. With $\mathrm{lse} = \log(e^{\mathrm{lse}_a} + e^{\mathrm{lse}_b})$, the merged output is
+    $e^{\mathrm{lse}_a - \mathrm{lse}}\,o_a + e^{\mathrm{lse}_b - \mathrm{lse}}\,o_b$ (how split-KV
+    decoding and ring attention combine partial results). A part with no keys has ``lse = -inf``.
+
+    Args:
+        out_a: ``(..., L, d_v)``, attention of the queries over the keys of part a.
+        lse_a: ``(..., L)``, log-sum-exp of the scaled scores of part a.
+        out_b: ``(..., L, d_v)``; lse_b: ``(..., L)``, the same for part b.
+
+    Returns:
+        ``out (..., L, d_v)`` and ``lse (..., L)`` over both parts.
+    """
+    for name, t in (("out_a", out_a), ("lse_a", lse_a), ("out_b", out_b), ("lse_b", lse_b)):
+        require_float(name, t)
+    if out_a.shape != out_b.shape or lse_a.shape != lse_b.shape or out_a.shape[:-1] != lse_a.shape:
+        raise ValueError(
+            "out_a and out_b must be (..., L, d_v) and lse_a and lse_b (..., L), got "
+            f"out_a {shape_of(out_a)}, lse_a {shape_of(lse_a)}, out_b {shape_of(out_b)}, lse_b {shape_of(lse_b)}"
+        )
+    lse = torch.logaddexp(lse_a, lse_b)
+    safe_lse = _safe_shift(lse)  # both parts empty: both weights are 0, not NaN
+    weight_a = torch.exp(lse_a - safe_lse).unsqueeze(-1)
+    weight_b = torch.exp(lse_b - safe_lse).unsqueeze(-1)
+    return weight_a * out_a + weight_b * out_b, lse
+
+
+# ---------------------------------------------------------------------------------------------
+# Tiles
+# ---------------------------------------------------------------------------------------------
+
+
+def _require_block(name: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    if value <= 0:
+        raise ValueError(f"{name} must be positive, got {value}")
+    return value
+
+
+def _key_tiles(q_start: int, q_stop: int, n_keys: int, block_k: int, causal: bool) -> Iterator[tuple[int, int, bool]]:
+    """The key tiles ``[k_start, k_stop)`` that queries ``[q_start, q_stop)`` must visit.
+
+    Causal (top-left aligned, query ``i`` sees keys ``j <= i``): a tile that starts after the
+    last query is skipped whole; a tile that reaches past the first query straddles the diagonal
+    and needs a mask (the third item); every tile left of the diagonal is used unmasked.
+    """
+    stop = min(n_keys, q_stop) if causal else n_keys
+    for k_start in range(0, stop, block_k):
+        k_stop = min(k_start + block_k, n_keys)
+        yield k_start, k_stop, causal and k_stop - 1 > q_start
+
+
+def _tile_scores(q_tile: Tensor, k: Tensor, q_start: int, k_start: int, k_stop: int, masked: bool) -> Tensor:
+    """Scores ``(B, bq, bk)`` of pre-scaled queries ``q_tile (B, bq, d)`` against ``k[:, k_start:k_stop]``.
+
+    With ``masked``, keys after their query (``j > i``) get ``-inf``.
+    """
+    scores = torch.bmm(q_tile, k[:, k_start:k_stop].transpose(1, 2))
+    if masked:
+        rows = torch.arange(q_start, q_start + q_tile.shape[1]).unsqueeze(1)
+        cols = torch.arange(k_start, k_stop)
+        scores.masked_fill_(cols > rows, float("-inf"))
+    return scores
+
+
+def _online_update(running_max: Tensor, running_sum: Tensor, acc: Tensor, scores: Tensor, v_tile: Tensor) -> None:
+    r"""Fold one tile into the running state, in place: $m, \ell, o$ ``(B, bq, 1)``, ``(B, bq, 1)``, ``(B, bq, d_v)``.
+
+    ``scores (B, bq, bk)`` are in base 2 ($s \log_2 e$, and so is $m$) and are overwritten with
+    $2^{s - m'}$. A row's first tile always holds an allowed key (key 0 for causal), so the new
+    maximum is finite and $\alpha = 2^{m - m'}$ is a number (0 on the first tile, where $m = -\infty$).
+    """
+    new_max = torch.maximum(running_max, scores.amax(dim=-1, keepdim=True))
+    alpha = torch.exp2(running_max - new_max)  # how much the old maximum overstated the row
+    probs = scores.sub_(new_max).exp2_()  # 2^{s - m'}, in place: no second tile-sized buffer
+    running_sum.mul_(alpha).add_(probs.sum(dim=-1, keepdim=True))
+    acc.mul_(alpha).baddbmm_(probs, v_tile)  # o <- alpha o + P V
+    running_max.copy_(new_max)
+
+
+def _flatten_qkv(q: Tensor, k: Tensor, v: Tensor, block_q: object, block_k: object) -> tuple[Tensor, ...]:
+    """Validate, broadcast the leading dimensions and flatten them into one batch axis ``B``."""
+    _check_qkv(q, k, v)
+    _require_block("block_q", block_q)
+    _require_block("block_k", block_k)
+    try:
+        batch = torch.broadcast_shapes(q.shape[:-2], k.shape[:-2], v.shape[:-2])
+    except RuntimeError:
+        raise ValueError(
+            f"the leading dimensions of q, k and v must broadcast, got q {shape_of(q)}, k {shape_of(k)}, v {shape_of(v)}"
+        ) from None
+    return tuple(t.expand(*batch, *t.shape[-2:]).reshape(math.prod(batch), *t.shape[-2:]) for t in (q, k, v))
+
+
+def _tiled_forward(q: Tensor, k: Tensor, v: Tensor, causal: bool, block_q: int, block_k: int) -> tuple[Tensor, Tensor]:
+    """Forward pass on flattened ``q (B, L, d)``, ``k (B, S, d)``, ``v (B, S, d_v)``: ``out (B, L, d_v)``, ``lse (B, L)``."""
+    n_batch, n_queries, d_k = q.shape
+    n_keys, d_v = k.shape[1], v.shape[2]
+    q_scaled = q * (LOG2_E / math.sqrt(d_k))  # scale once here, not every tile; base-2 scores
+    out = torch.empty(n_batch, n_queries, d_v, dtype=q.dtype)
+    lse = torch.empty(n_batch, n_queries, dtype=q.dtype)
+    for q_start in range(0, n_queries, block_q):
+        q_stop = min(q_start + block_q, n_queries)
+        running_max = torch.full((n_batch, q_stop - q_start, 1), float("-inf"), dtype=q.dtype)
+        running_sum = torch.zeros_like(running_max)
+        acc = torch.zeros(n_batch, q_stop - q_start, d_v, dtype=q.dtype)
+        for k_start, k_stop, masked in _key_tiles(q_start, q_stop, n_keys, block_k, causal):
+            scores = _tile_scores(q_scaled[:, q_start:q_stop], k, q_start, k_start, k_stop, masked)
+            _online_update(running_max, running_sum, acc, scores, v[:, k_start:k_stop])
+        # Divide once, at the end; a row with no keys (S = 0) keeps a zero output and lse = -inf.
+        torch.div(acc, running_sum.clamp_min(torch.finfo(q.dtype).tiny), out=out[:, q_start:q_stop])
+        lse[:, q_start:q_stop] = ((running_max + running_sum.log2()) * LN_2).squeeze(-1)
+    return out, lse
+
+
+def tiled_attention(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    causal: bool = False,
+    block_q: int = BLOCK_Q,
+    block_k: int = BLOCK_K,
+) -> tuple[Tensor, Tensor]:
+    r"""Exact attention computed tile by tile, never holding more than a ``block_q × block_k`` tile of scores.
+
+    For each tile of ``block_q`` queries, walk over the tiles of ``block_k`` keys, fold each into a
+    running max, sum and output (``_online_update``), and divide by the sum once at the end.
+    With ``causal``, key tiles entirely after a query tile are skipped and the tiles on the
+    diagonal are masked. All heads and batch entries go through one batched matmul per tile.
+
+    Args:
+        q: queries ``(..., L, d_k)``.
+        k: keys ``(..., S, d_k)``.
+        v: values ``(..., S, d_v)``; leading dimensions broadcast.
+        causal: query ``i`` sees keys ``j <= i`` only (top-left aligned, like PyTorch's ``is_causal``).
+        block_q: queries per tile (any positive int; the last tile may be shorter).
+        block_k: keys per tile.
+
+    Returns:
+        ``output (..., L, d_v)``, equal to ``scaled_dot_product_attention(q, k, v, causal=causal)``,
+        and ``lse (..., L)``, the log-sum-exp of each query's scaled (and masked) scores.
+    """
+    q_flat, k_flat, v_flat = _flatten_qkv(q, k, v, block_q, block_k)
+    out, lse = _tiled_forward(q_flat, k_flat, v_flat, bool(causal), block_q, block_k)
+    batch = torch.broadcast_shapes(q.shape[:-2], k.shape[:-2], v.shape[:-2])
+    return out.reshape(*batch, q.shape[-2], v.shape[-1]), lse.reshape(*batch, q.shape[-2])
+
+
+@dataclass(frozen=True)
+class TileStep:
+    """The running state of one query tile right after it folded in one key tile (for lesson 11's widget).
+
+    Attributes:
+        q_start, q_stop, k_start, k_stop: the tile's query rows and key columns.
+        running_max: ``(q_stop - q_start,)``, $m$ per query row.
+        running_sum: ``(q_stop - q_start,)``, $\\ell$ per query row.
+        partial_output: ``(q_stop - q_start, d_v)``, $o / \\ell$: attention over the keys seen so far.
+    """
+
+    q_start: int
+    q_stop: int
+    k_start: int
+    k_stop: int
+    running_max: Tensor
+    running_sum: Tensor
+    partial_output: Tensor
+
+
+def tiled_attention_steps(
+    q: Tensor, k: Tensor, v: Tensor, causal: bool = False, block_q: int = BLOCK_Q, block_k: int = BLOCK_K
+) -> list[TileStep]:
+    """Every intermediate state of ``tiled_attention`` on one head, tile by tile.
+
+    Args:
+        q: ``(L, d_k)``; k: ``(S, d_k)``; v: ``(S, d_v)``; causal, block_q, block_k: as in ``tiled_attention``.
+
+    Returns:
+        one ``TileStep`` per visited tile, in the order they are computed (query tiles outer, key tiles inner).
+    """
+    for name, t in (("q", q), ("k", k), ("v", v)):
+        require_tensor(name, t)
+        if t.dim() != 2:
+            raise ValueError(f"{name} must be one head's 2-D (positions, features) matrix, got shape {shape_of(t)}")
+    q_flat, k_flat, v_flat = _flatten_qkv(q, k, v, block_q, block_k)
+    q_scaled = q_flat * (LOG2_E / math.sqrt(q.shape[-1]))
+    steps = []
+    for q_start in range(0, q.shape[0], block_q):
+        q_stop = min(q_start + block_q, q.shape[0])
+        running_max = torch.full((1, q_stop - q_start, 1), float("-inf"), dtype=q.dtype)
+        running_sum = torch.zeros_like(running_max)
+        acc = torch.zeros(1, q_stop - q_start, v.shape[-1], dtype=q.dtype)
+        for k_start, k_stop, masked in _key_tiles(q_start, q_stop, k.shape[0], block_k, bool(causal)):
+            scores = _tile_scores(q_scaled[:, q_start:q_stop], k_flat, q_start, k_start, k_stop, masked)
+            _online_update(running_max, running_sum, acc, scores, v_flat[:, k_start:k_stop])
+            steps.append(TileStep(q_start, q_stop, k_start, k_stop, running_max[0, :, 0] * LN_2,
+                                  running_sum[0, :, 0].clone(), (acc / running_sum)[0]))
+    return steps
+
+
+# ---------------------------------------------------------------------------------------------
+# Backward: recompute the weights tile by tile from the saved log-sum-exp
+# ---------------------------------------------------------------------------------------------
+
+
+def _tiled_backward(
+    q: Tensor, k: Tensor, v: Tensor, out: Tensor, lse: Tensor, grad_out: Tensor, causal: bool, block_q: int, block_k: int
+) -> tuple[Tensor, Tensor, Tensor]:
+    r"""Gradients of flattened ``q (B, L, d)``, ``k (B, S, d)``, ``v (B, S, d_v)``, without an N×N matrix.
+
+    Per tile: $P = e^{S - \mathrm{lse}}$ (the forward's weights, recomputed),
+    $dV \mathrel{+}= P^\top dO$, $dP = dO\,V^\top$, $dS = P \odot (dP - \delta)$ with
+    $\delta_i = \sum_c dO_{ic} O_{ic}$, $dQ \mathrel{+}= dS\,K \cdot \text{scale}$,
+    $dK \mathrel{+}= dS^\top Q \cdot \text{scale}$.
+    """
+    scale = 1.0 / math.sqrt(q.shape[-1])
+    q_scaled = q * scale
+    delta = (grad_out * out).sum(dim=-1, keepdim=True)  # (B, L, 1)
+    grad_q, grad_k, grad_v = torch.zeros_like(q), torch.zeros_like(k), torch.zeros_like(v)
+    for q_start in range(0, q.shape[1], block_q):
+        q_stop = min(q_start + block_q, q.shape[1])
+        rows = slice(q_start, q_stop)
+        for k_start, k_stop, masked in _key_tiles(q_start, q_stop, k.shape[1], block_k, causal):
+            cols = slice(k_start, k_stop)
+            probs = _tile_scores(q_scaled[:, rows], k, q_start, k_start, k_stop, masked)
+            probs.sub_(lse[:, rows].unsqueeze(-1)).exp_()  # (B, bq, bk)
+            grad_v[:, cols].baddbmm_(probs.transpose(1, 2), grad_out[:, rows])
+            grad_scores = torch.bmm(grad_out[:, rows], v[:, cols].transpose(1, 2)).sub_(delta[:, rows]).mul_(probs)
+            grad_q[:, rows].baddbmm_(grad_scores, k[:, cols], alpha=scale)
+            grad_k[:, cols].baddbmm_(grad_scores.transpose(1, 2), q_scaled[:, rows])
+    return grad_q, grad_k, grad_v
+
+
+class TiledAttentionFunction(torch.autograd.Function):
+    """Autograd for the tiled forward: saves ``q, k, v, out, lse`` (O(N d)), recomputes the weights in backward."""
+
+    @staticmethod
+    def forward(ctx, q: Tensor, k: Tensor, v: Tensor, causal: bool, block_q: int, block_k: int) -> Tensor:  # type: ignore[override]
+        out, lse = _tiled_forward(q, k, v, causal, block_q, block_k)
+        ctx.save_for_backward(q, k, v, out, lse)
+        ctx.tiling = (causal, block_q, block_k)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
+        q, k, v, out, lse = ctx.saved_tensors
+        grads = _tiled_backward(q, k, v, out, lse, grad_out.contiguous(), *ctx.tiling)
+        return (*grads, None, None, None)
+
+
+def flash_attention(
+    q: Tensor, k: Tensor, v: Tensor, causal: bool = False, block_q: int = BLOCK_Q, block_k: int = BLOCK_K
+) -> Tensor:
+    """Differentiable tiled attention: the forward of ``tiled_attention``, a tiled backward that recomputes.
+
+    Args:
+        q: ``(..., L, d_k)``; k: ``(..., S, d_k)``; v: ``(..., S, d_v)``; the rest as in ``tiled_attention``.
+
+    Returns:
+        ``output (..., L, d_v)``; gradients reach ``q``, ``k`` and ``v`` without storing the attention matrix.
+    """
+    q_flat, k_flat, v_flat = _flatten_qkv(q, k, v, block_q, block_k)
+    out = TiledAttentionFunction.apply(q_flat, k_flat, v_flat, bool(causal), block_q, block_k)
+    batch = torch.broadcast_shapes(q.shape[:-2], k.shape[:-2], v.shape[:-2])
+    return out.reshape(*batch, q.shape[-2], v.shape[-1])
+
+
+# ---------------------------------------------------------------------------------------------
+# Measuring memory
+# ---------------------------------------------------------------------------------------------
+
+
+def peak_memory_bytes(fn: Callable[[], object]) -> int:
+    """Largest number of bytes that ``fn()`` held allocated at once, on top of what existed before.
+
+    Replays the CPU allocator's allocation and free events recorded by ``torch.profiler`` (with
+    ``profile_memory=True``) in time order and returns the highest running total. Counts every
+    tensor ``fn`` allocates, including its result and buffers inside PyTorch's kernels.
+
+    Args:
+        fn: a function of no arguments, e.g. ``lambda: tiled_attention(q, k, v)``.
+
+    Returns:
+        bytes, >= 0.
+    """
+    if not callable(fn):
+        raise TypeError(f"fn must be a function of no arguments, got {type(fn).__name__}")
+    # Kineto (the profiler's backend) otherwise prints timestamped start/stop lines on stderr,
+    # which would land in notebook outputs; 6 keeps it quiet unless the caller chose a level.
+    os.environ.setdefault("KINETO_LOG_LEVEL", "6")
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        fn()
+    events = [e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]" and e.device_type() == DeviceType.CPU]
+    live = peak = 0
+    for event in sorted(events, key=lambda e: e.start_ns()):
+        live += event.nbytes()
+        peak = max(peak, live)
+    return peak
