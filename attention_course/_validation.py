@@ -60,3 +60,19 @@ def require_broadcastable(name: str, x: Tensor, target: tuple[int, ...]) -> None
 def require_positive(name: str, value: float) -> None:
     if not value > 0:
         raise ValueError(f"{name} must be positive, got {value}")
+
+
+def require_qkv(q: Tensor, k: Tensor, v: Tensor) -> None:
+    """Queries, keys and values that attention can combine: float, same dtype, matching shapes, no NaN."""
+    for name, t, layout in (("q", q, "(..., L, d_k)"), ("k", k, "(..., S, d_k)"), ("v", v, "(..., S, d_v)")):
+        require_float(name, t)
+        require_min_rank(name, t, 2, layout)
+        require_no_nan(name, t)
+    if q.shape[-1] != k.shape[-1]:
+        raise ValueError(f"q and k must share the last dimension, got q {shape_of(q)} and k {shape_of(k)}")
+    if k.shape[-2] != v.shape[-2]:
+        raise ValueError(
+            f"k and v must have the same number of positions S (dim -2), got k {shape_of(k)} and v {shape_of(v)}"
+        )
+    if not (q.dtype == k.dtype == v.dtype):
+        raise TypeError(f"q, k and v must share a dtype, got {q.dtype}, {k.dtype} and {v.dtype}")

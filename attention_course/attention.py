@@ -14,25 +14,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ._validation import require_broadcastable, require_float, require_min_rank, require_no_nan, shape_of
+from ._validation import require_broadcastable, require_qkv, shape_of
 from .masking import causal_mask
 from .qkv import scaled_attention_scores
 from .softmax import softmax
-
-
-def _check_qkv(q: Tensor, k: Tensor, v: Tensor) -> None:
-    for name, t, layout in (("q", q, "(..., L, d_k)"), ("k", k, "(..., S, d_k)"), ("v", v, "(..., S, d_v)")):
-        require_float(name, t)
-        require_min_rank(name, t, 2, layout)
-        require_no_nan(name, t)
-    if q.shape[-1] != k.shape[-1]:
-        raise ValueError(f"q and k must share the last dimension, got q {shape_of(q)} and k {shape_of(k)}")
-    if k.shape[-2] != v.shape[-2]:
-        raise ValueError(
-            f"k and v must have the same number of positions S (dim -2), got k {shape_of(k)} and v {shape_of(v)}"
-        )
-    if not (q.dtype == k.dtype == v.dtype):
-        raise TypeError(f"q, k and v must share a dtype, got {q.dtype}, {k.dtype} and {v.dtype}")
 
 
 def apply_mask(scores: Tensor, mask: Tensor | None, *, causal: bool = False) -> Tensor:
@@ -83,7 +68,7 @@ def scaled_dot_product_attention(
     Returns:
         ``output (..., L, d_v)``, and ``weights (..., L, S)`` when ``return_weights``.
     """
-    _check_qkv(q, k, v)
+    require_qkv(q, k, v)
     scores = apply_mask(scaled_attention_scores(q, k, scale), mask, causal=causal)  # (..., L, S)
     weights = softmax(scores, dim=-1)  # rows sum to 1 (0 for fully masked rows)
     output = weights @ v  # (..., L, d_v)

@@ -36,8 +36,7 @@ from torch import Tensor
 from torch.autograd import DeviceType
 from torch.profiler import ProfilerActivity, profile
 
-from ._validation import require_float, require_min_rank, require_tensor, shape_of
-from .attention import _check_qkv
+from ._validation import require_float, require_min_rank, require_qkv, require_tensor, shape_of
 
 #: Default tile sizes of ``tiled_attention``: the fastest of the blockings tried (128-2048 x 128-512) at
 #: N = 4096, d = 64, 8 heads on the course's 2-core CPU (``benchmarks/bench_flash.py``). One tile of
@@ -177,7 +176,7 @@ def _online_update(running_max: Tensor, running_sum: Tensor, acc: Tensor, scores
 
 def _flatten_qkv(q: Tensor, k: Tensor, v: Tensor, block_q: object, block_k: object) -> tuple[Tensor, ...]:
     """Validate, broadcast the leading dimensions and flatten them into one batch axis ``B``."""
-    _check_qkv(q, k, v)
+    require_qkv(q, k, v)
     _require_block("block_q", block_q)
     _require_block("block_k", block_k)
     try:

@@ -38,8 +38,8 @@ from torch import Tensor
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
-from ._validation import require_rank, require_tensor, shape_of
-from .attention import _check_qkv, scaled_dot_product_attention
+from ._validation import require_qkv, require_rank, require_tensor, shape_of
+from .attention import scaled_dot_product_attention
 
 MaskFn = Callable[[Tensor, Tensor], Tensor]
 """``allows(q_idx, k_idx) -> bool``: broadcasting integer index tensors in, ``True`` = may attend."""
@@ -320,7 +320,7 @@ def bigbird_pattern(
 
 
 def _check_block_args(q: Tensor, k: Tensor, v: Tensor, block_size: int, scale: float | None) -> None:
-    _check_qkv(q, k, v)
+    require_qkv(q, k, v)
     _require_count("block_size", block_size, 1)
     if scale is not None and not isinstance(scale, int | float):
         raise TypeError(f"scale must be a number or None, got {type(scale).__name__}")

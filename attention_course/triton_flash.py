@@ -35,8 +35,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ._validation import shape_of
-from .attention import _check_qkv
+from ._validation import require_qkv, shape_of
 from .triton_sandbox import GpuBuild, GpuCompileError, compile_in_subprocess, is_jitted, kernel_module_source
 
 if "triton" not in sys.modules and not torch.cuda.is_available():
@@ -165,7 +164,7 @@ def launch_flash_kernel(
 
 def _check_launch(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, return_weights: bool,
                   block_m: int, block_n: int) -> None:
-    _check_qkv(q, k, v)
+    require_qkv(q, k, v)
     if mask is not None:
         raise ValueError(f"triton_attention takes causal=True or no mask, got mask of shape {shape_of(mask)}")
     if return_weights:
