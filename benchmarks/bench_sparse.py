@@ -8,7 +8,8 @@ Shapes: batch 1, 8 heads, d_head 64, float32 (change with --heads/--d-head). For
   CPU flash kernel; with ``--causal``, ``is_causal=True``, which already skips the upper triangle);
 - dense + mask: the same call with the boolean ``sliding_window_mask(N, w)``: same answer as the
   sparse paths, still N² work;
-- sliding window: ``attention_course.sparse.sliding_window_attention``, O(N (B + 2w)) work;
+- sliding window: ``attention_course.sparse.sliding_window_attention``, O(N (B + 2w)) work: each
+  query block's band of keys goes to the fused kernel, with the band's corners masked;
 - block-sparse: ``block_sparse_attention`` over the window's tile layout (precomputed, as a kernel
   would), visiting only those tiles;
 
@@ -20,10 +21,10 @@ too, because on a machine shared with other jobs they move far less than wall-cl
 Compare the ratios; absolute times depend on the machine.
 
 OpenMP threads wait passively (``OMP_WAIT_POLICY=PASSIVE`` unless already set): the sparse paths
-run a few small operators per block, and on a busy machine a spinning OpenMP thread that waits
-for its descheduled partner at each of them made them several times slower (measured: 0.86x
-dense SDPA at N = 8192 spinning, 0.14x passive; one thread: 0.08x). Every method gets the same
-setting.
+make one or a few operator calls per block, and on a machine shared with other jobs a spinning
+OpenMP thread that waits for its descheduled partner at each of them can make them several times
+slower. Every method gets the same setting. (On a quiet machine the policy hardly matters: the
+sliding window measured 0.123x dense SDPA at N = 8192 with ``OMP_WAIT_POLICY=ACTIVE``.)
 """
 
 from __future__ import annotations

@@ -246,7 +246,10 @@ for pattern in patterns:
 # %% [markdown]
 # The sliding window needs no layout at all: query block $[s, e)$ can only see keys in
 # $[s-w,\, e+w)$, one contiguous slice of $K$ and $V$. `sliding_window_attention` computes
-# each block against its slice: $B(B+2w)$ scores per block, $O(N\,w)$ in total.
+# each block against its slice: $B(B+2w)$ scores per block, $O(N\,w)$ in total. Inside a band it
+# is plain dense attention on a small problem (only the band's two corners are masked), so it
+# hands each band to PyTorch's fused kernel: the sparsity is in *which* keys a block reads, not
+# in how it attends to them. Production local attention works the same way.
 
 # %%
 for causal in (False, True):
