@@ -57,6 +57,15 @@ def require_broadcastable(name: str, x: Tensor, target: tuple[int, ...]) -> None
         raise ValueError(f"{name} of shape {shape_of(x)} has more dimensions than the scores {target}")
 
 
+def require_count(name: str, value: object, minimum: int = 1) -> int:
+    """An ``int`` (not a bool) of at least ``minimum``: a length, a block size, a number of layers."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    return value
+
+
 def require_positive(name: str, value: float) -> None:
     if not value > 0:
         raise ValueError(f"{name} must be positive, got {value}")

@@ -36,7 +36,7 @@ from torch import Tensor
 from torch.autograd import DeviceType
 from torch.profiler import ProfilerActivity, profile
 
-from ._validation import require_float, require_min_rank, require_qkv, require_tensor, shape_of
+from ._validation import require_count, require_float, require_min_rank, require_qkv, require_tensor, shape_of
 
 #: Default tile sizes of ``tiled_attention``: the fastest of the blockings tried (128-2048 x 128-512) at
 #: N = 4096, d = 64, 8 heads on the course's 2-core CPU (``benchmarks/bench_flash.py``). One tile of
@@ -125,14 +125,6 @@ def merge_attention_partials(out_a: Tensor, lse_a: Tensor, out_b: Tensor, lse_b:
 # ---------------------------------------------------------------------------------------------
 
 
-def _require_block(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    if value <= 0:
-        raise ValueError(f"{name} must be positive, got {value}")
-    return value
-
-
 def _key_tiles(q_start: int, q_stop: int, n_keys: int, block_k: int, causal: bool) -> Iterator[tuple[int, int, bool]]:
     """The key tiles ``[k_start, k_stop)`` that queries ``[q_start, q_stop)`` must visit.
 
@@ -177,8 +169,8 @@ def _online_update(running_max: Tensor, running_sum: Tensor, acc: Tensor, scores
 def _flatten_qkv(q: Tensor, k: Tensor, v: Tensor, block_q: object, block_k: object) -> tuple[Tensor, ...]:
     """Validate, broadcast the leading dimensions and flatten them into one batch axis ``B``."""
     require_qkv(q, k, v)
-    _require_block("block_q", block_q)
-    _require_block("block_k", block_k)
+    require_count("block_q", block_q)
+    require_count("block_k", block_k)
     try:
         batch = torch.broadcast_shapes(q.shape[:-2], k.shape[:-2], v.shape[:-2])
     except RuntimeError:

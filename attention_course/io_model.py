@@ -22,6 +22,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from ._validation import require_count
+
 
 @dataclass(frozen=True)
 class IOCount:
@@ -33,14 +35,6 @@ class IOCount:
     @property
     def total(self) -> int:
         return self.reads + self.writes
-
-
-def _require_positive_int(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    if value <= 0:
-        raise ValueError(f"{name} must be positive, got {value}")
-    return value
 
 
 def standard_attention_io(n: int, d: int) -> IOCount:
@@ -57,7 +51,7 @@ def standard_attention_io(n: int, d: int) -> IOCount:
     Returns:
         ``IOCount(reads=3Nd + 2N², writes=Nd + 2N²)``.
     """
-    n, d = _require_positive_int("n", n), _require_positive_int("d", d)
+    n, d = require_count("n", n), require_count("d", d)
     return IOCount(reads=3 * n * d + 2 * n * n, writes=n * d + 2 * n * n)
 
 
@@ -74,7 +68,7 @@ def flash_block_sizes(d: int, sram: int) -> tuple[int, int]:
     Returns:
         ``(block_q, block_k) = (B_r, B_c)``.
     """
-    d, sram = _require_positive_int("d", d), _require_positive_int("sram", sram)
+    d, sram = require_count("d", d), require_count("sram", sram)
     block_k = math.ceil(sram / (4 * d))
     return min(block_k, d), block_k
 
@@ -93,7 +87,7 @@ def flash_attention_io(n: int, d: int, sram: int) -> IOCount:
     Returns:
         ``IOCount(reads=2Nd + T_c (2Nd + 2N), writes=Nd + 2N + T_c (Nd + 2N))``.
     """
-    n = _require_positive_int("n", n)
+    n = require_count("n", n)
     _, block_k = flash_block_sizes(d, sram)
     key_tiles = math.ceil(n / block_k)
     return IOCount(reads=2 * n * d + key_tiles * (2 * n * d + 2 * n),
@@ -117,8 +111,8 @@ def tiled_attention_io(n: int, d: int, block_q: int, block_k: int, causal: bool 
     Returns:
         the reads and writes.
     """
-    n, d = _require_positive_int("n", n), _require_positive_int("d", d)
-    block_q, block_k = _require_positive_int("block_q", block_q), _require_positive_int("block_k", block_k)
+    n, d = require_count("n", n), require_count("d", d)
+    block_q, block_k = require_count("block_q", block_q), require_count("block_k", block_k)
     kv_reads = 0
     for q_start in range(0, n, block_q):
         last_key = min(q_start + block_q, n) if causal else n
@@ -135,6 +129,6 @@ def tiled_sram_numbers(d: int, block_q: int, block_k: int) -> int:
     Returns:
         $2 B_q d + 2 B_k d + B_q B_k + 2 B_q$ numbers.
     """
-    d = _require_positive_int("d", d)
-    block_q, block_k = _require_positive_int("block_q", block_q), _require_positive_int("block_k", block_k)
+    d = require_count("d", d)
+    block_q, block_k = require_count("block_q", block_q), require_count("block_k", block_k)
     return 2 * block_q * d + 2 * block_k * d + block_q * block_k + 2 * block_q

@@ -38,19 +38,11 @@ from torch import Tensor
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
-from ._validation import require_qkv, require_rank, require_tensor, shape_of
+from ._validation import require_count, require_qkv, require_rank, require_tensor, shape_of
 from .attention import scaled_dot_product_attention
 
 MaskFn = Callable[[Tensor, Tensor], Tensor]
 """``allows(q_idx, k_idx) -> bool``: broadcasting integer index tensors in, ``True`` = may attend."""
-
-
-def _require_count(name: str, value: object, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    return value
 
 
 def _n_blocks(n: int, block_size: int) -> int:
@@ -100,7 +92,7 @@ class SparsePattern:
             bool ``(ceil(N / B), ceil(N / B))``; ``layout[I, J]`` is ``True`` when some query of
             block ``I`` may attend to some key of block ``J``.
         """
-        _require_count("block_size", block_size, 1)
+        require_count("block_size", block_size, 1)
         n_blocks = _n_blocks(self.n, block_size)
         padded = torch.arange(n_blocks * block_size)
         key_exists = padded < self.n  # the last key block may be short
@@ -145,8 +137,8 @@ def sliding_window_mask(n: int, window: int, causal: bool = False) -> Tensor:
 
 def sliding_window_pattern(n: int, window: int, causal: bool = False) -> SparsePattern:
     """Sliding window of half-width ``window`` (see ``sliding_window_mask``)."""
-    _require_count("n", n, 0)
-    _require_count("window", window, 0)
+    require_count("n", n, 0)
+    require_count("window", window, 0)
     return SparsePattern(
         f"sliding window w={window}", n, lambda i, j: _window_allows(i, j, window, causal)
     )
@@ -164,9 +156,9 @@ def dilated_window_pattern(n: int, window: int, dilation: int, causal: bool = Fa
         dilation: r >= 1, the gap between attended keys (1 = an ordinary window).
         causal: only keys at or before the query.
     """
-    _require_count("n", n, 0)
-    _require_count("window", window, 0)
-    _require_count("dilation", dilation, 1)
+    require_count("n", n, 0)
+    require_count("window", window, 0)
+    require_count("dilation", dilation, 1)
 
     def allows(i: Tensor, j: Tensor) -> Tensor:
         return _window_allows(i, j, window * dilation, causal) & ((i - j) % dilation == 0)
@@ -186,8 +178,8 @@ def strided_pattern(n: int, stride: int, causal: bool = True) -> SparsePattern:
         stride: ℓ >= 1; about √N keeps both heads at √N keys per query.
         causal: only keys at or before the query (the paper's setting).
     """
-    _require_count("n", n, 0)
-    _require_count("stride", stride, 1)
+    require_count("n", n, 0)
+    require_count("stride", stride, 1)
 
     def allows(i: Tensor, j: Tensor) -> Tensor:
         local = _window_allows(i, j, stride - 1, causal)
@@ -210,9 +202,9 @@ def fixed_pattern(n: int, stride: int, n_summary: int = 1, causal: bool = True) 
         n_summary: c, 1 <= c <= ℓ, summary tokens at the end of each block.
         causal: only keys at or before the query.
     """
-    _require_count("n", n, 0)
-    _require_count("stride", stride, 1)
-    _require_count("n_summary", n_summary, 1)
+    require_count("n", n, 0)
+    require_count("stride", stride, 1)
+    require_count("n_summary", n_summary, 1)
     if n_summary > stride:
         raise ValueError(f"n_summary must be <= stride, got n_summary={n_summary} and stride={stride}")
 
@@ -230,7 +222,7 @@ def _global_index(n: int, global_tokens: Sequence[int]) -> Tensor:
         global_tokens = global_tokens.tolist()
     tokens = list(global_tokens)
     for token in tokens:
-        _require_count("global_tokens[...]", token, 0)
+        require_count("global_tokens[...]", token, 0)
         if token >= n:
             raise ValueError(f"global_tokens must lie in [0, n={n}), got {tokens}")
     is_global = torch.zeros(n, dtype=torch.bool)
@@ -260,8 +252,8 @@ def global_local_mask(n: int, window: int, global_tokens: Sequence[int], causal:
 
 def longformer_pattern(n: int, window: int, global_tokens: Sequence[int], causal: bool = False) -> SparsePattern:
     """Sliding window plus global tokens (see ``global_local_mask``)."""
-    _require_count("n", n, 0)
-    _require_count("window", window, 0)
+    require_count("n", n, 0)
+    require_count("window", window, 0)
     is_global = _global_index(n, global_tokens)
 
     def allows(i: Tensor, j: Tensor) -> Tensor:
@@ -297,10 +289,10 @@ def bigbird_pattern(
         seed: seeds the random links.
         causal: also hide every key after its query.
     """
-    _require_count("n", n, 0)
-    _require_count("window", window, 0)
-    _require_count("block_size", block_size, 1)
-    _require_count("n_random", n_random, 0)
+    require_count("n", n, 0)
+    require_count("window", window, 0)
+    require_count("block_size", block_size, 1)
+    require_count("n_random", n_random, 0)
     local_global = longformer_pattern(n, window, global_tokens, causal=False).allows
     n_blocks = _n_blocks(n, block_size)
     if n_random > n_blocks:
@@ -321,7 +313,7 @@ def bigbird_pattern(
 
 def _check_block_args(q: Tensor, k: Tensor, v: Tensor, block_size: int, scale: float | None) -> None:
     require_qkv(q, k, v)
-    _require_count("block_size", block_size, 1)
+    require_count("block_size", block_size, 1)
     if scale is not None and not isinstance(scale, int | float):
         raise TypeError(f"scale must be a number or None, got {type(scale).__name__}")
 
@@ -429,7 +421,7 @@ def sliding_window_attention(
     """
     block_size = 64 if block_size is None else block_size
     _check_block_args(q, k, v, block_size, scale)
-    _require_count("window", window, 0)
+    require_count("window", window, 0)
     n = q.shape[-2]
     if k.shape[-2] != n:
         raise ValueError(
@@ -484,7 +476,7 @@ def receptive_field(mask: Tensor, n_layers: int) -> Tensor:
     require_rank("mask", mask, 2, "(N, N)")
     if mask.dtype != torch.bool or mask.shape[0] != mask.shape[1]:
         raise ValueError(f"mask must be a square bool (N, N) matrix, got {mask.dtype} {shape_of(mask)}")
-    _require_count("n_layers", n_layers, 1)
+    require_count("n_layers", n_layers, 1)
     step = (mask | torch.eye(mask.shape[0], dtype=torch.bool, device=mask.device)).float()
     reach = [step > 0]
     for _ in range(n_layers - 1):

@@ -218,7 +218,7 @@ def test_tiled_memory_grows_linearly_and_stays_far_below_dense() -> None:
 
 def test_bad_inputs_are_named() -> None:
     q = torch.randn(5, 4)
-    with pytest.raises(ValueError, match="block_q must be positive, got 0"):
+    with pytest.raises(ValueError, match="block_q must be >= 1, got 0"):
         tiled_attention(q, q, q, block_q=0)
     with pytest.raises(TypeError, match="block_k must be an int, got float"):
         tiled_attention(q, q, q, block_k=2.5)

@@ -117,10 +117,10 @@ def test_sram_of_one_tile() -> None:
 
 
 @pytest.mark.parametrize(("call", "error", "message"), [
-    (lambda: standard_attention_io(0, 64), ValueError, "n must be positive, got 0"),
+    (lambda: standard_attention_io(0, 64), ValueError, "n must be >= 1, got 0"),
     (lambda: standard_attention_io(10, 6.0), TypeError, "d must be an int, got float"),
-    (lambda: flash_attention_io(10, 8, -1), ValueError, "sram must be positive, got -1"),
-    (lambda: tiled_attention_io(10, 8, 0, 4), ValueError, "block_q must be positive, got 0"),
+    (lambda: flash_attention_io(10, 8, -1), ValueError, "sram must be >= 1, got -1"),
+    (lambda: tiled_attention_io(10, 8, 0, 4), ValueError, "block_q must be >= 1, got 0"),
     (lambda: tiled_sram_numbers(8, 4, True), TypeError, "block_k must be an int, got bool"),
 ])
 def test_bad_inputs_are_named(call, error: type[Exception], message: str) -> None:
