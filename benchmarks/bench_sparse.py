@@ -47,6 +47,7 @@ from attention_course.sparse import (  # noqa: E402
     sliding_window_mask,
     sliding_window_pattern,
 )
+from attention_course.timing import growth_exponent  # noqa: E402
 
 METHODS = ("dense SDPA", "dense + mask", "sliding window", "block-sparse")
 TARGET_EXPONENT, TARGET_RATIO, TARGET_N = 1.15, 0.15, 8192
@@ -61,13 +62,6 @@ def best_time(fn: Callable[[], torch.Tensor], repeats: int) -> tuple[float, floa
         out = fn()
         wall, cpu = min(wall, time.perf_counter() - start_wall), min(cpu, time.process_time() - start_cpu)
     return wall, cpu, out
-
-
-def growth_exponent(lengths: list[int], seconds: list[float]) -> float:
-    """Slope p of log(seconds) = p log(N) + c, least squares."""
-    xs, ys = [math.log(n) for n in lengths], [math.log(s) for s in seconds]
-    x_mean, y_mean = sum(xs) / len(xs), sum(ys) / len(ys)
-    return sum((x - x_mean) * (y - y_mean) for x, y in zip(xs, ys, strict=True)) / sum((x - x_mean) ** 2 for x in xs)
 
 
 def main() -> None:

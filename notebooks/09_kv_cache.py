@@ -2,6 +2,11 @@
 # jupyter:
 #   jupytext:
 #     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
@@ -26,7 +31,6 @@
 # [lesson 08](08_positional_encodings.ipynb) (RoPE).
 
 # %%
-import time
 
 import matplotlib.pyplot as plt
 import torch
@@ -41,6 +45,7 @@ from attention_course.kv_cache import (
     new_cache,
     prefill,
 )
+from attention_course.timing import best_seconds
 
 _ = torch.manual_seed(0)  # every random number below is the same on every run
 # One token at a time is a few thousand tiny operations: a second thread only adds waiting.
@@ -246,22 +251,12 @@ print("same tokens as recomputing:", torch.equal(prealloc_tokens, new_tokens))
 
 # %%
 # NBVAL_IGNORE_OUTPUT
-def best_time(fn, repeats: int = 5) -> float:
-    """Fastest of a few runs, in milliseconds (the least disturbed by other programs)."""
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return 1e3 * min(times)
-
-
 lengths = list(range(16, 305, 32))
 sequence = torch.randint(0, config.vocab_size, (1, lengths[-1]), generator=torch.Generator().manual_seed(2))
 ms_recompute, ms_cached = [], []
 with torch.inference_mode():
     for t in lengths:
-        ms_recompute.append(best_time(lambda t=t: model(sequence[:, :t])))
+        ms_recompute.append(1e3 * best_seconds(lambda t=t: model(sequence[:, :t]), repeats=5))
         cache = new_cache(model, 1, capacity=t)
         prefill(model, sequence[:, : t - 1], cache)
 
@@ -269,7 +264,7 @@ with torch.inference_mode():
             decode_step(model, sequence[:, t - 1 : t], cache)
             cache.length -= 1  # forget the token again, so that every repeat is the same step
 
-        ms_cached.append(best_time(one_step))
+        ms_cached.append(1e3 * best_seconds(one_step, repeats=5))
 print(f"at {lengths[-1]} tokens: recompute {ms_recompute[-1]:.1f} ms, cached {ms_cached[-1]:.2f} ms "
       f"per token, {ms_recompute[-1] / ms_cached[-1]:.0f}x faster")
 

@@ -29,8 +29,6 @@
 # (lesson 06).
 
 # %%
-import math
-import time
 
 import matplotlib.pyplot as plt
 import torch
@@ -51,6 +49,7 @@ from attention_course.sparse import (
     sliding_window_pattern,
     strided_pattern,
 )
+from attention_course.timing import best_seconds, growth_exponent
 
 _ = torch.manual_seed(0)  # the same random numbers on every run
 torch.set_num_threads(1)  # every timing below runs on one thread: a busy machine's scheduling stays out of the ratios
@@ -95,34 +94,15 @@ for n in lengths:
     score_bytes.append(largest)
     print(f"N = {n:>5}: largest tensor {largest / 2**20:7.1f} MiB  (= heads · N² · 4 bytes: {largest == heads * n * n * 4})")
 
-
-# %%
-def best_seconds(fn, repeats: int = 2) -> float:
-    """Best wall-clock time of a few calls, after one warm-up call."""
-    fn()
-    best = math.inf
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - start)
-    return best
-
-
-def fitted_slope(xs, ys) -> float:
-    """p in y ~ x^p: the slope of a least-squares line on log-log axes."""
-    return torch.linalg.lstsq(torch.tensor([[math.log(x), 1.0] for x in xs]),
-                              torch.tensor([[math.log(y)] for y in ys])).solution[0, 0].item()
-
-
 # %%
 # NBVAL_IGNORE_OUTPUT
 dense_seconds = []
 with torch.inference_mode():
     for n in lengths:
         q, k, v = torch.randn(3, 1, heads, n, d_head).unbind(0)
-        dense_seconds.append(best_seconds(lambda q=q, k=k, v=v: F.scaled_dot_product_attention(q, k, v)))
+        dense_seconds.append(best_seconds(lambda q=q, k=k, v=v: F.scaled_dot_product_attention(q, k, v), repeats=2))
 print("dense time (ms):", [round(1000 * s, 1) for s in dense_seconds])
-print(f"fitted growth: time ~ N^{fitted_slope(lengths, dense_seconds):.2f}, memory ~ N^{fitted_slope(lengths, score_bytes):.2f}")
+print(f"fitted growth: time ~ N^{growth_exponent(lengths, dense_seconds):.2f}, memory ~ N^{growth_exponent(lengths, score_bytes):.2f}")
 
 # %%
 fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
@@ -348,16 +328,16 @@ with torch.inference_mode():
             "sliding window": lambda: sliding_window_attention(q, k, v, window, block_size=block),
         }
         for name, run in runs.items():
-            seconds[name].append(best_seconds(run))
+            seconds[name].append(best_seconds(run, repeats=2))
 for name, times in seconds.items():
-    print(f"{name:<22} ms: {[round(1000 * t, 1) for t in times]}   slope {fitted_slope(timing_lengths, times):.2f}")
+    print(f"{name:<22} ms: {[round(1000 * t, 1) for t in times]}   slope {growth_exponent(timing_lengths, times):.2f}")
 print(f"sliding window / dense (PyTorch) at N = {timing_lengths[-1]}: "
       f"{seconds['sliding window'][-1] / seconds['dense (PyTorch fused)'][-1]:.2f}")
 
 # %%
 fig, ax = plt.subplots(figsize=(6, 4))
 for name, times in seconds.items():
-    ax.loglog(timing_lengths, times, "o-", base=2, label=f"{name} (slope {fitted_slope(timing_lengths, times):.1f})")
+    ax.loglog(timing_lengths, times, "o-", base=2, label=f"{name} (slope {growth_exponent(timing_lengths, times):.1f})")
 ax.set_xlabel("sequence length N")
 ax.set_ylabel("seconds")
 ax.set_title(f"Dense vs sparse attention, window w = {window}")

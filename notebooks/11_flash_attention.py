@@ -2,6 +2,11 @@
 # jupyter:
 #   jupytext:
 #     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
@@ -26,7 +31,6 @@
 
 # %%
 import math
-import time
 
 import ipywidgets as widgets
 import matplotlib.pyplot as plt
@@ -49,6 +53,7 @@ from attention_course.io_model import (
     standard_attention_io,
     tiled_attention_io,
 )
+from attention_course.timing import best_seconds
 
 _ = torch.manual_seed(0)  # every random number below is the same on every run
 
@@ -376,19 +381,10 @@ for block_q in (64, 128, 256):
 
 # %%
 # NBVAL_IGNORE_OUTPUT
-def best_time(fn, repeats: int = 3) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
-
-
 q, k, v = (torch.randn(1, 8, 2048, 64) for _ in range(3))  # batch 1, 8 heads, N = 2048, d = 64
-t_sdpa = best_time(lambda: F.scaled_dot_product_attention(q, k, v))
-t_tiled = best_time(lambda: tiled_attention(q, k, v))
-t_dense = best_time(lambda: scaled_dot_product_attention(q, k, v))
+t_sdpa = best_seconds(lambda: F.scaled_dot_product_attention(q, k, v))
+t_tiled = best_seconds(lambda: tiled_attention(q, k, v))
+t_dense = best_seconds(lambda: scaled_dot_product_attention(q, k, v))
 print(f"PyTorch SDPA {t_sdpa * 1e3:6.1f} ms\ntiled        {t_tiled * 1e3:6.1f} ms  ({t_tiled / t_sdpa:.2f}x SDPA)"
       f"\ndense        {t_dense * 1e3:6.1f} ms  ({t_dense / t_sdpa:.2f}x SDPA)")
 
