@@ -52,7 +52,7 @@ sync: install
 	$(BIN)/jupytext --sync notebooks/*.ipynb solutions/*.ipynb
 
 html: install
-	$(BIN)/python -m attention_course.html build/html
+	$(BIN)/python -m attention_course.teaching.html_build build/html
 
 bench: install
 	@for script in benchmarks/*.py; do echo "== $$script"; $(BIN)/python $$script || exit 1; done

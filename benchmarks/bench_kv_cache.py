@@ -20,7 +20,7 @@ import time
 import torch
 
 from attention_course.decoder import Decoder, DecoderConfig
-from attention_course.kv_cache import generate
+from attention_course.generation import generate
 
 MODES = {"recompute": {"use_cache": False}, "preallocated": {"cache_kind": "preallocated"},
          "growing": {"cache_kind": "growing"}}

@@ -26,9 +26,9 @@ import matplotlib.pyplot as plt
 import torch
 
 from attention_course import scaled_dot_product_attention, softmax
-from attention_course.data import MOLE_CONTEXTS, MOLE_SENSES, mole_sentence, tiger_sentence
-from attention_course.plotting import plot_attention, plot_weights_bar
-from attention_course.widgets import word_picker
+from attention_course.teaching.sentences import MOLE_CONTEXTS, MOLE_SENSES, mole_sentence, tiger_sentence
+from attention_course.teaching.plotting import plot_attention, plot_weights_bar
+from attention_course.teaching.widgets import word_picker
 
 _ = torch.manual_seed(0)  # every random number below is the same on every run
 

@@ -28,8 +28,8 @@ import matplotlib.pyplot as plt
 import torch
 
 from attention_course import attention_scores, qkv_projection, scaled_dot_product_attention
-from attention_course.data import TIGER_FEATURES, tiger_sentence
-from attention_course.plotting import plot_attention, plot_weights_bar
+from attention_course.teaching.sentences import TIGER_FEATURES, tiger_sentence
+from attention_course.teaching.plotting import plot_attention, plot_weights_bar
 
 _ = torch.manual_seed(0)  # every random number below is the same on every run
 

@@ -37,7 +37,7 @@ import torch.nn.functional as F
 
 from attention_course import attention_scores, scaled_attention_scores, scaled_dot_product_attention, softmax
 from attention_course.softmax import entropy
-from attention_course.widgets import scaling_explorer
+from attention_course.teaching.widgets import scaling_explorer
 
 _ = torch.manual_seed(0)  # every random number below is the same on every run
 

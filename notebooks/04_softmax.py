@@ -36,10 +36,10 @@ import matplotlib.pyplot as plt
 import torch
 
 from attention_course import attention_scores, logsumexp, naive_softmax, scaled_attention_scores, softmax
-from attention_course.data import tiger_sentence
-from attention_course.plotting import plot_weights_bar
+from attention_course.teaching.sentences import tiger_sentence
+from attention_course.teaching.plotting import plot_weights_bar
 from attention_course.softmax import entropy
-from attention_course.widgets import temperature_explorer
+from attention_course.teaching.widgets import temperature_explorer
 
 _ = torch.manual_seed(0)  # every random number below is the same on every run
 

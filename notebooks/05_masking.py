@@ -38,8 +38,8 @@ from attention_course import (
     scaled_dot_product_attention,
     softmax,
 )
-from attention_course.data import PAD, padded_batch, tiger_sentence
-from attention_course.plotting import plot_attention
+from attention_course.teaching.sentences import PAD, padded_batch, tiger_sentence
+from attention_course.teaching.plotting import plot_attention
 
 _ = torch.manual_seed(0)  # every random number below is the same on every run
 

@@ -39,7 +39,7 @@ from attention_course.cross_attention import (
     toy_accuracy,
     train_toy,
 )
-from attention_course.plotting import plot_attention
+from attention_course.teaching.plotting import plot_attention
 
 _ = torch.manual_seed(0)  # every random number below is the same on every run
 

@@ -35,7 +35,7 @@ from attention_course import (
     scaled_dot_product_attention,
     sinusoidal_table,
 )
-from attention_course.plotting import plot_attention
+from attention_course.teaching.plotting import plot_attention
 
 _ = torch.manual_seed(0)  # every random number below is the same on every run
 

@@ -37,14 +37,8 @@ import torch
 
 from attention_course import MultiHeadAttention, causal_mask, merge_heads, scaled_dot_product_attention, split_heads
 from attention_course.decoder import Decoder, DecoderConfig
-from attention_course.kv_cache import (
-    GrowingKVCache,
-    decode_step,
-    generate,
-    kv_cache_bytes,
-    new_cache,
-    prefill,
-)
+from attention_course.generation import decode_step, generate, new_cache, prefill
+from attention_course.kv_cache import GrowingKVCache, kv_cache_bytes
 from attention_course.timing import best_seconds
 
 _ = torch.manual_seed(0)  # every random number below is the same on every run

@@ -34,10 +34,10 @@ import torch
 import torch.nn.functional as F
 
 from attention_course import masked_attention, scaled_dot_product_attention
-from attention_course.data import MOLE_CONTEXTS, TIGER_TEXT
+from attention_course.teaching.sentences import MOLE_CONTEXTS, TIGER_TEXT
 from attention_course.grading import Status, get_exercise, run_check
 from attention_course.grading.notebook import load_functions
-from attention_course.plotting import plot_attention
+from attention_course.teaching.plotting import plot_attention
 from attention_course.pretrained import (
     embed_tokens,
     encoder_feed_forward,
@@ -46,7 +46,7 @@ from attention_course.pretrained import (
     load_sentence_transformer,
     mean_pooling,
 )
-from attention_course.widgets import PlotWidget
+from attention_course.teaching.widgets import PlotWidget
 
 _ = torch.manual_seed(0)  # nothing below is random, but every lesson starts the same way
 torch.set_num_threads(1)  # a few sentences of <= 20 tokens: one thread is as fast, and never waits for a busy core

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from attention_course import scaled_dot_product_attention
-from attention_course.data import (
+from attention_course.teaching.sentences import (
     MOLE_CONTEXTS,
     MOLE_SENSES,
     PAD,

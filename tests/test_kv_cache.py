@@ -12,16 +12,13 @@ from hypothesis import strategies as st
 
 from attention_course import apply_rope
 from attention_course.decoder import Decoder, DecoderConfig
+from attention_course.generation import decode_step, generate, new_cache, prefill
 from attention_course.kv_cache import (
     GrowingKVCache,
     PreallocatedKVCache,
     cached_attention_step,
-    decode_step,
-    generate,
     grouped_query_attention,
     kv_cache_bytes,
-    new_cache,
-    prefill,
 )
 
 # float32 agreement between two orders of the same sums: logits here are O(1) and come out of

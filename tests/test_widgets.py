@@ -10,9 +10,9 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from attention_course.data import tiger_sentence
 from attention_course.softmax import entropy
-from attention_course.widgets import scaling_explorer, temperature_explorer, word_picker
+from attention_course.teaching.sentences import tiger_sentence
+from attention_course.teaching.widgets import scaling_explorer, temperature_explorer, word_picker
 
 # Draw off screen in this process only: an MPLBACKEND variable would leak into the notebook
 # kernels that nbval and the browser test start from the same pytest worker.

@@ -1,4 +1,4 @@
-"""Render the course to static HTML that reads offline: ``python -m attention_course.html build/html``.
+"""Render the course to static HTML that reads offline: ``python -m attention_course.teaching.html_build build/html``.
 
 Lessons (``notebooks/``), exercises and solutions become one page each, with the outputs they were
 committed with, plus an ``index.html`` that lists them in course order. Nothing on a page loads from
@@ -269,8 +269,8 @@ def build(root: Path, out: Path) -> list[Path]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m attention_course.html OUT [--root ROOT]``: build the static site and say where it is."""
-    parser = argparse.ArgumentParser(prog="python -m attention_course.html", description=__doc__.splitlines()[0])
+    """``python -m attention_course.teaching.html_build OUT [--root ROOT]``: build the static site and say where it is."""
+    parser = argparse.ArgumentParser(prog="python -m attention_course.teaching.html_build", description=__doc__.splitlines()[0])
     parser.add_argument("out", type=Path, help="output folder, e.g. build/html")
     parser.add_argument("--root", type=Path, default=Path("."), help="the repository (default: .)")
     args = parser.parse_args(argv)

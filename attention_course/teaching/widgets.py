@@ -19,12 +19,12 @@ import matplotlib.pyplot as plt
 import torch
 from torch import Tensor
 
-from ._validation import require_float, require_rank, shape_of
-from .attention import scaled_dot_product_attention
-from .data import Sentence
+from .._validation import require_float, require_rank, shape_of
+from ..attention import scaled_dot_product_attention
+from ..qkv import attention_scores, scaled_attention_scores
+from ..softmax import entropy, softmax
 from .plotting import plot_weights_bar
-from .qkv import attention_scores, scaled_attention_scores
-from .softmax import entropy, softmax
+from .sentences import Sentence
 
 
 class PlotWidget(widgets.VBox):
