@@ -18,7 +18,7 @@ must be switched on with ``TRITON_INTERPRET=1`` before ``triton`` is first impor
 does that itself when no GPU is present and ``triton`` has not been imported yet. The interpreter
 does not check memory bounds and accepts code the GPU compiler refuses; :func:`compile_for_gpu`
 compiles a kernel for real GPU targets (sm_80, sm_90) on a CPU-only machine to catch the latter,
-and ``attention_course.triton_sandbox`` grades kernels with guard buffers for the former.
+and ``attention_course.grading.triton_sandbox`` grades kernels with guard buffers for the former.
 
 ``triton`` is an optional dependency (``pip install 'attention_course[triton]'``): this module
 imports without it and raises a clear error only when a kernel is used.
@@ -36,7 +36,7 @@ import torch
 from torch import Tensor
 
 from ._validation import require_qkv, shape_of
-from .triton_sandbox import GpuBuild, GpuCompileError, compile_in_subprocess, is_jitted, kernel_module_source
+from .grading.triton_sandbox import GpuBuild, GpuCompileError, compile_in_subprocess, is_jitted, kernel_module_source
 
 if "triton" not in sys.modules and not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")  # read when triton.language is first imported

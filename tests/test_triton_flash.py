@@ -35,7 +35,7 @@ from attention_course.triton_flash import (  # noqa: E402
     launch_flash_kernel,
     triton_attention,
 )
-from attention_course.triton_sandbox import (  # noqa: E402
+from attention_course.grading.triton_sandbox import (  # noqa: E402
     check_flash_kernel,
     kernel_module_source,
     load_kernel,

@@ -14,7 +14,7 @@ import inspect
 from typing import Any
 
 from ...triton_flash import INSTALL_HINT, flash_attention_kernel, triton
-from ...triton_sandbox import (
+from ..triton_sandbox import (
     FLASH_CASES,
     GpuCompileError,
     check_flash_kernel,

@@ -40,7 +40,7 @@ HEADER = ("import math", "import triton", "import triton.language as tl")
 # (CUDA C++ Programming Guide, "Technical Specifications per Compute Capability").
 SHARED_MEMORY_LIMIT = {80: 163 * 1024, 86: 99 * 1024, 89: 99 * 1024, 90: 227 * 1024}
 SENTINEL = -10000.0  # fills the output's guard memory; exactly representable in float16
-PACKAGE_ROOT = Path(__file__).resolve().parents[1]
+PACKAGE_ROOT = Path(__file__).resolve().parents[2]
 
 
 @dataclass(frozen=True)
@@ -248,7 +248,7 @@ def _run_child(mode: str, job_dir: Path, timeout: float) -> tuple[int | None, st
     The numerics child needs the package (``-m``); the compile child runs this file alone (``-P``:
     without its folder on ``sys.path``), so that it starts without importing PyTorch.
     """
-    entry = ["-m", "attention_course.triton_sandbox"] if mode == "numerics" else ["-P", __file__]
+    entry = ["-m", "attention_course.grading.triton_sandbox"] if mode == "numerics" else ["-P", __file__]
     process = subprocess.Popen(
         [sys.executable, *entry, mode, str(job_dir)],
         env=_child_env(interpret=mode == "numerics"), cwd=job_dir, stdin=subprocess.DEVNULL,
@@ -326,7 +326,7 @@ def compile_in_subprocess(source: str, kernel_name: str, configs: Sequence[Mappi
 
 
 # ---------------------------------------------------------------------------------------------
-# Child side: ``python -m attention_course.triton_sandbox numerics|compile JOB_DIR``.
+# Child side: ``python -m attention_course.grading.triton_sandbox numerics|compile JOB_DIR``.
 # ---------------------------------------------------------------------------------------------
 
 
@@ -382,7 +382,7 @@ def _run_case(kernel: Any, case: FlashCase, inputs: Mapping[str, Any]) -> tuple[
     """Launch on fresh guarded output memory; return (flat output buffer, output view, inside mask)."""
     import torch
 
-    from .triton_flash import launch_flash_kernel
+    from ..triton_flash import launch_flash_kernel
 
     flat, out, inside = _guarded(case, case.n_queries, SENTINEL, getattr(torch, case.dtype))
     launch_flash_kernel(kernel, inputs["q"], inputs["k"], inputs["v"], out, causal=case.causal,
