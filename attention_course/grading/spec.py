@@ -47,6 +47,8 @@ class Case:
     """One call of the function under test. ``label`` is what the learner sees when it fails.
 
     ``atol``/``rtol`` override the exercise's tolerances for this case (e.g. a float16 case).
+    ``select`` is applied to both the learner's and the reference's output (e.g. keep only the rows of
+    real tokens, whose values the exercise defines).
     """
 
     args: tuple[Any, ...]
@@ -54,6 +56,10 @@ class Case:
     label: str = ""
     atol: float | None = None
     rtol: float | None = None
+    # Contracts beyond values (the runner enforces each one that is set):
+    check_grad: bool = False  # gradients w.r.t. every float input (and module parameter) must equal the reference's
+    max_alloc_bytes: int | None = None  # no single tensor the learner's call allocates may be larger than this
+    select: Callable[[Any], Any] | None = None  # what the instructions define, taken from an output before comparing
 
 
 @dataclass(frozen=True)
