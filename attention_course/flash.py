@@ -27,14 +27,11 @@ and the log-sum-exp is converted back to base $e$ at the end.
 from __future__ import annotations
 
 import math
-import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
-from torch.autograd import DeviceType
-from torch.profiler import ProfilerActivity, profile
 
 from ._validation import require_count, require_float, require_min_rank, require_qkv, require_tensor, shape_of
 
@@ -350,36 +347,3 @@ def flash_attention(
     out = TiledAttentionFunction.apply(q_flat, k_flat, v_flat, bool(causal), block_q, block_k)
     batch = torch.broadcast_shapes(q.shape[:-2], k.shape[:-2], v.shape[:-2])
     return out.reshape(*batch, q.shape[-2], v.shape[-1])
-
-
-# ---------------------------------------------------------------------------------------------
-# Measuring memory
-# ---------------------------------------------------------------------------------------------
-
-
-def peak_memory_bytes(fn: Callable[[], object]) -> int:
-    """Largest number of bytes that ``fn()`` held allocated at once, on top of what existed before.
-
-    Replays the CPU allocator's allocation and free events recorded by ``torch.profiler`` (with
-    ``profile_memory=True``) in time order and returns the highest running total. Counts every
-    tensor ``fn`` allocates, including its result and buffers inside PyTorch's kernels.
-
-    Args:
-        fn: a function of no arguments, e.g. ``lambda: tiled_attention(q, k, v)``.
-
-    Returns:
-        bytes, >= 0.
-    """
-    if not callable(fn):
-        raise TypeError(f"fn must be a function of no arguments, got {type(fn).__name__}")
-    # Kineto (the profiler's backend) otherwise prints timestamped start/stop lines on stderr,
-    # which would land in notebook outputs; 6 keeps it quiet unless the caller chose a level.
-    os.environ.setdefault("KINETO_LOG_LEVEL", "6")
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        fn()
-    events = [e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]" and e.device_type() == DeviceType.CPU]
-    live = peak = 0
-    for event in sorted(events, key=lambda e: e.start_ns()):
-        live += event.nbytes()
-        peak = max(peak, live)
-    return peak

@@ -30,13 +30,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils._pytree import tree_leaves
 
 from ._validation import require_count, require_qkv, require_rank, require_tensor, shape_of
 from .attention import scaled_dot_product_attention
@@ -484,37 +481,6 @@ def receptive_field(mask: Tensor, n_layers: int) -> Tensor:
     return torch.stack(reach)
 
 
-class _AllocationSpy(TorchDispatchMode):
-    """Records the largest fresh tensor storage created by any ATen operator."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.largest_bytes = 0
-
-    def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
-        out = func(*args, **(kwargs or {}))
-        inputs = {t.untyped_storage().data_ptr() for t in tree_leaves((args, kwargs)) if isinstance(t, Tensor)}
-        for t in tree_leaves(out):
-            if isinstance(t, Tensor) and t.untyped_storage().data_ptr() not in inputs:  # skip views, in-place
-                self.largest_bytes = max(self.largest_bytes, t.untyped_storage().nbytes())
-        return out
-
-
-def largest_allocation(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> tuple[Any, int]:
-    """Run ``fn(*args, **kwargs)`` and measure the largest tensor any PyTorch operator allocated in it.
-
-    Dense attention's largest tensor is the ``(..., N, N)`` score matrix; a sparse kernel's is a
-    block's scores, ``(..., B, visited keys)``. Fused kernels (``torch.nn.functional.
-    scaled_dot_product_attention``) hide their internal buffers, so this measures the course's own code.
-
-    Returns:
-        ``(fn's result, size in bytes of the largest storage allocated)``.
-    """
-    with _AllocationSpy() as spy:
-        result = fn(*args, **kwargs)
-    return result, spy.largest_bytes
-
-
 def attention_flops(n_pairs: int, d_head: int) -> int:
     r"""Multiply-add FLOPs of attention over ``n_pairs`` (query, key) pairs, per head.
 
@@ -533,7 +499,6 @@ __all__ = [
     "dilated_window_pattern",
     "fixed_pattern",
     "global_local_mask",
-    "largest_allocation",
     "longformer_pattern",
     "receptive_field",
     "sliding_window_attention",

@@ -24,7 +24,8 @@ import torch
 import torch.nn.functional as F
 
 from attention_course import scaled_dot_product_attention
-from attention_course.flash import BLOCK_K, BLOCK_Q, peak_memory_bytes, tiled_attention
+from attention_course.flash import BLOCK_K, BLOCK_Q, tiled_attention
+from attention_course.measure import peak_memory_bytes
 
 
 def fastest_times(fns: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:

@@ -41,13 +41,13 @@ from collections.abc import Callable  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
+from attention_course.measure import growth_exponent  # noqa: E402
 from attention_course.sparse import (  # noqa: E402
     block_sparse_attention,
     sliding_window_attention,
     sliding_window_mask,
     sliding_window_pattern,
 )
-from attention_course.timing import growth_exponent  # noqa: E402
 
 METHODS = ("dense SDPA", "dense + mask", "sliding window", "block-sparse")
 TARGET_EXPONENT, TARGET_RATIO, TARGET_N = 1.15, 0.15, 8192

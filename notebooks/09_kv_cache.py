@@ -39,7 +39,7 @@ from attention_course import MultiHeadAttention, causal_mask, merge_heads, scale
 from attention_course.decoder import Decoder, DecoderConfig
 from attention_course.generation import decode_step, generate, new_cache, prefill
 from attention_course.kv_cache import GrowingKVCache, kv_cache_bytes
-from attention_course.timing import best_seconds
+from attention_course.measure import best_seconds
 
 _ = torch.manual_seed(0)  # every random number below is the same on every run
 # One token at a time is a few thousand tiny operations: a second thread only adds waiting.

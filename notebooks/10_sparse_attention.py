@@ -41,7 +41,6 @@ from attention_course.sparse import (
     block_sparse_attention,
     dilated_window_pattern,
     fixed_pattern,
-    largest_allocation,
     longformer_pattern,
     receptive_field,
     sliding_window_attention,
@@ -49,7 +48,7 @@ from attention_course.sparse import (
     sliding_window_pattern,
     strided_pattern,
 )
-from attention_course.timing import best_seconds, growth_exponent
+from attention_course.measure import best_seconds, growth_exponent, largest_allocation
 
 _ = torch.manual_seed(0)  # the same random numbers on every run
 torch.set_num_threads(1)  # every timing below runs on one thread: a busy machine's scheduling stays out of the ratios

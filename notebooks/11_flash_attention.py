@@ -43,7 +43,6 @@ from attention_course.flash import (
     flash_attention,
     merge_attention_partials,
     online_softmax,
-    peak_memory_bytes,
     tiled_attention,
     tiled_attention_steps,
 )
@@ -53,7 +52,7 @@ from attention_course.io_model import (
     standard_attention_io,
     tiled_attention_io,
 )
-from attention_course.timing import best_seconds
+from attention_course.measure import best_seconds, peak_memory_bytes
 
 _ = torch.manual_seed(0)  # every random number below is the same on every run
 

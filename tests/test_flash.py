@@ -15,10 +15,10 @@ from attention_course.flash import (
     flash_attention,
     merge_attention_partials,
     online_softmax,
-    peak_memory_bytes,
     tiled_attention,
     tiled_attention_steps,
 )
+from attention_course.measure import peak_memory_bytes
 
 # float32: the tiled path sums the same terms in another order and rescales partial sums by
 # e^{m - m'}; each step costs a few ulp (1.2e-7) of values of order 1, and a row has at most a

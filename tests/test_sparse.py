@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from torch.utils.flop_counter import FlopCounterMode
 
 from attention_course import scaled_dot_product_attention
+from attention_course.measure import largest_allocation
 from attention_course.sparse import (
     SparsePattern,
     attention_flops,
@@ -26,7 +27,6 @@ from attention_course.sparse import (
     dilated_window_pattern,
     fixed_pattern,
     global_local_mask,
-    largest_allocation,
     longformer_pattern,
     receptive_field,
     sliding_window_attention,

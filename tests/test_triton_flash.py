@@ -28,18 +28,18 @@ import triton.language as tl  # noqa: E402
 
 from attention_course import scaled_dot_product_attention  # noqa: E402
 from attention_course.grading import Status, get_exercise  # noqa: E402
+from attention_course.grading.triton_sandbox import (  # noqa: E402
+    check_flash_kernel,
+    kernel_module_source,
+    load_kernel,
+    unmasked_memory_ops,
+)
 from attention_course.triton_flash import (  # noqa: E402
     GpuCompileError,
     compile_for_gpu,
     flash_attention_kernel,
     launch_flash_kernel,
     triton_attention,
-)
-from attention_course.grading.triton_sandbox import (  # noqa: E402
-    check_flash_kernel,
-    kernel_module_source,
-    load_kernel,
-    unmasked_memory_ops,
 )
 
 # float32: the kernel sums the same products as SDPA in another order; with N <= 64 the rounding

@@ -1,6 +1,6 @@
 import pytest
 
-from attention_course.timing import best_seconds, growth_exponent
+from attention_course.measure import best_seconds, growth_exponent
 
 
 def test_growth_exponent_recovers_a_power_law() -> None:
