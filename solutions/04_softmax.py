@@ -43,7 +43,8 @@ def softmax(x: torch.Tensor, dim: int = -1, temperature: float = 1.0) -> torch.T
     """Numerically stable softmax of `x` along `dim`.
 
     x: scores of any shape, floating point. Returns a tensor of the same shape and dtype whose
-    entries along `dim` are >= 0 and sum to 1.
+    entries along `dim` are >= 0 and sum to 1. (A row that is all -inf, a query with every key
+    masked, has no softmax: this exercise leaves it out; lesson 05 deals with it.)
 
     Hints: divide by the temperature first; `x.amax(dim=dim, keepdim=True)` keeps the reduced
     axis so it broadcasts back; sum along `dim` only.

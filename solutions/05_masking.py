@@ -93,8 +93,10 @@ def masked_attention(
     True = may attend (or None). Returns (output (..., L, d_v), weights (..., L, S)).
 
     Hints: mask the *scores* (before the softmax) with `masked_fill(~mask, float("-inf"))`;
-    rows that are all -inf give NaN in torch.softmax: `torch.nan_to_num(weights, nan=0.0)` or
-    your own softmax from exercise 04 handles them.
+    a query whose keys are all masked must get zero weights and a zero output, but its row of
+    scores is all -inf and softmax gives 0/0 = NaN there (torch.softmax, and the softmax of
+    exercise 04, which does not handle such rows): `torch.nan_to_num(weights, nan=0.0)` fixes it,
+    or use the course's `attention_course.softmax`, which returns zeros for them.
     """
     ### BEGIN SOLUTION
     scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])  # (..., L, S)
