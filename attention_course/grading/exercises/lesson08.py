@@ -5,8 +5,11 @@ from __future__ import annotations
 import torch
 
 from ...positional import apply_rope, sinusoidal_table
+from ..casegen import column_major, generator, randn
+from ..edits import catalogue, edit
 from ..registry import register
-from ..spec import Case, Exercise, Mistake
+from ..spec import Case, Exercise
+from .lesson02 import DETACHED_HINT
 
 LESSON = "08_positional_encodings"
 
@@ -21,75 +24,46 @@ def _table_cases() -> list[Case]:
         Case((10, 16), label="sinusoidal_table(10, 16)"),
         Case((6, 8), {"base": 100.0}, label="sinusoidal_table(6, 8, base=100.0)"),
         Case((50, 32), label="sinusoidal_table(50, 32)"),
+        Case((1, 2), label="sinusoidal_table(1, 2)"),
+        Case((7, 6), {"base": 50.0}, label="sinusoidal_table(7, 6, base=50.0)"),
     ]
 
 
-def _table_sin_cos_swapped(n_positions, d_model, base=10000.0):
-    angles = torch.arange(n_positions)[:, None] * base ** (-torch.arange(0, d_model, 2) / d_model)
-    table = torch.empty(n_positions, d_model)
-    table[:, 0::2], table[:, 1::2] = torch.cos(angles), torch.sin(angles)
-    return table
-
-
-def _table_positions_from_one(n_positions, d_model, base=10000.0):
-    angles = torch.arange(1, n_positions + 1)[:, None] * base ** (-torch.arange(0, d_model, 2) / d_model)
-    table = torch.empty(n_positions, d_model)
-    table[:, 0::2], table[:, 1::2] = torch.sin(angles), torch.cos(angles)
-    return table
-
-
-def _table_halves(n_positions, d_model, base=10000.0):
-    angles = torch.arange(n_positions)[:, None] * base ** (-torch.arange(0, d_model, 2) / d_model)
-    return torch.cat([torch.sin(angles), torch.cos(angles)], dim=-1)
-
-
-def _table_column_exponent(n_positions, d_model, base=10000.0):
-    angles = torch.arange(n_positions)[:, None] * base ** (-torch.arange(d_model) / d_model)
-    table = torch.sin(angles)
-    table[:, 1::2] = torch.cos(angles[:, 1::2])
-    return table
-
-
-def _table_base_ignored(n_positions, d_model, base=10000.0):
-    angles = torch.arange(n_positions)[:, None] * 10000.0 ** (-torch.arange(0, d_model, 2) / d_model)
-    table = torch.empty(n_positions, d_model)
-    table[:, 0::2], table[:, 1::2] = torch.sin(angles), torch.cos(angles)
-    return table
-
-
-def _table_float64(n_positions, d_model, base=10000.0):
-    angles = torch.arange(n_positions, dtype=torch.float64)[:, None] * base ** (
-        -torch.arange(0, d_model, 2, dtype=torch.float64) / d_model)
-    table = torch.empty(n_positions, d_model, dtype=torch.float64)
-    table[:, 0::2], table[:, 1::2] = torch.sin(angles), torch.cos(angles)
-    return table
-
+FREQ = "frequencies = base ** (-torch.arange(0, d_model, 2, dtype=torch.float64) / d_model)"
+SIN = "table[:, 0::2] = torch.sin(angles)"
+COS = "table[:, 1::2] = torch.cos(angles)"
 
 register(Exercise(
     name="sinusoidal_table",
     lesson=LESSON,
     reference=sinusoidal_table,
     cases=_table_cases,
-    mistakes=(
-        Mistake("sin_cos_swapped",
-                "even columns hold the sines, odd columns the cosines: PE[p, 2i] = sin(...), PE[p, 2i+1] = cos(...).",
-                _table_sin_cos_swapped),
-        Mistake("positions_from_one",
-                "positions count from 0: the first row is position 0 (sin 0 = 0, cos 0 = 1).",
-                _table_positions_from_one),
-        Mistake("sin_and_cos_in_halves",
-                "interleave the columns (sin in 0, 2, 4, ...; cos in 1, 3, 5, ...), not all sines then all cosines.",
-                _table_halves),
-        Mistake("exponent_from_column_index",
-                "columns 2i and 2i+1 share one frequency 1 / base^(2i/d_model): build d_model/2 frequencies from "
-                "torch.arange(0, d_model, 2), not one per column.",
-                _table_column_exponent),
-        Mistake("base_ignored",
-                "use the base argument in the frequencies (base ** (-2i/d_model)), not a hard-coded 10000.",
-                _table_base_ignored),
-        Mistake("float64_table",
-                "return a float32 table (call .float() at the end if you computed in float64).",
-                _table_float64),
+    mistakes=catalogue(
+        LESSON, "sinusoidal_table",
+        ("sin_cos_swapped",
+         "even columns hold the sines, odd columns the cosines: PE[p, 2i] = sin(...), PE[p, 2i+1] = cos(...).",
+         edit(SIN, "table[:, 0::2] = torch.cos(angles)"), edit(COS, "table[:, 1::2] = torch.sin(angles)")),
+        ("positions_from_one",
+         "positions count from 0: the first row is position 0 (sin 0 = 0, cos 0 = 1).",
+         edit("torch.arange(n_positions, dtype=torch.float64)", "torch.arange(1, n_positions + 1, dtype=torch.float64)")),
+        ("sin_and_cos_in_halves",
+         "interleave the columns (sin in 0, 2, 4, ...; cos in 1, 3, 5, ...), not all sines then all cosines.",
+         edit(SIN, "table[:, :d_model // 2] = torch.sin(angles)"), edit(COS, "table[:, d_model // 2:] = torch.cos(angles)")),
+        ("exponent_from_column_index",
+         "columns 2i and 2i+1 share one frequency 1 / base^(2i/d_model): build d_model/2 frequencies from "
+         "torch.arange(0, d_model, 2), not one per column.",
+         edit(FREQ, "frequencies = base ** (-torch.arange(0, d_model, dtype=torch.float64) / d_model)"),
+         edit(SIN, "table[:, 0::2] = torch.sin(angles[:, 0::2])"), edit(COS, "table[:, 1::2] = torch.cos(angles[:, 1::2])")),
+        ("exponent_i_not_2i",
+         "the exponent is 2i / d_model: build it from torch.arange(0, d_model, 2) (0, 2, 4, ...), "
+         "not torch.arange(d_model // 2) (0, 1, 2, ...).",
+         edit(FREQ, "frequencies = base ** (-torch.arange(d_model // 2, dtype=torch.float64) / d_model)")),
+        ("base_ignored",
+         "use the base argument in the frequencies (base ** (-2i/d_model)), not a hard-coded 10000.",
+         edit(FREQ, "frequencies = 10000.0 ** (-torch.arange(0, d_model, 2, dtype=torch.float64) / d_model)")),
+        ("float64_table",
+         "return a float32 table (call .float() at the end if you computed in float64).",
+         edit("return table.float()", "return table")),
     ),
 ))
 
@@ -97,99 +71,63 @@ register(Exercise(
 
 
 def _rope_cases() -> list[Case]:
-    generator = torch.Generator().manual_seed(8)
-
-    def randn(*shape: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-        return torch.randn(*shape, generator=generator, dtype=dtype)
-
+    g = generator(8)
     return [
         Case((torch.arange(1.0, 9.0).reshape(2, 4),), label="x = torch.arange(1., 9.).reshape(2, 4)  (2 positions, d_head=4)"),
-        Case((randn(2, 3, 5, 8),), label="x of shape (2, 3, 5, 8), default positions"),
-        Case((randn(4, 6), torch.tensor([3, 7, 8, 20])), label="x of shape (4, 6), positions = tensor([3, 7, 8, 20])"),
-        Case((randn(1, 2, 6, 8),), {"base": 500.0}, label="x of shape (1, 2, 6, 8), base=500.0"),
-        Case((randn(3, 4, dtype=torch.float64),), label="float64 x of shape (3, 4)"),
+        Case((randn(g, 2, 3, 5, 8),), label="x of shape (2, 3, 5, 8), default positions"),
+        Case((randn(g, 4, 6), torch.tensor([3, 7, 8, 20])), label="x of shape (4, 6), positions = tensor([3, 7, 8, 20])"),
+        Case((randn(g, 1, 2, 6, 8),), {"base": 500.0}, label="x of shape (1, 2, 6, 8), base=500.0"),
+        Case((randn(g, 1, 1, 1, 6), torch.tensor([5])), label="one token: x of shape (1, 1, 1, 6), positions = tensor([5])"),
+        Case((randn(g, 2, 2, 3, 10), torch.tensor([4, 5, 6])),
+             label="x of shape (2, 2, 3, 10), positions = tensor([4, 5, 6]) (a cached decode's positions)"),
+        Case((column_major(randn(g, 2, 5, 4)),), label="x of shape (2, 5, 4) stored column-major"),
+        Case((randn(g, 3, 4, dtype=torch.float64),), label="float64 x of shape (3, 4)"),
+        # float16 rounds each product to ~5e-4 relative; values are O(1).
+        Case((randn(g, 2, 4, 8, dtype=torch.float16),), label="float16 x of shape (2, 4, 8)", atol=1e-2, rtol=1e-2),
+        Case((randn(g, 2, 3, 4), torch.tensor([1, 2, 3])), check_grad=True,
+             label="gradients: x of shape (2, 3, 4), positions = tensor([1, 2, 3])"),
     ]
 
 
-def _rope_interleaved(x, positions=None, base=10000.0):
-    length, d_head = x.shape[-2:]
-    positions = torch.arange(length) if positions is None else positions
-    angles = positions.double()[:, None] * base ** (-torch.arange(0, d_head, 2, dtype=torch.float64) / d_head)
-    cos, sin = torch.cos(angles).to(x.dtype), torch.sin(angles).to(x.dtype)
-    even, odd = x[..., 0::2], x[..., 1::2]
-    return torch.stack([even * cos - odd * sin, even * sin + odd * cos], dim=-1).flatten(-2)
-
-
-def _rope_reversed(x, positions=None, base=10000.0):
-    length, d_head = x.shape[-2:]
-    positions = torch.arange(length) if positions is None else positions
-    angles = positions.double()[:, None] * base ** (-torch.arange(0, d_head, 2, dtype=torch.float64) / d_head)
-    angles = torch.cat([angles, angles], dim=-1)
-    rotated = torch.cat([-x[..., d_head // 2:], x[..., :d_head // 2]], dim=-1)
-    return x * torch.cos(angles).to(x.dtype) - rotated * torch.sin(angles).to(x.dtype)
-
-
-def _rope_positions_from_one(x, positions=None, base=10000.0):
-    length, d_head = x.shape[-2:]
-    positions = torch.arange(1, length + 1) if positions is None else positions
-    angles = positions.double()[:, None] * base ** (-torch.arange(0, d_head, 2, dtype=torch.float64) / d_head)
-    angles = torch.cat([angles, angles], dim=-1)
-    rotated = torch.cat([-x[..., d_head // 2:], x[..., :d_head // 2]], dim=-1)
-    return x * torch.cos(angles).to(x.dtype) + rotated * torch.sin(angles).to(x.dtype)
-
-
-def _rope_positions_ignored(x, positions=None, base=10000.0):
-    length, d_head = x.shape[-2:]
-    angles = torch.arange(length, dtype=torch.float64)[:, None] * base ** (
-        -torch.arange(0, d_head, 2, dtype=torch.float64) / d_head)
-    angles = torch.cat([angles, angles], dim=-1)
-    rotated = torch.cat([-x[..., d_head // 2:], x[..., :d_head // 2]], dim=-1)
-    return x * torch.cos(angles).to(x.dtype) + rotated * torch.sin(angles).to(x.dtype)
-
-
-def _rope_frequency_per_coordinate(x, positions=None, base=10000.0):
-    length, d_head = x.shape[-2:]
-    positions = torch.arange(length) if positions is None else positions
-    angles = positions.double()[:, None] * base ** (-torch.arange(d_head, dtype=torch.float64) / d_head)
-    rotated = torch.cat([-x[..., d_head // 2:], x[..., :d_head // 2]], dim=-1)
-    return x * torch.cos(angles).to(x.dtype) + rotated * torch.sin(angles).to(x.dtype)
-
-
-def _rope_base_ignored(x, positions=None, base=10000.0):
-    length, d_head = x.shape[-2:]
-    positions = torch.arange(length) if positions is None else positions
-    angles = positions.double()[:, None] * 10000.0 ** (-torch.arange(0, d_head, 2, dtype=torch.float64) / d_head)
-    angles = torch.cat([angles, angles], dim=-1)
-    rotated = torch.cat([-x[..., d_head // 2:], x[..., :d_head // 2]], dim=-1)
-    return x * torch.cos(angles).to(x.dtype) + rotated * torch.sin(angles).to(x.dtype)
-
+THETA = "theta = base ** (-torch.arange(0, d_head, 2, dtype=torch.float64) / d_head)"
+REPEAT = "angles = torch.cat([angles, angles], dim=-1)"
+HALF = "rotated_half = torch.cat([-x[..., d_head // 2:], x[..., :d_head // 2]], dim=-1)"
+RESULT = "return x * torch.cos(angles).to(x.dtype) + rotated_half * torch.sin(angles).to(x.dtype)"
 
 register(Exercise(
     name="apply_rope",
     lesson=LESSON,
     reference=apply_rope,
     cases=_rope_cases,
-    mistakes=(
-        Mistake("interleaved_pairs",
-                "this course uses the half-split convention (GPT-NeoX, Llama): coordinate i pairs with i + d_head/2, "
-                "not with its neighbour i + 1 (the interleaved layout of GPT-J).",
-                _rope_interleaved),
-        Mistake("rotation_reversed",
-                "rotate forwards: x * cos + rotate_half(x) * sin with rotate_half([x1, x2]) = [-x2, x1]; the code "
-                "turns every pair by minus the angle.",
-                _rope_reversed),
-        Mistake("positions_from_one",
-                "default positions count from 0 (torch.arange(L)): the first token is not rotated at all.",
-                _rope_positions_from_one),
-        Mistake("positions_argument_ignored",
-                "when positions is given, rotate row r by positions[r], not by r.",
-                _rope_positions_ignored),
-        Mistake("frequency_per_coordinate",
-                "both coordinates of a pair (i, i + d_head/2) turn by the same angle: compute d_head/2 frequencies "
-                "base^(-2i/d_head) and repeat them (torch.cat([angles, angles], dim=-1)).",
-                _rope_frequency_per_coordinate),
-        Mistake("base_ignored",
-                "use the base argument in the frequencies (base ** (-2i/d_head)), not a hard-coded 10000.",
-                _rope_base_ignored),
+    mistakes=catalogue(
+        LESSON, "apply_rope",
+        ("interleaved_pairs",
+         "this course uses the half-split convention (GPT-NeoX, Llama): coordinate i pairs with i + d_head/2, "
+         "not with its neighbour i + 1 (the interleaved layout of GPT-J).",
+         edit(REPEAT, "angles = angles.repeat_interleave(2, dim=-1)"),
+         edit(HALF, "rotated_half = torch.stack([-x[..., 1::2], x[..., 0::2]], dim=-1).flatten(-2)")),
+        ("rotation_reversed",
+         "rotate forwards: x * cos + rotate_half(x) * sin with rotate_half([x1, x2]) = [-x2, x1]; the code "
+         "turns every pair by minus the angle.",
+         edit(RESULT, "return x * torch.cos(angles).to(x.dtype) - rotated_half * torch.sin(angles).to(x.dtype)")),
+        ("positions_from_one",
+         "default positions count from 0 (torch.arange(L)): the first token is not rotated at all.",
+         edit("positions = torch.arange(length)", "positions = torch.arange(1, length + 1)")),
+        ("positions_argument_ignored",
+         "when positions is given, rotate row r by positions[r], not by r.",
+         edit("if positions is None:\n    positions = torch.arange(length)", "positions = torch.arange(length)")),
+        ("frequency_per_coordinate",
+         "both coordinates of a pair (i, i + d_head/2) turn by the same angle: compute d_head/2 frequencies "
+         "base^(-2i/d_head) and repeat them (torch.cat([angles, angles], dim=-1)).",
+         edit(THETA, "theta = base ** (-torch.arange(0, d_head, dtype=torch.float64) / d_head)"), edit(REPEAT, "")),
+        ("base_ignored",
+         "use the base argument in the frequencies (base ** (-2i/d_head)), not a hard-coded 10000.",
+         edit(THETA, "theta = 10000.0 ** (-torch.arange(0, d_head, 2, dtype=torch.float64) / d_head)")),
+        ("dtype_changed",
+         "return x's dtype: cast cos and sin back with .to(x.dtype) (float64 angles times a float32 x give a "
+         "float64 result).",
+         edit(RESULT, "return x * torch.cos(angles) + rotated_half * torch.sin(angles)")),
+        ("detached_output", DETACHED_HINT,
+         edit(RESULT, "return (x * torch.cos(angles).to(x.dtype) + rotated_half * torch.sin(angles).to(x.dtype)).detach()")),
     ),
 ))
