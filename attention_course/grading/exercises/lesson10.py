@@ -1,21 +1,18 @@
-"""Lesson 10 exercises: the sliding-window mask, Longformer's global + local mask, block-sparse attention.
-
-Each catalogued mistake is a whole function (the grader's tests paste its source into a notebook),
-so the block-sparse ones repeat the loop and differ in the line the hint names.
-"""
+"""Lesson 10 exercises: the sliding-window mask, Longformer's global + local mask, block-sparse attention."""
 
 from __future__ import annotations
-
-import math
 
 import torch
 
 from ...sparse import block_sparse_attention, global_local_mask, sliding_window_mask, sliding_window_pattern
+from ..casegen import column_major, generator, randn
+from ..edits import catalogue, edit
 from ..registry import register
-from ..spec import Case, Exercise, Mistake
+from ..spec import Case, Exercise
+from .lesson02 import DETACHED_HINT
 
 LESSON = "10_sparse_attention"
-
+BOOL_HINT = "return a boolean mask (dtype=torch.bool), not 0/1 numbers."
 
 # ---------------------------------------------------------------- sliding_window_mask(n, window, causal)
 
@@ -27,50 +24,39 @@ def _window_cases() -> list[Case]:
         Case((5, 0), label="sliding_window_mask(5, 0)  (window 0: each token sees only itself)"),
         Case((4, 6), label="sliding_window_mask(4, 6)  (a window wider than the sequence)"),
         Case((9, 3), {"causal": True}, label="sliding_window_mask(9, 3, causal=True)"),
+        Case((1, 0), label="sliding_window_mask(1, 0)"),
+        Case((7, 2), label="sliding_window_mask(7, 2)"),
+        Case((5, 0), {"causal": True}, label="sliding_window_mask(5, 0, causal=True)"),
     ]
 
 
-def _window_off_by_one(n, window, causal=False):
-    offset = torch.arange(n)[:, None] - torch.arange(n)[None, :]
-    return (offset >= 0) & (offset < window) if causal else offset.abs() < window
-
-
-def _window_not_causal(n, window, causal=False):
-    offset = torch.arange(n)[:, None] - torch.arange(n)[None, :]
-    return offset.abs() <= window
-
-
-def _window_future(n, window, causal=False):
-    offset = torch.arange(n)[:, None] - torch.arange(n)[None, :]
-    return (offset <= 0) & (offset >= -window) if causal else offset.abs() <= window
-
-
-def _window_float(n, window, causal=False):
-    offset = torch.arange(n)[:, None] - torch.arange(n)[None, :]
-    allowed = (offset >= 0) & (offset <= window) if causal else offset.abs() <= window
-    return allowed.float()
-
+CAUSAL_BAND = "return (offset >= 0) & (offset <= window)"
+BAND = "return offset.abs() <= window"
 
 register(Exercise(
     name="sliding_window_mask",
     lesson=LESSON,
     reference=sliding_window_mask,
     cases=_window_cases,
-    mistakes=(
-        Mistake("window_off_by_one",
-                "window is the largest allowed distance: keep keys with |i - j| <= window (<=, not <), "
-                "so window=1 lets a token see its two neighbours as well as itself.",
-                _window_off_by_one),
-        Mistake("not_causal",
-                "with causal=True a query must not see later keys: keep only 0 <= i - j <= window.",
-                _window_not_causal),
-        Mistake("causal_looks_ahead",
-                "rows are queries i and columns keys j: causal keeps the past, j <= i (the band below the "
-                "diagonal), not the keys after the query.",
-                _window_future),
-        Mistake("float_mask",
-                "return a boolean mask (dtype=torch.bool), not 0/1 numbers.",
-                _window_float),
+    mistakes=catalogue(
+        LESSON, "sliding_window_mask",
+        ("causal_window_off_by_one",
+         "with causal=True a query sees itself and the `window` keys before it: 0 <= i - j <= window (<=, not <).",
+         edit(CAUSAL_BAND, "return (offset >= 0) & (offset < window)")),
+        ("window_off_by_one",
+         "window is the largest allowed distance: keep keys with |i - j| <= window (<=, not <), "
+         "so window=1 lets a token see its two neighbours as well as itself.",
+         edit(CAUSAL_BAND, "return (offset >= 0) & (offset < window)"), edit(BAND, "return offset.abs() < window")),
+        ("not_causal",
+         "with causal=True a query must not see later keys: keep only 0 <= i - j <= window.",
+         edit("if causal:\n    return (offset >= 0) & (offset <= window)", "")),
+        ("causal_looks_ahead",
+         "rows are queries i and columns keys j: causal keeps the past, j <= i (the band below the "
+         "diagonal), not the keys after the query.",
+         edit(CAUSAL_BAND, "return (offset <= 0) & (offset >= -window)")),
+        ("float_mask", BOOL_HINT,
+         edit(CAUSAL_BAND, "return ((offset >= 0) & (offset <= window)).float()"),
+         edit(BAND, "return (offset.abs() <= window).float()")),
     ),
 ))
 
@@ -84,201 +70,188 @@ def _global_cases() -> list[Case]:
         Case((8, 1, [0, 5]), {"causal": True}, label="global_local_mask(8, 1, [0, 5], causal=True)"),
         Case((6, 0, []), label="global_local_mask(6, 0, [])  (no global token: the plain window)"),
         Case((10, 2, [3, 9]), label="global_local_mask(10, 2, [3, 9])"),
+        Case((7, 1, [6, 2]), {"causal": True}, label="global_local_mask(7, 1, [6, 2], causal=True)"),
+        Case((1, 0, [0]), label="global_local_mask(1, 0, [0])"),
+        Case((9, 0, [4]), label="global_local_mask(9, 0, [4])"),
     ]
 
 
-def _global_rows_only(n, window, global_tokens, causal=False):
-    i, j = torch.arange(n)[:, None], torch.arange(n)[None, :]
-    is_global = torch.zeros(n, dtype=torch.bool)
-    is_global[list(global_tokens)] = True
-    allowed = ((i - j).abs() <= window) | is_global[i]
-    return allowed & (j <= i) if causal else allowed
-
-
-def _global_columns_only(n, window, global_tokens, causal=False):
-    i, j = torch.arange(n)[:, None], torch.arange(n)[None, :]
-    is_global = torch.zeros(n, dtype=torch.bool)
-    is_global[list(global_tokens)] = True
-    allowed = ((i - j).abs() <= window) | is_global[j]
-    return allowed & (j <= i) if causal else allowed
-
-
-def _global_not_causal(n, window, global_tokens, causal=False):
-    i, j = torch.arange(n)[:, None], torch.arange(n)[None, :]
-    is_global = torch.zeros(n, dtype=torch.bool)
-    is_global[list(global_tokens)] = True
-    local = (i - j >= 0) & (i - j <= window) if causal else (i - j).abs() <= window
-    return local | is_global[i] | is_global[j]
-
+ALLOWED = "allowed = (offset.abs() <= window) | is_global[:, None] | is_global[None, :]"
 
 register(Exercise(
     name="global_local_mask",
     lesson=LESSON,
     reference=global_local_mask,
     cases=_global_cases,
-    mistakes=(
-        Mistake("global_rows_only",
-                "a global token is a full row (it reads every token) AND a full column (every token reads it); "
-                "the columns are missing, so no token can read the global ones.",
-                _global_rows_only),
-        Mistake("global_columns_only",
-                "a global token is a full row (it reads every token) AND a full column (every token reads it); "
-                "the rows are missing, so the global tokens only see their window.",
-                _global_columns_only),
-        Mistake("global_links_not_causal",
-                "with causal=True no query may read a later key, global or not: apply j <= i after adding the "
-                "global rows and columns.",
-                _global_not_causal),
+    mistakes=catalogue(
+        LESSON, "global_local_mask",
+        ("global_rows_only",
+         "a global token is a full row (it reads every token) AND a full column (every token reads it); "
+         "the columns are missing, so no token can read the global ones.",
+         edit(ALLOWED, "allowed = (offset.abs() <= window) | is_global[:, None]")),
+        ("global_columns_only",
+         "a global token is a full row (it reads every token) AND a full column (every token reads it); "
+         "the rows are missing, so the global tokens only see their window.",
+         edit(ALLOWED, "allowed = (offset.abs() <= window) | is_global[None, :]")),
+        ("global_links_not_causal",
+         "with causal=True no query may read a later key, global or not: apply j <= i after adding the "
+         "global rows and columns.",
+         edit(ALLOWED, "allowed = (((offset >= 0) & (offset <= window)) if causal else (offset.abs() <= window)) "
+                       "| is_global[:, None] | is_global[None, :]"),
+         edit("return allowed & (offset >= 0) if causal else allowed", "return allowed")),
+        ("window_off_by_one",
+         "window is the largest allowed distance: the local band is |i - j| <= window (<=, not <).",
+         edit(ALLOWED, "allowed = (offset.abs() < window) | is_global[:, None] | is_global[None, :]")),
+        ("float_mask", BOOL_HINT,
+         edit("return allowed & (offset >= 0) if causal else allowed",
+              "return (allowed & (offset >= 0) if causal else allowed).float()")),
     ),
 ))
 
 
 # ---------------------------------------------------------------- block_sparse_attention(q, k, v, layout, block_size, ...)
 
+# The largest tensor one call may allocate in the "no dense matrix" case: 128 queries and keys,
+# blocks of 8, 3 tiles per row. A tile's scores are 8 x 24 floats (768 bytes) and the output is
+# 128 x 2 floats (1 KiB); the dense L x S boolean mask is 16 KiB and the float scores 64 KiB.
+_SPARSE_LIMIT = 8 * 1024
+
+
+def _band_layout(n_blocks: int) -> torch.Tensor:
+    index = torch.arange(n_blocks)
+    return (index[:, None] - index[None, :]).abs() <= 1
+
 
 def _block_cases() -> list[Case]:
-    generator = torch.Generator().manual_seed(10)
-
-    def randn(*shape: int) -> torch.Tensor:
-        return torch.randn(*shape, generator=generator)
-
-    q, k, v = randn(6, 2), randn(6, 2), randn(6, 2)
+    g = generator(10)
+    q, k, v = randn(g, 6, 2), randn(g, 6, 2), randn(g, 6, 2)
     band = torch.tensor([[True, True, False], [True, True, True], [False, True, True]])
     lower = torch.ones(3, 3, dtype=torch.bool).tril()
     empty_row = torch.tensor([[True, False, False], [False, False, False], [True, False, True]])
     window = sliding_window_pattern(8, 1)
-    batched = (randn(2, 3, 10, 4), randn(2, 3, 10, 4), randn(2, 3, 10, 5))
     return [
         Case((q, k, v, band, 2), label="q, k, v (6, 2), block_size=2, layout [[1,1,0],[1,1,1],[0,1,1]]"),
         Case((q, k, v, lower, 2), {"causal": True},
              label="the same q, k, v, block_size=2, every tile on or below the diagonal, causal=True"),
-        Case((randn(7, 3), randn(7, 3), randn(7, 2), torch.ones(3, 3, dtype=torch.bool), 3),
+        Case((randn(g, 7, 3), randn(g, 7, 3), randn(g, 7, 2), torch.ones(3, 3, dtype=torch.bool), 3),
              label="q, k (7, 3), v (7, 2), block_size=3: the last block holds 1 token, every tile visited"),
-        Case((randn(8, 2), randn(8, 2), randn(8, 2), window.layout(4), 4), {"mask_fn": window.allows},
+        Case((randn(g, 8, 2), randn(g, 8, 2), randn(g, 8, 2), window.layout(4), 4), {"mask_fn": window.allows},
              label="q, k, v (8, 2), block_size=4, mask_fn = sliding window |i - j| <= 1 (tiles cut by the window)"),
         Case((q, k, v, empty_row, 2), {"mask_fn": lambda i, j: i != 4},
              label="q, k, v (6, 2), block_size=2, query block 1 has no tile and mask_fn hides every key from query 4"),
-        Case((*batched, torch.ones(4, 4, dtype=torch.bool).tril(), 3), {"causal": True, "scale": 0.3},
+        Case((randn(g, 2, 3, 10, 4), randn(g, 2, 3, 10, 4), randn(g, 2, 3, 10, 5),
+              torch.ones(4, 4, dtype=torch.bool).tril(), 3), {"causal": True, "scale": 0.3},
              label="q, k (2, 3, 10, 4), v (2, 3, 10, 5), block_size=3, lower-triangular layout, causal=True, scale=0.3"),
+        Case((randn(g, 2, 5, 3), randn(g, 2, 9, 3), randn(g, 2, 9, 4),
+              torch.tensor([[True, False, True], [False, True, True]]), 3),
+             label="5 queries over 9 keys (L != S): q (2, 5, 3), k (2, 9, 3), v (2, 9, 4), block_size=3, "
+                   "layout [[1,0,1],[0,1,1]]"),
+        Case((randn(g, 7, 3), randn(g, 7, 3), randn(g, 7, 5),
+              torch.tensor([[True, True, False], [False, True, True], [False, False, False]]), 3),
+             label="q, k (7, 3), v (7, 5), block_size=3: the last (ragged, 1-query) layout row is empty, d_v=5 != d_k=3"),
+        Case((column_major(randn(g, 1, 2, 9, 4)), column_major(randn(g, 1, 2, 9, 4)), randn(g, 1, 2, 9, 4),
+              torch.tensor([[True, False, False], [True, True, False], [False, True, True]]), 3), {"causal": True},
+             label="batch of 1: q, k (1, 2, 9, 4) stored column-major, block_size=3, causal=True"),
+        Case((randn(g, 6, 3, dtype=torch.float64), randn(g, 6, 3, dtype=torch.float64),
+              randn(g, 6, 2, dtype=torch.float64), band, 2), label="float64 q, k (6, 3), v (6, 2), block_size=2"),
+        Case((randn(g, 128, 2), randn(g, 128, 2), randn(g, 128, 2), _band_layout(16), 8),
+             max_alloc_bytes=_SPARSE_LIMIT,
+             label="128 tokens, block_size=8, a band of 3 tiles per row: no tensor may be as large as the "
+                   "128 x 128 score matrix or mask"),
+        Case((randn(g, 2, 6, 3), randn(g, 2, 6, 3), randn(g, 2, 6, 2), band, 2), {"causal": True}, check_grad=True,
+             label="gradients: q, k (2, 6, 3), v (2, 6, 2), block_size=2, causal=True"),
     ]
 
 
-def _block_per_block_softmax(q, k, v, layout, block_size, *, mask_fn=None, causal=False, scale=None):
-    scale = 1 / math.sqrt(q.shape[-1]) if scale is None else scale
-    outputs = []
-    for qb in range(layout.shape[0]):
-        q_idx = torch.arange(qb * block_size, min((qb + 1) * block_size, q.shape[-2]))
-        out = torch.zeros(*q.shape[:-2], len(q_idx), v.shape[-1])
-        for kb in layout[qb].nonzero().flatten().tolist():
-            k_idx = torch.arange(kb * block_size, min((kb + 1) * block_size, k.shape[-2]))
-            allowed = torch.ones(len(q_idx), len(k_idx), dtype=torch.bool)
-            if causal:
-                allowed = allowed & (k_idx[None, :] <= q_idx[:, None])
-            if mask_fn is not None:
-                allowed = allowed & mask_fn(q_idx[:, None], k_idx[None, :])
-            scores = (q[..., q_idx, :] @ k[..., k_idx, :].transpose(-2, -1) * scale).masked_fill(~allowed, -math.inf)
-            weights = torch.softmax(scores, dim=-1).nan_to_num(0.0)  # normalised within this tile only
-            out = out + weights @ v[..., k_idx, :]
-        outputs.append(out)
-    return torch.cat(outputs, dim=-2)
-
-
-def _block_partial_tiles_skipped(q, k, v, layout, block_size, *, mask_fn=None, causal=False, scale=None):
-    scale = 1 / math.sqrt(q.shape[-1]) if scale is None else scale
-    outputs = []
-    for qb in range(layout.shape[0]):
-        q_idx = torch.arange(qb * block_size, min((qb + 1) * block_size, q.shape[-2]))
-        # skips every tile that is not entirely allowed by causal: the diagonal tile is dropped
-        key_blocks = [kb for kb in layout[qb].nonzero().flatten().tolist() if not causal or kb < qb]
-        k_idx = torch.cat([torch.arange(kb * block_size, min((kb + 1) * block_size, k.shape[-2]))
-                           for kb in key_blocks] + [torch.zeros(0, dtype=torch.long)])
-        allowed = torch.ones(len(q_idx), len(k_idx), dtype=torch.bool)
-        if causal:
-            allowed = allowed & (k_idx[None, :] <= q_idx[:, None])
-        if mask_fn is not None:
-            allowed = allowed & mask_fn(q_idx[:, None], k_idx[None, :])
-        scores = (q[..., q_idx, :] @ k[..., k_idx, :].transpose(-2, -1) * scale).masked_fill(~allowed, -math.inf)
-        weights = torch.softmax(scores, dim=-1).nan_to_num(0.0)
-        outputs.append(weights @ v[..., k_idx, :])
-    return torch.cat(outputs, dim=-2)
-
-
-def _block_last_block_dropped(q, k, v, layout, block_size, *, mask_fn=None, causal=False, scale=None):
-    scale = 1 / math.sqrt(q.shape[-1]) if scale is None else scale
-    outputs = []
-    for qb in range(q.shape[-2] // block_size):  # drops the short last block
-        q_idx = torch.arange(qb * block_size, (qb + 1) * block_size)
-        key_blocks = [kb for kb in layout[qb].nonzero().flatten().tolist() if kb < k.shape[-2] // block_size]
-        k_idx = torch.cat([torch.arange(kb * block_size, (kb + 1) * block_size)
-                           for kb in key_blocks] + [torch.zeros(0, dtype=torch.long)])
-        allowed = torch.ones(len(q_idx), len(k_idx), dtype=torch.bool)
-        if causal:
-            allowed = allowed & (k_idx[None, :] <= q_idx[:, None])
-        if mask_fn is not None:
-            allowed = allowed & mask_fn(q_idx[:, None], k_idx[None, :])
-        scores = (q[..., q_idx, :] @ k[..., k_idx, :].transpose(-2, -1) * scale).masked_fill(~allowed, -math.inf)
-        weights = torch.softmax(scores, dim=-1).nan_to_num(0.0)
-        outputs.append(weights @ v[..., k_idx, :])
-    return torch.cat(outputs, dim=-2)
-
-
-def _block_tile_not_masked(q, k, v, layout, block_size, *, mask_fn=None, causal=False, scale=None):
-    scale = 1 / math.sqrt(q.shape[-1]) if scale is None else scale
-    outputs = []
-    for qb in range(layout.shape[0]):
-        q_idx = torch.arange(qb * block_size, min((qb + 1) * block_size, q.shape[-2]))
-        key_blocks = layout[qb].nonzero().flatten().tolist()
-        k_idx = torch.cat([torch.arange(kb * block_size, min((kb + 1) * block_size, k.shape[-2]))
-                           for kb in key_blocks] + [torch.zeros(0, dtype=torch.long)])
-        scores = q[..., q_idx, :] @ k[..., k_idx, :].transpose(-2, -1) * scale  # causal, mask_fn never applied
-        weights = torch.softmax(scores, dim=-1).nan_to_num(0.0)
-        outputs.append(weights @ v[..., k_idx, :])
-    return torch.cat(outputs, dim=-2)
-
-
-def _block_nan_rows(q, k, v, layout, block_size, *, mask_fn=None, causal=False, scale=None):
-    scale = 1 / math.sqrt(q.shape[-1]) if scale is None else scale
-    outputs = []
-    for qb in range(layout.shape[0]):
-        q_idx = torch.arange(qb * block_size, min((qb + 1) * block_size, q.shape[-2]))
-        key_blocks = layout[qb].nonzero().flatten().tolist()
-        k_idx = torch.cat([torch.arange(kb * block_size, min((kb + 1) * block_size, k.shape[-2]))
-                           for kb in key_blocks] + [torch.zeros(0, dtype=torch.long)])
-        allowed = torch.ones(len(q_idx), len(k_idx), dtype=torch.bool)
-        if causal:
-            allowed = allowed & (k_idx[None, :] <= q_idx[:, None])
-        if mask_fn is not None:
-            allowed = allowed & mask_fn(q_idx[:, None], k_idx[None, :])
-        scores = (q[..., q_idx, :] @ k[..., k_idx, :].transpose(-2, -1) * scale).masked_fill(~allowed, -math.inf)
-        outputs.append(torch.softmax(scores, dim=-1) @ v[..., k_idx, :])  # NaN where a row has no key
-    return torch.cat(outputs, dim=-2)
-
+EMPTY = ("if not key_blocks:\n"
+         "    outputs.append(torch.zeros(*q.shape[:-2], len(q_idx), v.shape[-1]))\n"
+         "    continue")
+K_IDX = ("k_idx = torch.cat([torch.arange(kb * block_size, min((kb + 1) * block_size, n_keys)) "
+         "for kb in key_blocks])")
+CAUSAL = "if causal:\n    allowed = allowed & (k_idx[None, :] <= q_idx[:, None])"
+MASK_FN = "if mask_fn is not None:\n    allowed = allowed & mask_fn(q_idx[:, None], k_idx[None, :])"
+ATTEND = ("outputs.append(scaled_dot_product_attention(q[..., q_idx, :], k.index_select(-2, k_idx), "
+          "v.index_select(-2, k_idx), allowed, scale=scale))")
+KEY_BLOCKS = "key_blocks = layout[qb].nonzero().flatten().tolist()"
+PER_TILE = """
+out = 0
+for kb in key_blocks:
+    k_idx = torch.arange(kb * block_size, min((kb + 1) * block_size, n_keys))
+    allowed = torch.ones(len(q_idx), len(k_idx), dtype=torch.bool)
+    if causal:
+        allowed = allowed & (k_idx[None, :] <= q_idx[:, None])
+    if mask_fn is not None:
+        allowed = allowed & mask_fn(q_idx[:, None], k_idx[None, :])
+    out = out + scaled_dot_product_attention(q[..., q_idx, :], k.index_select(-2, k_idx),
+                                             v.index_select(-2, k_idx), allowed, scale=scale)
+outputs.append(out)
+"""
+DENSE = """
+rows, cols = torch.arange(n_queries)[:, None], torch.arange(n_keys)[None, :]
+allowed = layout[rows // block_size, cols // block_size]
+if causal:
+    allowed = allowed & (cols <= rows)
+if mask_fn is not None:
+    allowed = allowed & mask_fn(rows, cols)
+return scaled_dot_product_attention(q, k, v, allowed, scale=scale)
+"""
+NAN_ROWS = """
+scores = q[..., q_idx, :] @ k.index_select(-2, k_idx).transpose(-2, -1) * (q.shape[-1] ** -0.5 if scale is None else scale)
+outputs.append(torch.softmax(scores.masked_fill(~allowed, float('-inf')), dim=-1) @ v.index_select(-2, k_idx))
+"""
 
 register(Exercise(
     name="block_sparse_attention",
     lesson=LESSON,
     reference=block_sparse_attention,
     cases=_block_cases,
-    mistakes=(
-        Mistake("softmax_per_tile",
-                "the softmax was normalised inside each tile, so every tile's weights sum to 1; normalise each "
-                "query's row over ALL the keys of all its visited tiles (gather them, then one softmax).",
-                _block_per_block_softmax),
-        Mistake("partial_tiles_skipped",
-                "a tile that is only partly allowed (the diagonal tile under causal) must still be visited, "
-                "with its forbidden pairs masked: skip only the tiles the layout marks False.",
-                _block_partial_tiles_skipped),
-        Mistake("last_block_dropped",
-                "when block_size does not divide the length, the last block is shorter but still there: loop over "
-                "ceil(L / block_size) blocks (the layout's rows), cutting the last one at L.",
-                _block_last_block_dropped),
-        Mistake("tile_not_masked",
-                "the layout only says which tiles to visit; inside a visited tile, still hide the pairs that causal "
-                "(j > i) or mask_fn(i, j) == False forbid.",
-                _block_tile_not_masked),
-        Mistake("nan_for_rows_without_keys",
-                "a query with no allowed key (an empty layout row, or mask_fn hiding all its keys) must get zero "
-                "weights and a zero output, not NaN: use the course's softmax (attention_course.softmax).",
-                _block_nan_rows),
+    mistakes=catalogue(
+        LESSON, "block_sparse_attention",
+        ("softmax_per_tile",
+         "the softmax was normalised inside each tile, so every tile's weights sum to 1; normalise each "
+         "query's row over ALL the keys of all its visited tiles (gather them, then one softmax).",
+         edit("\n".join([K_IDX, "allowed = torch.ones(len(q_idx), len(k_idx), dtype=torch.bool)", CAUSAL, MASK_FN,
+                         ATTEND]), PER_TILE)),
+        ("partial_tiles_skipped",
+         "a tile that is only partly allowed (the diagonal tile under causal) must still be visited, "
+         "with its forbidden pairs masked: skip only the tiles the layout marks False.",
+         edit(KEY_BLOCKS, "key_blocks = [kb for kb in layout[qb].nonzero().flatten().tolist() if not causal or kb < qb]")),
+        ("last_block_dropped",
+         "when block_size does not divide the length, the last block is shorter but still there: loop over "
+         "ceil(L / block_size) blocks (the layout's rows), cutting the last one at L.",
+         edit("for qb in range(layout.shape[0]):", "for qb in range(n_queries // block_size):"),
+         edit(KEY_BLOCKS, "key_blocks = [kb for kb in layout[qb].nonzero().flatten().tolist() "
+                          "if kb < n_keys // block_size]")),
+        ("keys_cut_at_n_queries",
+         "cut the last key block at the number of keys S = k.shape[-2], not at the number of queries: "
+         "L and S may differ.",
+         edit(K_IDX, K_IDX.replace("n_keys", "n_queries"))),
+        ("tile_not_masked",
+         "the layout only says which tiles to visit; inside a visited tile, still hide the pairs that causal "
+         "(j > i) or mask_fn(i, j) == False forbid.",
+         edit(CAUSAL, ""), edit(MASK_FN, "")),
+        ("nan_for_rows_without_keys",
+         "a query with no allowed key (an empty layout row, or mask_fn hiding all its keys) must get zero "
+         "weights and a zero output, not NaN: use the course's softmax (attention_course.softmax) or "
+         "scaled_dot_product_attention.",
+         edit(ATTEND, NAN_ROWS)),
+        ("empty_row_not_handled",
+         "a query block whose layout row is empty visits no key: its outputs are zeros of shape (..., rows, d_v) "
+         "(append them and continue) instead of attention over nothing.",
+         edit(EMPTY, "")),
+        ("empty_row_width_d_k",
+         "the zero output of an empty layout row has d_v = v.shape[-1] columns, like every other output row, "
+         "not d_k = q.shape[-1].",
+         edit("outputs.append(torch.zeros(*q.shape[:-2], len(q_idx), v.shape[-1]))",
+              "outputs.append(torch.zeros(*q.shape[:-2], len(q_idx), q.shape[-1]))")),
+        ("scale_ignored",
+         "when `scale` is given, the scores are multiplied by it instead of 1 / sqrt(d_k): pass it on.",
+         edit(ATTEND, ATTEND.replace(", scale=scale", ""))),
+        ("dense_attention",
+         "the point of block-sparse attention is to never build the L x S scores or mask: loop over the "
+         "query blocks and gather only the key tiles the layout marks, so memory grows with the visited tiles.",
+         edit("outputs = []", DENSE)),
+        ("detached_output", DETACHED_HINT,
+         edit("return torch.cat(outputs, dim=-2)", "return torch.cat(outputs, dim=-2).detach()")),
     ),
 ))
