@@ -49,7 +49,9 @@ class FlashCase:
 
     ``layout`` ``"heads-first"`` stores each tensor as ``(heads, N, d)`` (with gap rows after each
     head); ``"tokens-first"`` stores ``(N, heads, d)`` and hands the kernel the transposed view,
-    so the head stride is smaller than the position stride.
+    so the head stride is smaller than the position stride; ``"every-other-feature"`` stores
+    ``(heads, N, 2 d)`` and hands the kernel every other column, so the feature stride is 2.
+    ``layouts``, when given, sets the layout of q, k, v and out one by one (all four strides differ).
     """
 
     label: str
@@ -62,12 +64,21 @@ class FlashCase:
     block_m: int = 16
     block_n: int = 16
     d_head: int = 16
+    layouts: tuple[str, str, str, str] | None = None
+    q_offset: float = 0.0  # added to every entry of q (with k_offset < 0: every score far below 0)
+    k_offset: float = 0.0
+
+    def layout_of(self, tensor: str) -> str:
+        """The layout of ``tensor`` (one of "q", "k", "v", "out")."""
+        return self.layouts[("q", "k", "v", "out").index(tensor)] if self.layouts else self.layout
 
     @property
     def tolerance(self) -> tuple[float, float]:
         """(atol, rtol) against float32 SDPA. float32: rounding of a few dozen products stays
         below 1e-6, 1e-5 leaves room. float16: inputs, P and the output are rounded to 11-bit
         mantissas (about 5e-4 relative each) on outputs of size about 1; 5e-3 is ten such steps."""
+        if self.q_offset or self.k_offset:  # scores of size ~150 keep float32's 6e-8 relative error: ~1e-5
+            return (1e-4, 1e-3)
         return (1e-5, 1e-4) if self.dtype == "float32" else (5e-3, 1e-2)
 
 
@@ -82,6 +93,11 @@ FLASH_CASES = (
               block_m=32, block_n=16),
     FlashCase("2 heads, N=24, stored (N, heads, d) so head stride < position stride, causal", 2, 24, 24, True,
               layout="tokens-first"),
+    FlashCase("2 heads, 20 queries over 28 keys, q, k, v and out each with other strides (q (heads, N, d), "
+              "k (N, heads, d), v every other feature column, out (N, heads, d)), causal", 2, 20, 28, True,
+              layouts=("heads-first", "tokens-first", "every-other-feature", "tokens-first")),
+    FlashCase("2 heads, 24 queries over 40 keys whose scores are all about -150 (q near +6, k near -6)", 2, 24, 40,
+              False, q_offset=6.0, k_offset=-6.0),
     FlashCase("2 heads, N=40, causal, float16", 2, 40, 40, True, dtype="float16"),
     FlashCase("3 heads, 18 queries over 35 keys, float16", 3, 18, 35, False, dtype="float16"),
 )
@@ -214,21 +230,81 @@ def load_kernel(source: str, kernel_name: str, label: str) -> Any:
     return namespace[kernel_name]
 
 
+# Where a mask may be passed without its keyword: tl.load(pointer, mask, other, boundary_check, ...)
+# and tl.store(pointer, value, mask, boundary_check, ...).
+_MASK_POSITIONS = {"load": (1, 3), "store": (2, 3)}
+
+
+def _triton_language_names(tree: ast.Module) -> tuple[set[str], set[str], dict[str, str]]:
+    """How ``source`` can name triton.language: module aliases (``tl``), names of ``triton`` itself,
+    and functions imported from it (local name -> ``load``/``store``)."""
+    modules, tritons, functions = set(), set(), {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.name == "triton.language":
+                    if alias.asname:
+                        modules.add(alias.asname)
+                    else:
+                        tritons.add("triton")
+                elif alias.name == "triton":
+                    tritons.add(alias.asname or "triton")
+        elif isinstance(node, ast.ImportFrom):
+            for alias in node.names:
+                if node.module == "triton" and alias.name == "language":
+                    modules.add(alias.asname or "language")
+                elif node.module == "triton.language" and alias.name in _MASK_POSITIONS:
+                    functions[alias.asname or alias.name] = alias.name
+    return modules, tritons, functions
+
+
+def _memory_op(call: ast.Call, modules: set[str], tritons: set[str], functions: dict[str, str]) -> str | None:
+    """``"load"``/``"store"`` when ``call`` calls triton.language's, else None."""
+    func = call.func
+    if isinstance(func, ast.Name):
+        return functions.get(func.id)
+    if not (isinstance(func, ast.Attribute) and func.attr in _MASK_POSITIONS):
+        return None
+    owner = func.value
+    if isinstance(owner, ast.Name) and owner.id in modules:
+        return func.attr
+    if (isinstance(owner, ast.Attribute) and owner.attr == "language" and isinstance(owner.value, ast.Name)
+            and owner.value.id in tritons):
+        return func.attr
+    return None
+
+
+def _is_none(node: ast.expr) -> bool:
+    return isinstance(node, ast.Constant) and node.value is None
+
+
 def unmasked_memory_ops(source: str) -> list[str]:
-    """The ``tl.load`` / ``tl.store`` calls in ``source`` that have neither ``mask=`` nor ``boundary_check=``.
+    """The ``tl.load`` / ``tl.store`` calls in ``source`` that have neither a mask nor a boundary check.
+
+    The mask counts whether it is passed by keyword (``mask=...``) or by position
+    (``tl.load(ptr, mask, other)``, ``tl.store(ptr, value, mask)``); ``mask=None`` is no mask.
+    ``tl.load(ptr, **options)`` is given the benefit of the doubt.
 
     Returns:
         the first source line of each such call, stripped.
     """
     tree = ast.parse(source)
-    aliases = {alias.asname or alias.name for node in ast.walk(tree) if isinstance(node, ast.Import)
-               for alias in node.names if alias.name == "triton.language"}
+    modules, tritons, functions = _triton_language_names(tree)
+    lines = source.splitlines()
     found = []
     for node in ast.walk(tree):
-        if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in ("load", "store")
-                and isinstance(node.func.value, ast.Name) and node.func.value.id in aliases
-                and not {"mask", "boundary_check"} & {keyword.arg for keyword in node.keywords}):
-            found.append(source.splitlines()[node.lineno - 1].strip())
+        if not isinstance(node, ast.Call):
+            continue
+        op = _memory_op(node, modules, tritons, functions)
+        if op is None:
+            continue
+        if any(keyword.arg is None for keyword in node.keywords) or any(isinstance(a, ast.Starred) for a in node.args):
+            continue  # **kwargs or *args: cannot tell
+        guards = [keyword.value for keyword in node.keywords if keyword.arg in ("mask", "boundary_check")]
+        guards += [arg for index, arg in enumerate(node.args) if index in _MASK_POSITIONS[op]]
+        if not any(not _is_none(guard) and not (isinstance(guard, ast.Tuple | ast.List) and not guard.elts)
+                   for guard in guards):
+            found.append(lines[node.lineno - 1].strip())
     return found
 
 
@@ -339,7 +415,7 @@ def _load_module(path: Path) -> ModuleType:
     return module
 
 
-def _guarded(case: FlashCase, n_rows: int, fill: float, dtype: Any) -> tuple[Any, Any, Any]:
+def _guarded(case: FlashCase, n_rows: int, fill: float, dtype: Any, layout: str) -> tuple[Any, Any, Any]:
     """A ``(heads, n_rows, d)`` view into a flat buffer of ``fill`` with gaps around and between heads.
 
     Returns:
@@ -348,16 +424,22 @@ def _guarded(case: FlashCase, n_rows: int, fill: float, dtype: Any) -> tuple[Any
     import torch
 
     pad = max(case.block_m, case.block_n)  # a whole ragged block past the end stays inside the buffer
-    if case.layout == "heads-first":
-        storage_shape = (case.heads, n_rows + pad, case.d_head)
-    else:
+    if layout == "tokens-first":
         storage_shape = (n_rows + pad, case.heads, case.d_head)
+    elif layout == "every-other-feature":
+        storage_shape = (case.heads, n_rows + pad, 2 * case.d_head)
+    else:
+        storage_shape = (case.heads, n_rows + pad, case.d_head)
     size = storage_shape[0] * storage_shape[1] * storage_shape[2]
-    guard = pad * case.heads * case.d_head
+    guard = pad * case.heads * case.d_head * 2
 
     def view(flat: Any) -> Any:
         storage = flat[guard:guard + size].view(storage_shape)
-        return storage[:, :n_rows] if case.layout == "heads-first" else storage[:n_rows].transpose(0, 1)
+        if layout == "tokens-first":
+            return storage[:n_rows].transpose(0, 1)
+        if layout == "every-other-feature":
+            return storage[:, :n_rows, ::2]
+        return storage[:, :n_rows]
 
     flat = torch.full((2 * guard + size,), fill, dtype=dtype)
     inside = torch.zeros(flat.shape, dtype=torch.bool)
@@ -372,8 +454,9 @@ def _inputs(case: FlashCase, seed: int) -> dict[str, Any]:
     generator = torch.Generator().manual_seed(seed)
     tensors: dict[str, Any] = {}
     for name, rows in (("q", case.n_queries), ("k", case.n_keys), ("v", case.n_keys)):
-        flat, view, _ = _guarded(case, rows, float("nan"), dtype)
-        view.copy_(torch.randn(view.shape, generator=generator))
+        flat, view, _ = _guarded(case, rows, float("nan"), dtype, case.layout_of(name))
+        offset = {"q": case.q_offset, "k": case.k_offset}.get(name, 0.0)
+        view.copy_(torch.randn(view.shape, generator=generator) + offset)
         tensors[name], tensors[f"{name}_flat"] = view, flat
     return tensors
 
@@ -384,7 +467,7 @@ def _run_case(kernel: Any, case: FlashCase, inputs: Mapping[str, Any]) -> tuple[
 
     from ..triton_flash import launch_flash_kernel
 
-    flat, out, inside = _guarded(case, case.n_queries, SENTINEL, getattr(torch, case.dtype))
+    flat, out, inside = _guarded(case, case.n_queries, SENTINEL, getattr(torch, case.dtype), case.layout_of("out"))
     launch_flash_kernel(kernel, inputs["q"], inputs["k"], inputs["v"], out, causal=case.causal,
                         scale=case.d_head ** -0.5, block_m=case.block_m, block_n=case.block_n)
     return flat, out, inside

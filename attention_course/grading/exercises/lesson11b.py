@@ -14,8 +14,10 @@ import inspect
 from typing import Any
 
 from ...triton_flash import INSTALL_HINT, flash_attention_kernel, triton
+from ..edits import SPECS, Edit, MistakeSpec, edit, mutant_source
 from ..triton_sandbox import (
     FLASH_CASES,
+    HEADER,
     GpuCompileError,
     check_flash_kernel,
     compile_in_subprocess,
@@ -29,52 +31,69 @@ from ..spec import Exercise, Mistake, Status
 
 NAME = "flash_attention_kernel"
 
-# Each mistake: (name, hint, edits to the reference kernel's source as (old, new) pairs).
-_CATALOGUE = (
+LESSON = "11b_flash_triton"
+K_LOAD = ("k_t = tl.load(k_ptr + head * stride_kh + cols[None, :] * stride_kn + dims[:, None] * stride_kd, "
+          "mask=cols[None, :] < n_keys, other=0.0)")
+V_LOAD = ("v = tl.load(v_ptr + head * stride_vh + cols[:, None] * stride_vn + dims[None, :] * stride_vd, "
+          "mask=cols[:, None] < n_keys, other=0.0)")
+BREAK_HINT = ("a Triton kernel cannot `break` out of a loop (the interpreter allows it, the GPU compiler does not): "
+              "put the causal stop into the loop's bound, range(0, end, BLOCK_N) with end = min((block_m + 1) * "
+              "BLOCK_M, n_keys).")
+
+# Each mistake: (name, hint, edits of the solution kernel). The edits are anchored on the code's
+# structure (see grading/edits.py), so reformatting the solution cannot break them.
+_CATALOGUE: tuple[tuple[str, str, tuple[Edit, ...]], ...] = (
     ("causal_comparison_off_by_one",
      "the causal mask must let query i see key i itself: keep keys with cols <= rows, not cols < rows.",
-     (("(cols[None, :] <= rows[:, None])", "(cols[None, :] < rows[:, None])"),)),
+     (edit("allowed = allowed & (cols[None, :] <= rows[:, None])", "allowed = allowed & (cols[None, :] < rows[:, None])"),)),
     ("causal_loop_stops_a_block_early",
      "the causal loop must include the diagonal block: run the keys up to (block_m + 1) * BLOCK_M, "
      "not block_m * BLOCK_M (the first block of queries would see no key at all).",
-     (("end = tl.minimum((block_m + 1) * BLOCK_M, n_keys)", "end = tl.minimum(block_m * BLOCK_M, n_keys)"),)),
+     (edit("end = tl.minimum((block_m + 1) * BLOCK_M, n_keys)", "end = tl.minimum(block_m * BLOCK_M, n_keys)"),)),
     ("missing_key_masks",
      "keys at or past n_keys are not masked: load K and V with mask=cols < n_keys (other=0.0) and give "
      "those columns a score of -inf, or the last, ragged block reads past the end of k and v.",
-     ((",\n                      mask=cols[None, :] < n_keys, other=0.0)", ")"),
-      (",\n                    mask=cols[:, None] < n_keys, other=0.0)", ")"),
-      ("        allowed = cols[None, :] < n_keys\n"
-       "        if CAUSAL:\n"
-       "            allowed = allowed & (cols[None, :] <= rows[:, None])\n"
-       "        scores = tl.where(allowed, scores, float(\"-inf\"))\n",
-       "        if CAUSAL:\n"
-       "            scores = tl.where(cols[None, :] <= rows[:, None], scores, float(\"-inf\"))\n"))),
+     (edit(K_LOAD, K_LOAD.replace(", mask=cols[None, :] < n_keys, other=0.0", "")),
+      edit(V_LOAD, V_LOAD.replace(", mask=cols[:, None] < n_keys, other=0.0", "")),
+      edit("allowed = cols[None, :] < n_keys", "allowed = cols[None, :] >= 0"))),
     ("accumulator_not_rescaled",
      "when the running max grows, rescale the accumulator as well as the sum: "
      "acc = acc * alpha[:, None] + tl.dot(p, v), with alpha = exp2(old max - new max).",
-     (("acc = acc * alpha[:, None] + tl.dot(", "acc = acc + tl.dot("),)),
+     (edit("acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)", "acc = acc + tl.dot(p.to(v.dtype), v)"),)),
+    ("sum_not_rescaled",
+     "when the running max grows, rescale the running sum as well as the accumulator: "
+     "row_sum = row_sum * alpha + tl.sum(p, axis=1).",
+     (edit("row_sum = row_sum * alpha + tl.sum(p, axis=1)", "row_sum = row_sum + tl.sum(p, axis=1)"),)),
     ("key_strides_swapped",
      "K is addressed with its strides swapped: the key position moves by stride_kn and the feature by "
      "stride_kd (K transposed: cols[None, :] * stride_kn + dims[:, None] * stride_kd).",
-     (("cols[None, :] * stride_kn + dims[:, None] * stride_kd", "cols[None, :] * stride_kd + dims[:, None] * stride_kn"),)),
+     (edit("cols[None, :] * stride_kn + dims[:, None] * stride_kd", "cols[None, :] * stride_kd + dims[:, None] * stride_kn"),)),
+    ("query_strides_of_k",
+     "each tensor has its own strides: address q with stride_qh, stride_qn, stride_qd (q, k, v and out may be "
+     "laid out differently in memory).",
+     (edit("q_ptr + head * stride_qh + rows[:, None] * stride_qn + dims[None, :] * stride_qd",
+           "q_ptr + head * stride_kh + rows[:, None] * stride_kn + dims[None, :] * stride_kd"),)),
+    ("feature_stride_assumed_one",
+     "a tensor's features need not be adjacent in memory: multiply the feature index by its stride "
+     "(dims * stride_vd), not assume 1.",
+     (edit("dims[None, :] * stride_vd", "dims[None, :]"),)),
     ("exp_instead_of_exp2",
      "qk_scale_log2e already holds scale * log2(e), so the scores are in base 2: use tl.exp2, not tl.exp.",
-     (("alpha = tl.exp2(", "alpha = tl.exp("), ("p = tl.exp2(", "p = tl.exp("))),
-    ("break_in_loop",
-     "a Triton kernel cannot `break` out of a loop (the interpreter allows it, the GPU compiler does not): "
-     "put the causal stop into the loop's bound, range(0, end, BLOCK_N) with end = min((block_m + 1) * BLOCK_M, n_keys).",
-     (("    end = n_keys\n"
-       "    if CAUSAL:\n"
-       "        end = tl.minimum((block_m + 1) * BLOCK_M, n_keys)  # later keys are in every row's future\n"
-       "    for start in range(0, end, BLOCK_N):\n",
-       "    for start in range(0, n_keys, BLOCK_N):\n"
-       "        if CAUSAL:\n"
-       "            if start >= (block_m + 1) * BLOCK_M:\n"
-       "                break  # every later key is in the future of the whole block\n"),)),
+     (edit("alpha = tl.exp2(row_max - new_max)", "alpha = tl.exp(row_max - new_max)"),
+      edit("p = tl.exp2(scores - new_max[:, None])", "p = tl.exp(scores - new_max[:, None])"))),
+    ("max_initialised_at_zero",
+     "start the running maximum at -inf (tl.full([BLOCK_M], float('-inf'), tl.float32)), not 0: a row whose "
+     "scores are all below 0 must still be normalised by its own maximum.",
+     (edit("row_max = tl.full([BLOCK_M], float('-inf'), tl.float32)", "row_max = tl.zeros([BLOCK_M], tl.float32)"),)),
+    ("break_in_loop", BREAK_HINT,
+     (edit("end = n_keys\nif CAUSAL:\n    end = tl.minimum((block_m + 1) * BLOCK_M, n_keys)", ""),
+      edit("for start in range(0, end, BLOCK_N):",
+           "for start in range(0, n_keys, BLOCK_N):\n    if CAUSAL:\n        if start >= (block_m + 1) * BLOCK_M:\n"
+           "            break"))),
 )
 # Compiler messages that name a mistake (the catalogued `break`, and two the lesson warns about).
 _COMPILE_HINTS = (
-    ("Break", _CATALOGUE[-1][1]),
+    ("Break", BREAK_HINT),
     ("Unsupported function referenced",
      "a kernel may call only triton.language and other @triton.jit functions: decorate the helper with "
      "@triton.jit or write its code into the kernel."),
@@ -89,15 +108,14 @@ _COMPILE_CONFIGS = tuple(
 )
 
 
-def _mutant_source(name: str, edits: tuple[tuple[str, str], ...]) -> str:
-    source = kernel_module_source(flash_attention_kernel)
-    for old, new in edits:
-        if source.count(old) != 1:
-            raise AssertionError(f"mistake {name}: {old!r} occurs {source.count(old)} times in the reference kernel")
-        source = source.replace(old, new)
-    return source
+def _mutant_source(name: str, edits: tuple[Edit, ...]) -> str:
+    """The solution kernel with ``edits`` applied, as a module the sandbox can load."""
+    spec = MistakeSpec(LESSON, NAME, name, _HINTS_BY_NAME[name], edits)
+    SPECS.append(spec)
+    return "\n".join(HEADER) + "\n\n\n" + mutant_source(spec) + "\n"
 
 
+_HINTS_BY_NAME = {name: hint for name, hint, _ in _CATALOGUE}
 _MUTANT_SOURCES = {name: _mutant_source(name, edits) for name, _, edits in _CATALOGUE} if triton else {}
 _HINTS = {name: hint for name, hint, _ in _CATALOGUE}
 
@@ -138,7 +156,7 @@ def _check_kernel(kernel: Any) -> tuple[Status, str]:
 
 register(Exercise(
     name=NAME,
-    lesson="11b_flash_triton",
+    lesson=LESSON,
     reference=flash_attention_kernel,
     cases=list,  # the cases are triton_sandbox.FLASH_CASES, run by the custom check in a subprocess
     mistakes=tuple(Mistake(name, hint, load_kernel(_MUTANT_SOURCES[name], NAME, f"lesson 11b mistake {name}"))
