@@ -66,13 +66,31 @@ def edit(old: str, new: str, count: int = 1) -> Edit:
     return Edit(old, new, count)
 
 
-def normalise(snippet: str) -> str:
-    """``snippet`` as ``ast.unparse`` writes it (a fragment that does not parse stays as written)."""
+def _forms(snippet: str) -> list[tuple[str, str]]:
+    """The ways ``snippet`` can be written as ``ast.unparse`` writes it: (kind, text), most likely first.
+
+    ``dim=dim`` is both a statement (``dim = dim``) and keyword arguments (``dim=dim``); the edit uses
+    whichever occurs in the solution.
+    """
     text = textwrap.dedent(snippet).strip()
+    forms: list[tuple[str, str]] = []
     try:
-        return ast.unparse(ast.parse(text))
+        forms.append(("statements", ast.unparse(ast.parse(text))))
     except SyntaxError:
-        return text
+        pass
+    try:
+        call = ast.parse(f"f({text})", mode="eval").body
+        assert isinstance(call, ast.Call)
+        forms.append(("arguments", ast.unparse(call)[2:-1]))
+    except (SyntaxError, AssertionError):
+        pass
+    forms.append(("as written", text))
+    return forms
+
+
+def normalise(snippet: str, kind: str = "statements") -> str:
+    """``snippet`` as ``ast.unparse`` writes it, read as ``kind`` (see ``_forms``); else as written."""
+    return dict(_forms(snippet)).get(kind, textwrap.dedent(snippet).strip())
 
 
 class _StripHints(ast.NodeTransformer):
@@ -121,23 +139,32 @@ def solution_imports(lesson: str, solutions: Path | None = None) -> str:
     return "\n".join(ast.unparse(statement) for statement in statements)
 
 
-def _replace(source: str, change: Edit, where: str) -> str:
-    old, new = normalise(change.old), normalise(change.new)
+def _hits(source: str, old: str) -> list[tuple[int, str, str]]:
+    """Where ``old`` starts in ``source``: (offset, the text matched, the indentation of its line)."""
     first, *rest = old.split("\n")
     hits: list[tuple[int, str, str]] = []
     start = 0
     while (at := source.find(first, start)) >= 0:
         start = at + 1
         line_start = source.rfind("\n", 0, at) + 1
-        line = source[line_start:source.find("\n", at) if "\n" in source[at:] else len(source)]
+        line_end = source.find("\n", at)
+        line = source[line_start:line_end if line_end >= 0 else len(source)]
         indent = line[:len(line) - len(line.lstrip())]
         if rest and source[line_start:at].strip():
             continue  # a multi-line snippet starts a line
         whole = ("\n" + indent).join([first, *rest])
         if source.startswith(whole, at):
             hits.append((at, whole, indent))
+    return hits
+
+
+def _replace(source: str, change: Edit, where: str) -> str:
+    forms = _forms(change.old)
+    kind, old = next(((kind, text) for kind, text in forms if _hits(source, text)), forms[0])
+    hits = _hits(source, old)
     if len(hits) != change.count:
         raise CatalogueError(f"{where}: {old!r} occurs {len(hits)} times in the solution, expected {change.count}")
+    new = normalise(change.new, kind)
     for at, whole, indent in reversed(hits):
         source = source[:at] + ("\n" + indent).join(new.split("\n")) + source[at + len(whole):]
     return source
