@@ -22,6 +22,7 @@ paste it into a copy of the solution notebook).
 from __future__ import annotations
 
 import ast
+import functools
 import linecache
 import textwrap
 from collections.abc import Callable
@@ -58,6 +59,9 @@ class MistakeSpec:
     hint: str
     edits: tuple[Edit, ...]
 
+
+DETACHED_HINT = ("the result is cut off from autograd (.detach(), torch.tensor(...), .numpy() or .item()): "
+                 "compute it with tensor operations on the inputs so that gradients reach them.")
 
 SPECS: list[MistakeSpec] = []  # every catalogued edit, in registration order (the tests rebuild them)
 
@@ -119,6 +123,7 @@ def _solution_tree(lesson: str, solutions: Path | None) -> ast.Module:
         raise CatalogueError(f"cannot read the solution {path}: {error}") from error
 
 
+@functools.lru_cache(maxsize=256)
 def solution_function(lesson: str, function: str, solutions: Path | None = None) -> str:
     """The normalised source of ``def function`` in ``solutions/<lesson>.py`` (decorators kept)."""
     tree = _solution_tree(lesson, solutions)
@@ -128,6 +133,7 @@ def solution_function(lesson: str, function: str, solutions: Path | None = None)
     raise CatalogueError(f"solutions/{lesson}.py defines no function {function}()")
 
 
+@functools.lru_cache(maxsize=64)
 def solution_imports(lesson: str, solutions: Path | None = None) -> str:
     """The solution notebook's top-level import statements (also those inside a try block)."""
     tree = _solution_tree(lesson, solutions)

@@ -6,13 +6,11 @@ import torch
 
 from ...qkv import attention_scores, qkv_projection
 from ..casegen import column_major, generator, randn
-from ..edits import catalogue, edit
+from ..edits import DETACHED_HINT, catalogue, edit
 from ..registry import register
 from ..spec import Case, Exercise
 
 LESSON = "02_queries_keys_values"
-DETACHED_HINT = ("the result is cut off from autograd (.detach(), torch.tensor(...), .numpy() or .item()): "
-                 "compute it with tensor operations on the inputs so that gradients reach them.")
 
 
 def _qkv_cases() -> list[Case]:

@@ -6,10 +6,9 @@ import torch
 
 from ...qkv import scaled_attention_scores
 from ..casegen import column_major, generator, randn
-from ..edits import catalogue, edit
+from ..edits import DETACHED_HINT, catalogue, edit
 from ..registry import register
 from ..spec import Case, Exercise
-from .lesson02 import DETACHED_HINT
 
 LESSON = "03_scaling"
 

@@ -10,10 +10,9 @@ import torch
 
 from ...softmax import softmax
 from ..casegen import column_major, generator, randn
-from ..edits import catalogue, edit
+from ..edits import DETACHED_HINT, catalogue, edit
 from ..registry import register
 from ..spec import Case, Exercise
-from .lesson02 import DETACHED_HINT
 
 LESSON = "04_softmax"
 

@@ -7,10 +7,9 @@ import torch
 from ...attention import masked_attention
 from ...masking import causal_mask, padding_mask
 from ..casegen import column_major, generator, randn
-from ..edits import catalogue, edit
+from ..edits import DETACHED_HINT, catalogue, edit
 from ..registry import register
 from ..spec import Case, Exercise
-from .lesson02 import DETACHED_HINT
 
 LESSON = "05_masking"
 

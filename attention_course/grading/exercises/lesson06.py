@@ -8,10 +8,9 @@ import torch
 
 from ...multihead import merge_heads, multi_head_attention, split_heads
 from ..casegen import column_major, generator, randn
-from ..edits import catalogue, edit
+from ..edits import DETACHED_HINT, catalogue, edit
 from ..registry import register
 from ..spec import Case, Exercise
-from .lesson02 import DETACHED_HINT
 
 LESSON = "06_multi_head_attention"
 

@@ -5,10 +5,9 @@ from __future__ import annotations
 import torch
 
 from ...kv_cache import cached_attention_step
-from ..edits import catalogue, edit
+from ..edits import DETACHED_HINT, catalogue, edit
 from ..registry import register
 from ..spec import Case, Exercise
-from .lesson02 import DETACHED_HINT
 
 LESSON = "09_kv_cache"
 

@@ -6,10 +6,9 @@ import torch
 
 from ...sparse import block_sparse_attention, global_local_mask, sliding_window_mask, sliding_window_pattern
 from ..casegen import column_major, generator, randn
-from ..edits import catalogue, edit
+from ..edits import DETACHED_HINT, catalogue, edit
 from ..registry import register
 from ..spec import Case, Exercise
-from .lesson02 import DETACHED_HINT
 
 LESSON = "10_sparse_attention"
 BOOL_HINT = "return a boolean mask (dtype=torch.bool), not 0/1 numbers."

@@ -22,10 +22,9 @@ from ...pretrained import (
     tokenize,
 )
 from ..casegen import generator, randn
-from ..edits import catalogue, edit
+from ..edits import DETACHED_HINT, catalogue, edit
 from ..registry import register
 from ..spec import Case, Exercise
-from .lesson02 import DETACHED_HINT
 
 LESSON = "12_capstone"
 SENTENCES = ("The tiger jumped out of a tree to get a drink because it was thirsty.", "A mole dug a tunnel.")
