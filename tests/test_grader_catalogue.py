@@ -34,7 +34,8 @@ from attention_course.grading.notebook import parse_notebook
 ALL = all_exercises()
 MISTAKES = [(exercise, mistake) for exercise in ALL for mistake in exercise.mistakes]
 # Mistakes that only a Case contract catches, and the contract.
-CONTRACT_MISTAKES = {"detached_output": "check_grad", "dense_attention": "max_alloc_bytes"}
+CONTRACT_MISTAKES = {"detached_output": "check_grad", "dense_attention": "max_alloc_bytes",
+                     "visits_every_tile": "max_alloc_bytes"}
 
 
 @functools.cache
