@@ -184,8 +184,9 @@ def _tiled_attention_cases() -> list[Case]:
         Case((randn(g, 128, 4), randn(g, 128, 4), randn(g, 128, 4)), {"causal": False, "block_q": 16, "block_k": 16},
              max_alloc_bytes=_TILED_LIMIT,
              label="128 queries and keys, tiles of 16 x 16: no tensor may be as large as the 128 x 128 score matrix"),
+        # No check_grad: the reference writes its tiles with out=, so it is not differentiable either.
         Case((randn(g, 2, 5, 3), randn(g, 2, 6, 3), randn(g, 2, 6, 2)), {"causal": True, "block_q": 2, "block_k": 4},
-             check_grad=True, label="gradients: q (2, 5, 3), k and v (2, 6, ·), causal=True, block_q=2, block_k=4"),
+             label="q (2, 5, 3), k and v (2, 6, 3 and 2), causal=True, block_q=2, block_k=4"),
     ]
 
 
@@ -252,8 +253,5 @@ register(Exercise(
          "the point of tiled attention is to never hold the L x S scores: loop over query tiles and key tiles, "
          "keeping a running maximum, sum and output accumulator per query.",
          edit("outputs, lses = [], []", DENSE)),
-        ("detached_output", DETACHED_HINT,
-         edit("return torch.cat(outputs, dim=-2), torch.cat(lses, dim=-1)",
-              "return torch.cat(outputs, dim=-2).detach(), torch.cat(lses, dim=-1).detach()")),
     ),
 ))
