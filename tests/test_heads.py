@@ -1,0 +1,180 @@
+"""Lesson 14: the shipped induction decoder has the heads its log claims; the scores and ablation are right.
+
+The thresholds, measured on 256 held-out sequences (seed 1234, period 13) by scripts/train_induction.py:
+the best layer-1 induction score is >= 0.8 while every layer-0 head scores <= 0.05; the previous-token
+head scores >= 0.9; ablating the best induction head multiplies the loss on the repeated copy by >= 2.5,
+ablating the previous-token head or both layer-1 heads by >= 10.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from attention_course.decoder import CausalSelfAttention, Decoder, DecoderConfig
+from attention_course.generation import generate
+from attention_course.heads import (
+    BOS,
+    INDUCTION_CONFIG,
+    WEIGHTS,
+    ablate_heads,
+    ablated_attention,
+    attention_weights,
+    copying_loss,
+    induction_score,
+    load_induction_model,
+    previous_token_score,
+    repeat_mask,
+    repeated_sequences,
+    training_batch,
+)
+from attention_course.multihead import split_heads
+from attention_course.positional import apply_rope
+
+PERIOD = 13
+INDUCTION_MIN, OTHER_LAYER_MAX, PREVIOUS_MIN = 0.8, 0.05, 0.9
+ABLATE_BEST_FACTOR, ABLATE_CIRCUIT_FACTOR = 2.5, 10.0
+
+
+@pytest.fixture(scope="module")
+def trained() -> Decoder:
+    return load_induction_model()
+
+
+@pytest.fixture(scope="module")
+def held_out() -> torch.Tensor:
+    return repeated_sequences(256, PERIOD, INDUCTION_CONFIG.vocab_size, torch.Generator().manual_seed(1234))
+
+
+@pytest.fixture(scope="module")
+def scores(trained, held_out) -> tuple[torch.Tensor, torch.Tensor]:
+    attention = attention_weights(trained, held_out)
+    return (torch.stack([previous_token_score(a) for a in attention]),
+            torch.stack([induction_score(a, held_out, PERIOD) for a in attention]))
+
+
+def test_shipped_weights_have_an_induction_head(scores) -> None:
+    _, induction = scores
+    assert induction[1].max() >= INDUCTION_MIN, induction
+    assert induction[0].max() <= OTHER_LAYER_MAX, induction
+    assert induction[1].max() >= 10 * induction[0].max().clamp_min(0.01)
+
+
+def test_shipped_weights_have_a_previous_token_head(scores) -> None:
+    previous, _ = scores
+    assert previous[0].max() >= PREVIOUS_MIN, previous
+    assert previous[1].max() <= OTHER_LAYER_MAX, previous
+
+
+def test_scores_match_the_committed_log(scores) -> None:
+    log = json.loads(WEIGHTS.with_name("induction_training_log.json").read_text())
+    previous, induction = scores
+    torch.testing.assert_close(previous, torch.tensor(log["previous_token_score"]), atol=2e-3, rtol=0)
+    torch.testing.assert_close(induction, torch.tensor(log["induction_score"]), atol=2e-3, rtol=0)
+
+
+def test_ablating_the_circuit_breaks_copying(trained, held_out, scores) -> None:
+    previous, induction = scores
+    first, base = copying_loss(trained, held_out, PERIOD)
+    assert base < 0.5 < 3.5 < first  # copies the repeat; cannot predict the first copy
+    best = (1, int(induction[1].argmax()))
+    with ablate_heads(trained, [best]):
+        assert copying_loss(trained, held_out, PERIOD)[1] >= ABLATE_BEST_FACTOR * base
+    with ablate_heads(trained, [(0, int(previous[0].argmax()))]):
+        assert copying_loss(trained, held_out, PERIOD)[1] >= ABLATE_CIRCUIT_FACTOR * base
+    with ablate_heads(trained, [(1, 0), (1, 1)]):
+        assert copying_loss(trained, held_out, PERIOD)[1] >= ABLATE_CIRCUIT_FACTOR * base
+    assert copying_loss(trained, held_out, PERIOD)[1] == pytest.approx(base)  # restored after the block
+
+
+def test_cached_and_uncached_generation_copy_the_same_tokens(trained) -> None:
+    segment = repeated_sequences(4, 15, INDUCTION_CONFIG.vocab_size, torch.Generator().manual_seed(99))[:, 1:16]
+    prompt = torch.cat([torch.full((4, 1), BOS), segment, segment[:, :1]], dim=1)
+    cached, _ = generate(trained, prompt, n_new=14)
+    uncached, _ = generate(trained, prompt, n_new=14, use_cache=False)
+    assert torch.equal(cached, uncached)
+    assert (cached == segment[:, 1:]).float().mean() >= 0.9
+
+
+def test_attention_weights_reproduce_the_model(trained, held_out) -> None:
+    """The recomputed weights, times the values and W_O, give each block's attention output."""
+    tokens = held_out[:3]
+    weights = attention_weights(trained, tokens)
+    x = trained.embed(tokens)
+    config = trained.config
+    for layer, block in enumerate(trained.blocks):
+        h = block.norm_attn(x)
+        v = split_heads(block.attn.qkv_proj(h), config.n_heads + 2 * config.n_kv_heads)[:, -config.n_kv_heads:]
+        ours = block.attn.o_proj((weights[layer] @ v).transpose(1, 2).reshape(*tokens.shape, -1))
+        torch.testing.assert_close(ours, block.attn(h), atol=1e-5, rtol=1e-4)
+        x = block(x)
+    assert torch.allclose(weights.sum(-1), torch.ones(()))
+
+
+def test_ablated_attention_equals_the_decoder_hook() -> None:
+    torch.manual_seed(0)
+    config = DecoderConfig(vocab_size=10, d_model=32, n_heads=4)
+    attn = CausalSelfAttention(config)
+    x = torch.randn(2, 7, 32)
+    heads = split_heads(attn.qkv_proj(x), 12)
+    q, k, v = apply_rope(heads[:, :4]), apply_rope(heads[:, 4:8]), heads[:, 8:]
+    for head in range(4):
+        attn.head_scale = torch.ones(4)
+        attn.head_scale[head] = 0.0
+        torch.testing.assert_close(ablated_attention(q, k, v, attn.o_proj.weight, head), attn(x))
+    attn.head_scale = None
+    full = attn(x)
+    assert not torch.allclose(ablated_attention(q, k, v, attn.o_proj.weight, 0), full)
+
+
+def test_induction_score_of_a_perfect_head() -> None:
+    tokens = repeated_sequences(3, 5, 20, torch.Generator().manual_seed(0))  # (3, 11)
+    T = tokens.shape[1]
+    perfect = torch.zeros(3, 2, T, T)
+    perfect[:, :, torch.arange(T), torch.arange(T)] = 1.0  # attends to itself ...
+    for q in range(6, T):  # ... except in the repeat, where it looks at q - 5 + 1
+        perfect[:, 0, q] = 0.0
+        perfect[:, 0, q, q - 4] = 1.0
+    assert induction_score(perfect, tokens, 5).tolist() == [1.0, 0.0]
+    assert repeat_mask(tokens, 5).sum() == 3 * 5
+
+
+def test_training_batch_marks_the_copyable_tokens() -> None:
+    tokens, copyable = training_batch(8, 45, 48, (6, 20), torch.Generator().manual_seed(0))
+    assert tokens.shape == (8, 45) and copyable.shape == (8, 44) and (tokens[:, 0] == BOS).all()
+    rows, cols = copyable.nonzero(as_tuple=True)
+    for row, col in zip(rows.tolist(), cols.tolist()):  # predicting token col + 1 from token col, both repeats
+        period = int(copyable[row].sum()) + 1
+        assert tokens[row, col + 1] == tokens[row, col + 1 - period] and tokens[row, col] == tokens[row, col - period]
+
+
+@pytest.mark.parametrize("head", [-1, 4, 1.0, True])
+def test_ablated_attention_rejects_a_bad_head(head) -> None:
+    q = torch.randn(1, 4, 3, 8)
+    with pytest.raises(IndexError, match="head must be an int in 0 .. 3"):
+        ablated_attention(q, q, q, torch.randn(32, 32), head)
+
+
+def test_ablate_heads_rejects_a_bad_pair(trained) -> None:
+    with pytest.raises(IndexError, match=r"\(layer, head\) = \(1, 2\)"), ablate_heads(trained, [(1, 2)]):
+        pass
+
+
+def test_induction_score_rejects_sequences_without_repeats() -> None:
+    tokens = torch.arange(1, 11)[None]  # no token repeats
+    with pytest.raises(ValueError, match="no repeated segment"):
+        induction_score(torch.full((1, 2, 10, 10), 0.1), tokens, 4)
+
+
+@pytest.mark.parametrize("period", [0, 10, 2.0])
+def test_induction_score_rejects_a_bad_period(period) -> None:
+    tokens = torch.arange(1, 11)[None]
+    with pytest.raises(ValueError, match="period must be an int"):
+        induction_score(torch.full((1, 2, 10, 10), 0.1), tokens, period)
+
+
+def test_induction_score_rejects_mismatched_tokens() -> None:
+    with pytest.raises(ValueError, match="must be \\(B, T\\) of attention"):
+        induction_score(torch.full((1, 2, 10, 10), 0.1), torch.zeros(1, 9, dtype=torch.long), 4)
