@@ -209,11 +209,11 @@ def ablate_heads(model: Decoder, heads: Sequence[tuple[int, int]]) -> Iterator[D
         scales[layer][head] = 0.0
     previous = [block.attn.head_scale for block in model.blocks]
     try:
-        for block, scale in zip(model.blocks, scales):
+        for block, scale in zip(model.blocks, scales, strict=True):
             block.attn.head_scale = scale
         yield model
     finally:
-        for block, old in zip(model.blocks, previous):
+        for block, old in zip(model.blocks, previous, strict=True):
             block.attn.head_scale = old
 
 

@@ -145,7 +145,7 @@ def test_training_batch_marks_the_copyable_tokens() -> None:
     tokens, copyable = training_batch(8, 45, 48, (6, 20), torch.Generator().manual_seed(0))
     assert tokens.shape == (8, 45) and copyable.shape == (8, 44) and (tokens[:, 0] == BOS).all()
     rows, cols = copyable.nonzero(as_tuple=True)
-    for row, col in zip(rows.tolist(), cols.tolist()):  # predicting token col + 1 from token col, both repeats
+    for row, col in zip(rows.tolist(), cols.tolist(), strict=True):  # predicting token col + 1 from token col, both repeats
         period = int(copyable[row].sum()) + 1
         assert tokens[row, col + 1] == tokens[row, col + 1 - period] and tokens[row, col] == tokens[row, col - period]
 
