@@ -178,3 +178,66 @@ def test_induction_score_rejects_a_bad_period(period) -> None:
 def test_induction_score_rejects_mismatched_tokens() -> None:
     with pytest.raises(ValueError, match="must be \\(B, T\\) of attention"):
         induction_score(torch.full((1, 2, 10, 10), 0.1), torch.zeros(1, 9, dtype=torch.long), 4)
+
+
+# ------------------------------------------------------------------ exercises: correct variants must pass
+def _induction_score_loop(attention, tokens, period):
+    """Variant: an explicit loop over sequences and repeated positions."""
+    total, count = torch.zeros(attention.shape[1]), 0
+    for b in range(tokens.shape[0]):
+        for q in range(period, tokens.shape[1]):
+            if tokens[b, q] == tokens[b, q - period]:
+                total += attention[b, :, q, q - period + 1]
+                count += 1
+    if count == 0:
+        raise ValueError("no repeated position")
+    return total / count
+
+
+def _induction_score_gather(attention, tokens, period):
+    """Variant: index the target keys with advanced indexing, keep the repeated queries with a boolean mask."""
+    T = tokens.shape[1]
+    queries = torch.arange(period, T)
+    weights = attention[:, :, queries, queries - period + 1]  # (B, H, T - period)
+    repeated = tokens[:, period:] == tokens[:, :-period]  # (B, T - period)
+    return weights.permute(1, 0, 2)[:, repeated].mean(dim=-1)
+
+
+def _ablated_by_weight_columns(q, k, v, o_weight, head):
+    """Variant: zero the head's columns of W_O (the same as zeroing its output before W_O)."""
+    from attention_course import causal_mask, scaled_dot_product_attention
+    from attention_course.multihead import merge_heads
+
+    d_head = q.shape[-1]
+    w = o_weight.clone()
+    w[:, head * d_head : (head + 1) * d_head] = 0.0
+    return merge_heads(scaled_dot_product_attention(q, k, v, causal_mask(q.shape[-2]))) @ w.T
+
+
+def _ablated_by_attention_weights(q, k, v, o_weight, head):
+    """Variant: zero the head's attention weights after the softmax, with a mask multiplied in."""
+    scores = q @ k.transpose(-2, -1) / q.shape[-1] ** 0.5
+    T = q.shape[-2]
+    weights = scores.masked_fill(torch.ones(T, T, dtype=torch.bool).triu(1), float("-inf")).softmax(-1)
+    keep = torch.ones(q.shape[1], 1, 1)
+    keep[head] = 0.0
+    out = (weights * keep) @ v  # (B, H, T, d_head)
+    return torch.einsum("bhtd,mhd->btm", out, o_weight.view(o_weight.shape[0], q.shape[1], -1))
+
+
+@pytest.mark.parametrize(("name", "variant"), [
+    ("induction_score", _induction_score_loop), ("induction_score", _induction_score_gather),
+    ("ablated_attention", _ablated_by_weight_columns), ("ablated_attention", _ablated_by_attention_weights),
+])
+def test_correct_variants_pass(name, variant) -> None:
+    from attention_course.grading import Status, get_exercise, run_check
+
+    result = run_check(get_exercise(name), variant)
+    assert result.status is Status.PASSED, result.message
+
+
+def test_exercise_references_are_the_package_functions() -> None:
+    from attention_course.grading import get_exercise
+
+    assert get_exercise("induction_score").reference is induction_score
+    assert get_exercise("ablated_attention").reference is ablated_attention
