@@ -297,3 +297,58 @@ def load_induction_model(path: Path | str = WEIGHTS) -> Decoder:
     model = Decoder(INDUCTION_CONFIG)
     model.load_state_dict(load_file(str(path)))
     return model.eval()
+
+
+# ----------------------------------------------------------------------- a pretrained encoder (lesson 12)
+def referent_margins(attentions: Tensor, pronoun: Tensor, referent: Tensor, other: Tensor) -> Tensor:
+    """How much more weight each head sends from the pronoun to its referent than to the other noun.
+
+    Args:
+        attentions: ``(layers, B, H, L, L)``, one sentence per batch row.
+        pronoun, referent, other: int ``(B,)`` token positions in each sentence.
+
+    Returns:
+        ``(layers, H, B)``: ``weight(pronoun -> referent) - weight(pronoun -> other)``; > 0 means right.
+    """
+    require_rank("attentions", require_float("attentions", attentions), 5, "(layers, B, H, L, L)")
+    rows = torch.arange(attentions.shape[1])
+    from_pronoun = attentions.transpose(0, 1)[rows, :, :, pronoun]  # (B, layers, H, L): the pronoun's rows
+    margin = from_pronoun[rows, :, :, referent] - from_pronoun[rows, :, :, other]  # (B, layers, H)
+    return margin.permute(1, 2, 0)
+
+
+def sink_share(attentions: Tensor, key_mask: Tensor, position: int = 0) -> Tensor:
+    """Mean weight each head puts on the token at ``position`` (``[CLS]`` for 0), over every real query
+    of every sentence: ``(layers, B, H, L, L)`` and bool ``(B, L)`` -> ``(layers, H)``."""
+    require_rank("attentions", require_float("attentions", attentions), 5, "(layers, B, H, L, L)")
+    real = key_mask[None, :, None, :].to(attentions.dtype)  # (1, B, 1, L): real queries
+    on_sink = attentions[..., position]  # (layers, B, H, L)
+    return (on_sink * real).sum(dim=(1, 3)) / (real.sum(dim=(1, 3)) * 1.0)
+
+
+def encoder_head_ablation(layers: Sequence[object], heads: Sequence[tuple[int, int]]) -> Callable[..., object]:
+    """A ``self_attention`` plug-in for :func:`attention_course.pretrained.encode` that zeroes the
+    outputs of the ``(layer, head)`` pairs before ``W_O``; ``layers`` is ``encoder.weights.layers``."""
+    from .attention import masked_attention
+    from .pretrained import encoder_self_attention
+
+    def self_attention(hidden: Tensor, layer: object, key_mask: Tensor, n_heads: int) -> tuple[Tensor, Tensor]:
+        index = next(i for i, candidate in enumerate(layers) if candidate is layer)
+        off = [head for at, head in heads if at == index]
+        for head in off:
+            if not 0 <= head < n_heads:
+                raise IndexError(f"head {head} is not in a layer of {n_heads} heads")
+
+        def attention_fn(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None) -> tuple[Tensor, Tensor]:
+            out, weights = masked_attention(q, k, v, mask)
+            if off:
+                out = out.clone()
+                out[:, off] = 0.0
+            return out, weights
+
+        return encoder_self_attention(hidden, layer, key_mask, n_heads, attention_fn=attention_fn)
+
+    for layer, _ in heads:
+        if not 0 <= layer < len(layers):
+            raise IndexError(f"layer {layer} is not in an encoder of {len(layers)} layers")
+    return self_attention
