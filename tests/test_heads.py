@@ -241,3 +241,63 @@ def test_exercise_references_are_the_package_functions() -> None:
 
     assert get_exercise("induction_score").reference is induction_score
     assert get_exercise("ablated_attention").reference is ablated_attention
+
+
+# ------------------------------------------------------------------ lesson 12: heads of the pretrained encoder
+def test_referent_margins_and_sink_share_on_a_known_tensor() -> None:
+    from attention_course.heads import referent_margins, sink_share
+
+    attention = torch.zeros(1, 2, 3, 4, 4)  # (layers, B, H, L, L)
+    attention[..., 0] = 1.0  # every query on position 0 ...
+    attention[0, 1, 2, 3] = torch.tensor([0.1, 0.6, 0.3, 0.0])  # ... but sentence 1, head 2, query 3
+    margins = referent_margins(attention, torch.tensor([3, 3]), torch.tensor([1, 1]), torch.tensor([2, 2]))
+    assert margins.shape == (1, 3, 2)
+    torch.testing.assert_close(margins[0, 2], torch.tensor([0.0, 0.3]))
+    key_mask = torch.tensor([[True, True, True, True], [True, True, True, False]])  # sentence 1: 3 real queries
+    share = sink_share(attention, key_mask)
+    torch.testing.assert_close(share, torch.ones(1, 3))  # sentence 1's query 3 is padding: not counted
+
+
+def test_encoder_head_ablation() -> None:
+    import torch.nn.functional as F
+
+    from attention_course.heads import encoder_head_ablation
+    from attention_course.pretrained import encoder_self_attention, load_encoder
+
+    encoder = load_encoder()
+    sentences = ["The fox could not catch the rabbit because it was too slow.", "hi"]
+    intact = encoder(sentences)
+    same = encoder(sentences, self_attention=encoder_head_ablation(encoder.weights.layers, []))
+    torch.testing.assert_close(same.sentence_embedding, intact.sentence_embedding)
+    one = encoder(sentences, self_attention=encoder_head_ablation(encoder.weights.layers, [(2, 5)]))
+    torch.testing.assert_close(one.hidden_states[2], intact.hidden_states[2])  # layers 0, 1 untouched
+    assert not torch.allclose(one.hidden_states[3], intact.hidden_states[3])
+    # by hand: layer 2's sublayer with head 5's slice of the merged heads zeroed before W_O
+    layer, hidden, mask = encoder.weights.layers[2], intact.hidden_states[2], intact.key_mask
+    w_o = layer.w_o.clone()
+    w_o[5 * 32 : 6 * 32] = 0.0
+    by_hand, _ = encoder_self_attention(hidden, layer.__class__(**{**layer.__dict__, "w_o": w_o}), mask, 12)
+    theirs, _ = encoder_head_ablation(encoder.weights.layers, [(2, 5)])(hidden, layer, mask, 12)
+    torch.testing.assert_close(theirs, by_hand, atol=1e-5, rtol=1e-4)
+    assert F.cosine_similarity(one.sentence_embedding, intact.sentence_embedding).min() > 0.9
+    with pytest.raises(IndexError, match="layer 6"):
+        encoder_head_ablation(encoder.weights.layers, [(6, 0)])
+    with pytest.raises(IndexError, match="head 12"):
+        encoder(sentences, self_attention=encoder_head_ablation(encoder.weights.layers, [(0, 12)]))
+
+
+def test_pronoun_pairs_are_balanced_and_tokenize() -> None:
+    from collections import Counter
+
+    from attention_course.pretrained import load_encoder
+    from attention_course.teaching.pronouns import PRONOUN_PAIRS
+
+    assert len(PRONOUN_PAIRS) >= 20
+    assert set(Counter(pair.kind for pair in PRONOUN_PAIRS).values()) == {len(PRONOUN_PAIRS) // 4}
+    rows = [row for pair in PRONOUN_PAIRS for row in pair.sentences()]
+    batch = load_encoder().tokenize([row[0] for row in rows])
+    for (text, referent, other), tokens, pair in zip(rows, batch.tokens, [p for p in PRONOUN_PAIRS for _ in "ab"],
+                                                     strict=True):
+        for word in (referent, other, pair.pronoun):
+            assert tokens.count(word) == 1, (text, word, tokens)
+        assert tokens.index(pair.subject) < tokens.index(pair.obj) < tokens.index(pair.pronoun)
