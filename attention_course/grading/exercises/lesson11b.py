@@ -2,10 +2,11 @@
 
 The learner's kernel never runs in the grader's process. ``triton_sandbox`` runs it in a
 subprocess under Triton's interpreter over ``FLASH_CASES`` (N at, below and across the block size,
-L != S, causal on and off, several heads, a non-standard memory layout, float32 and float16) with
-guard memory around every tensor, then has Triton compile it for sm_80 and sm_90. Each catalogued
-mistake is the reference kernel with one thing changed; on the first failing case the sandbox runs
-them all and names the one that writes the same output.
+L != S, causal on and off, several heads, q, k, v and out each with its own strides, scores far
+below 0, float32 and float16) with guard memory around every tensor, then has Triton compile it for
+sm_80 and sm_90. Each catalogued mistake is the solution kernel with one edit (``grading/edits.py``);
+on the first failing case the sandbox runs them all and names the one that writes the same output.
+A mask counts whether it is passed by keyword or by position (``tl.load(ptrs, mask, other)``).
 """
 
 from __future__ import annotations
