@@ -546,6 +546,55 @@ def pooling_loop(hidden, key_mask):
     return F.normalize(torch.stack(rows), dim=-1)
 
 
+# ---------------------------------------------------------------- lesson 14
+
+
+def induction_loop(attention, tokens, period):
+    batch, n_heads, length, _ = attention.shape
+    total = torch.zeros(n_heads, dtype=attention.dtype)
+    count = 0
+    for b in range(batch):
+        for t in range(period, length):
+            if tokens[b, t] == tokens[b, t - period]:
+                total = total + attention[b, :, t, t - period + 1]
+                count += 1
+    if count == 0:
+        raise ValueError("no repeated token: nothing to score")
+    return total / count
+
+
+def induction_gather(attention, tokens, period):
+    t = torch.arange(period, tokens.shape[1])
+    repeated = tokens[:, period:] == tokens[:, :-period]
+    if not repeated.any():
+        raise ValueError("no repeated token")
+    weights = attention[:, :, t, t - period + 1]
+    return (weights * repeated[:, None]).sum(dim=(0, 2)) / repeated.sum()
+
+
+def ablated_keep_vector(q, k, v, o_weight, head):
+    length = q.shape[-2]
+    scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])
+    scores = scores.masked_fill(torch.ones(length, length, dtype=torch.bool).triu(1), float("-inf"))
+    out = torch.softmax(scores, dim=-1) @ v
+    keep = torch.ones(q.shape[1], dtype=out.dtype)
+    keep[head] = 0.0
+    out = out * keep[None, :, None, None]
+    batch, n_heads, length, d_head = out.shape
+    return out.transpose(1, 2).reshape(batch, length, n_heads * d_head) @ o_weight.T
+
+
+def ablated_sum_of_heads(q, k, v, o_weight, head):
+    heads = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+    batch, n_heads, length, d_head = heads.shape
+    per_head = o_weight.reshape(o_weight.shape[0], n_heads, d_head)
+    out = torch.zeros(batch, length, o_weight.shape[0], dtype=q.dtype)
+    for h in range(n_heads):
+        if h != head % n_heads:
+            out = out + heads[:, h] @ per_head[:, h].T
+    return out
+
+
 VARIANTS: dict[str, tuple[Callable[..., Any], ...]] = {
     "qkv_projection": (qkv_einsum, qkv_linear),
     "attention_scores": (scores_einsum, scores_mt, scores_swapaxes),
@@ -569,6 +618,8 @@ VARIANTS: dict[str, tuple[Callable[..., Any], ...]] = {
     "encoder_self_attention": (encoder_attention_masks_padded_queries, encoder_attention_einsum),
     "encoder_feed_forward": (feed_forward_linear, feed_forward_erf),
     "mean_pooling": (pooling_where, pooling_einsum, pooling_loop),
+    "induction_score": (induction_loop, induction_gather),
+    "ablated_attention": (ablated_keep_vector, ablated_sum_of_heads),
 }
 
 # Variants that are right only because the exercise leaves something undefined, which the grader
