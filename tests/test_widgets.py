@@ -183,3 +183,17 @@ def test_each_widget_has_its_static_picture_under_it(lesson: str, name: str) -> 
     assert (FIGURES.parent / picture).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     notebook = next((FIGURES.parent).glob(f"{lesson}_*.py")).read_text(encoding="utf-8")
     assert f"{name}(" in notebook and f"]({picture})" in notebook
+
+
+def test_the_html_build_carries_the_static_pictures(tmp_path: Path) -> None:
+    import nbformat
+
+    from attention_course.teaching import html_build
+
+    (tmp_path / "notebooks" / "figures").mkdir(parents=True)
+    (tmp_path / "notebooks" / "figures" / "01_x.png").write_bytes(b"\x89PNG\r\n\x1a\n")
+    lesson = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell("# 01 · X\n\n![x](figures/01_x.png)")])
+    nbformat.write(lesson, tmp_path / "notebooks" / "01_x.ipynb")
+    html_build.build(tmp_path, tmp_path / "html")
+    assert 'src="figures/01_x.png"' in (tmp_path / "html" / "notebooks" / "01_x.html").read_text(encoding="utf-8")
+    assert (tmp_path / "html" / "notebooks" / "figures" / "01_x.png").exists()
