@@ -161,8 +161,12 @@ def test_head_explorer_cuts_the_same_weights_into_heads() -> None:
         expected[0].flatten().tolist(), abs=1e-4)
     assert [widget.readout[f"weight_{i}_{j}"] for i in range(5) for j in range(5)] == pytest.approx(
         expected_weights[0, 3].flatten().tolist(), abs=1e-5)
-    heads.value = 2  # fewer heads: the head slider is clamped to the last head, and redrawn once
+    draws = []
+    draw = widget._draw
+    widget._draw = lambda: draws.append(1) or draw()
+    heads.value = 2  # fewer heads: the head slider is clamped to the last head, and the figure drawn once
     assert head.max == 1 and head.value == 1 and widget.readout["head"] == 1
+    assert len(draws) == 1
     assert widget.readout["params_total"] == 4 * 12**2 and widget.readout["params_per_head"] == 2 * 4 * 12 * 6 / 2
     _assert_every_move_changes_the_readout(widget)
     with pytest.raises(ValueError, match="must divide"):
