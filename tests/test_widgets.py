@@ -87,22 +87,15 @@ from attention_course.teaching.widgets import head_explorer, mask_builder, query
 FIGURES = Path(__file__).resolve().parent.parent / "notebooks" / "figures"
 
 
-def _move_every_control(widget) -> list[dict[str, float]]:
-    """Move each control to its next value (wrapping round), one after the other, as the browser test does."""
-    readouts = []
+def _assert_every_move_changes_the_readout(widget) -> None:
+    """Each move changes the numbers shown, and the picture (the PNG bytes of the widget's image)."""
+    before, picture = dict(widget.readout), widget._image.value
     for control in widget.children[:-1]:
         options = list(getattr(control, "options", [])) or list(range(control.min, control.max + 1))
         values = [value[1] if isinstance(value, tuple) else value for value in options]
         control.value = values[(values.index(control.value) + 1) % len(values)]
-        readouts.append(dict(widget.readout))
-    return readouts
-
-
-def _assert_every_move_changes_the_readout(widget) -> None:
-    before = dict(widget.readout)
-    for readout in _move_every_control(widget):
-        assert readout != before
-        before = readout
+        assert widget.readout != before and widget._image.value != picture, control.description
+        before, picture = dict(widget.readout), widget._image.value
 
 
 def _hand_made_qkv() -> tuple:
