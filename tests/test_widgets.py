@@ -90,7 +90,7 @@ FIGURES = Path(__file__).resolve().parent.parent / "notebooks" / "figures"
 def _assert_every_move_changes_the_readout(widget) -> None:
     """Each move changes the numbers shown, and the picture (the PNG bytes of the widget's image)."""
     before, picture = dict(widget.readout), widget._image.value
-    for control in widget.children[:-1]:
+    for control in widget._controls:
         options = list(getattr(control, "options", [])) or list(range(control.min, control.max + 1))
         values = [value[1] if isinstance(value, tuple) else value for value in options]
         control.value = values[(values.index(control.value) + 1) % len(values)]
@@ -131,8 +131,9 @@ def test_mask_builder_combines_masks_and_zeroes_fully_masked_rows() -> None:
     # 5 real keys; causal window of half-width 2: query i sees keys max(3, i-2)..i -> 1+2+3+3+3.
     assert widget.readout["allowed"] == 12
     _assert_every_move_changes_the_readout(widget)
-    widget.children[0].value, widget.children[4].value = False, False  # no causal, no window
-    widget.children[1].value, widget.children[2].value = "right", 6
+    causal, side, length, _, window = widget._controls
+    causal.value, window.value = False, False  # no causal mask, no window
+    side.value, length.value = "right", 6
     assert widget.readout["allowed"] == 8 * 6 and widget.readout["fully_masked"] == 0  # padding alone
 
 
@@ -141,7 +142,7 @@ def test_head_explorer_cuts_the_same_weights_into_heads() -> None:
     x = torch.randn(5, 12, generator=generator)
     w_q, w_k, w_v, w_o = (torch.randn(12, 12, generator=generator) for _ in range(4))
     widget = head_explorer(list("abcde"), x, w_q, w_k, w_v, w_o, n_heads=4, head=3)
-    heads, head = widget.children[0], widget.children[1]
+    heads, head = widget._controls
     assert widget.readout["params_per_head"] == 3 * 12 * 3 + 3 * 12
     assert widget.readout["params_total"] == 4 * 12**2
     oracle = torch.nn.MultiheadAttention(12, 4, bias=False, batch_first=True)
@@ -194,3 +195,16 @@ def test_the_html_build_carries_the_static_pictures(tmp_path: Path) -> None:
     html_build.build(tmp_path, tmp_path / "html")
     assert 'src="figures/01_x.png"' in (tmp_path / "html" / "notebooks" / "01_x.html").read_text(encoding="utf-8")
     assert (tmp_path / "html" / "notebooks" / "figures" / "01_x.png").exists()
+
+
+@pytest.mark.parametrize("lesson", ["02_queries_keys_values", "05_masking", "06_multi_head_attention"])
+def test_the_static_html_keeps_no_live_widget(lesson: str) -> None:
+    import json
+
+    import nbformat
+
+    from attention_course.teaching import html_build
+
+    nb = nbformat.read(FIGURES.parent / f"{lesson}.ipynb", as_version=4)
+    assert html_build.static_widgets(nb) >= 1
+    assert html_build.WIDGET_VIEW not in json.dumps(nb)

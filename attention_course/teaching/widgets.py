@@ -19,7 +19,6 @@ from pathlib import Path
 import ipywidgets as widgets
 import matplotlib.pyplot as plt
 import torch
-from IPython.display import display
 from torch import Tensor
 
 from .._validation import require_float, require_rank, shape_of
@@ -220,8 +219,9 @@ class _StatefulPlotWidget(PlotWidget):
         self._drawn_state: tuple[object, ...] | None = None
         self._image = widgets.Image(format="png")
         super().__init__(controls, draw)
-        with self.output:
-            display(self._image)
+        # The image is a child of the box, not a view displayed inside the output area: the static
+        # HTML build (html_build.static_widgets) then has no nested widget view left to render.
+        self.children = (*self._controls, self._image, self.output)
 
     def _state(self) -> tuple[object, ...]:
         return tuple(control.value for control in self._controls)
