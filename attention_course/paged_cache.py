@@ -25,7 +25,7 @@ from torch import Tensor
 
 from ._validation import require_count, require_rank, require_tensor, shape_of
 from .kv_cache import KVCache, grouped_query_attention
-from .positional import apply_rope
+from .positional import rope_cos_sin, rotate_half
 
 
 class UnknownSequenceError(KeyError):
@@ -207,29 +207,31 @@ class PagedKVCache(KVCache):
         if q_new.shape[0] != len(self.batch):
             raise ValueError(f"q_new has {q_new.shape[0]} rows but the batch names {len(self.batch)} sequences "
                              "(call set_batch first)")
-        n_new = q_new.shape[-2]
+        n_new, d_head = q_new.shape[-2], q_new.shape[-1]
         if layer == 0:
             self._reserve(n_new)
-        rows_k, rows_v, queries, ends = [], [], [], []
+        device = q_new.device
+        starts = torch.tensor([self.lengths[s] for s in self.batch], device=device)  # (B,)
+        positions = starts[:, None] + torch.arange(n_new, device=device)  # (B, T): each sequence its own
+        cos, sin = rope_cos_sin(positions.flatten().cpu(), d_head, dtype=q_new.dtype)
+        cos, sin = (t.to(device).reshape(len(self.batch), 1, n_new, d_head) for t in (cos, sin))
+        q_new, k_new = (x * cos + rotate_half(x) * sin for x in (q_new, k_new))  # apply_rope, per-row positions
+        longest = int(positions[:, -1].max()) + 1
+        width = -(-longest // self.block_size)
+        tables = torch.zeros(len(self.batch), width, dtype=torch.int64, device=device)  # padded with block 0
         for b, seq_id in enumerate(self.batch):
-            start = self.lengths[seq_id]
-            positions = torch.arange(start, start + n_new, device=q_new.device)
-            q_b, k_b = apply_rope(q_new[b], positions), apply_rope(k_new[b], positions)  # (H, T, d), (Hkv, T, d)
-            table = torch.tensor(self.tables[seq_id], dtype=torch.int64, device=q_new.device)
-            blocks, offsets = table[positions // self.block_size], positions % self.block_size
-            self.k_pool[layer, blocks, :, offsets] = k_b.transpose(0, 1)  # (T, Hkv, d) into T (block, offset) slots
-            self.v_pool[layer, blocks, :, offsets] = v_new[b].transpose(0, 1)
-            rows_k.append(paged_gather(self.k_pool[layer], table, start + n_new))
-            rows_v.append(paged_gather(self.v_pool[layer], table, start + n_new))
-            queries.append(q_b)
-            ends.append(start + n_new)
-        longest = max(ends)
-        keys = torch.stack([torch.nn.functional.pad(k, (0, 0, 0, longest - k.shape[1])) for k in rows_k])
-        values = torch.stack([torch.nn.functional.pad(v, (0, 0, 0, longest - v.shape[1])) for v in rows_v])
-        key_pos = torch.arange(longest, device=q_new.device)
-        query_pos = torch.stack([torch.arange(end - n_new, end, device=q_new.device) for end in ends])  # (B, T)
-        mask = key_pos[None, None, :] <= query_pos[:, :, None]  # (B, T, S): causal, and hides the padding
-        return grouped_query_attention(torch.stack(queries), keys, values, mask[:, None, None])
+            tables[b, : len(self.tables[seq_id])] = torch.tensor(self.tables[seq_id][:width])
+        # write: T new (block, offset) slots per sequence, all sequences in one indexing operation
+        blocks, offsets = tables.gather(1, positions // self.block_size), positions % self.block_size  # (B, T)
+        self.k_pool[layer][blocks, :, offsets] = k_new.permute(0, 2, 1, 3)  # (B, T, Hkv, d)
+        self.v_pool[layer][blocks, :, offsets] = v_new.permute(0, 2, 1, 3)
+        # gather: every sequence's keys up to the longest, through its block table (padding is masked below)
+        key_pos = torch.arange(longest, device=device)
+        key_blocks = tables[:, key_pos // self.block_size]  # (B, longest)
+        keys = self.k_pool[layer][key_blocks, :, key_pos % self.block_size].permute(0, 2, 1, 3)  # (B, Hkv, S, d)
+        values = self.v_pool[layer][key_blocks, :, key_pos % self.block_size].permute(0, 2, 1, 3)
+        mask = key_pos[None, None, :] <= positions[:, :, None]  # (B, T, S): causal, and hides the padding
+        return grouped_query_attention(q_new, keys, values, mask[:, None, None])
 
     def advance(self, n_new: int) -> None:
         for seq_id in self.batch:
