@@ -429,9 +429,13 @@ patterns = [dilated_window_pattern(n, 3, 2, causal=True), strided_pattern(n, 8),
             longformer_pattern(n, 3, [0, 32]), bigbird_pattern(n, 3, [0], 2, 16), sink_window_pattern(n, 4, 8)]
 for pattern in patterns:
     dense = scaled_dot_product_attention(qf, kf, vf, pattern.mask())
-    out = flex_pattern_attention(qf, kf, vf, pattern, block_size=16)
+    block_mask = pattern_block_mask(pattern, block_size=16)  # from the mask_mod: which 16 x 16 tiles to visit
+    out = flex(qf, kf, vf, block_mask=block_mask)
     print(f"{pattern.name:28s} equal to 1e-5: {bool((out - dense).abs().max() < 1e-5)}  "
-          f"tiles visited: {pattern_block_mask(pattern, 16).to_dense().sum().item()} of {(n // 16) ** 2}")
+          f"tiles visited: {block_mask.to_dense().sum().item()} of {(n // 16) ** 2}")
+as_score_mod = flex_pattern_attention(qf, kf, vf, patterns[0], use_block_mask=False)  # -inf instead of a mask
+print("the first pattern as a score_mod, equal to 1e-5:",
+      bool((as_score_mod - scaled_dot_product_attention(qf, kf, vf, patterns[0].mask())).abs().max() < 1e-5))
 
 # %% [markdown]
 # A `score_mod` changes scores instead of hiding them, e.g. Gemma 2's soft cap
