@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from attention_course.decoder import Decoder, DecoderConfig
 from attention_course.generation import decode_step, new_cache, prefill
@@ -103,3 +105,18 @@ def test_bad_inputs() -> None:
         rolling_attention_step(q.expand(1, 2, 2, 4), k, v, cache, cache, 0, 1)
     with pytest.raises(ValueError, match="window must be >= 1"):
         RollingKVCache(1, 1, 1, 4, n_sinks=2, window=0)
+
+
+@settings(max_examples=25, deadline=None)
+@given(n_sinks=st.integers(0, 3), window=st.integers(1, 5), extra=st.integers(0, 12),
+       scheme=st.sampled_from(["absolute", "in_cache"]), seed=st.integers(0, 2**16))
+def test_property_rolling_equals_dense_for_any_buffer(n_sinks: int, window: int, extra: int, scheme: str,
+                                                      seed: int) -> None:
+    n = n_sinks + window + extra
+    q, k, v = _sequence(1, 2, 1, n, 4, seed=seed)
+    expected = rolling_reference(q, k, v, n_sinks, window, scheme)
+    k_cache = v_cache = torch.zeros(1, 1, n_sinks + window, 4)
+    for p in range(n):
+        out, k_cache, v_cache = rolling_attention_step(q[:, :, p : p + 1], k[:, :, p : p + 1], v[:, :, p : p + 1],
+                                                       k_cache, v_cache, p, n_sinks, scheme)
+        torch.testing.assert_close(out, expected[:, :, p : p + 1], atol=ATOL, rtol=1e-4)
