@@ -381,7 +381,7 @@ def draw_block_tables(cache: PagedKVCache, ax: plt.Axes) -> None:
     ax.set_ylim(1.6 + len(cache.tables), -0.2)
     ax.set_yticks([0.5], ["pool"])
     ax.set_xticks([])
-    ax.set_xlabel("bottom: pool blocks (grey = shared by several requests);  top: each request's block table")
+    ax.set_xlabel("top: the pool's blocks (grey = shared by several requests);  below: each request's block table")
     ax.set_title(f"Paged cache: blocks of {cache.block_size} positions, the prompt's full block shared")
 
 
@@ -419,8 +419,13 @@ print(f"blocks in use {paged.blocks_in_use()}: {paged.used_bytes()} bytes; three
 # exactly such functions: a `mask_mod(b, h, q_idx, kv_idx)` (may this pair attend?) and a
 # `score_mod(score, b, h, q_idx, kv_idx)` (change a score: a bias, a cap, or $-\infty$). From a
 # `mask_mod`, `create_block_mask` finds the tiles that hold any allowed pair, the `layout` of
-# lesson 10. Every lesson-10 pattern, through FlexAttention, against the course's dense masked
-# attention:
+# lesson 10. In symbols, with $m$ the `mask_mod` and $f$ the `score_mod`,
+#
+# $$o_i = \sum_{j \,:\, m(i, j)} \frac{\exp f(s_{ij}, i, j)}{\sum_{j' : m(i, j')} \exp f(s_{ij'}, i, j')}\, v_j,
+#   \qquad s_{ij} = \frac{q_i \cdot k_j}{\sqrt{d}},$$
+#
+# and a kernel only visits the tiles where some $m(i, j)$ is true. Every lesson-10 pattern, through
+# FlexAttention, against the course's dense masked attention:
 
 # %%
 n = 64
@@ -436,6 +441,21 @@ for pattern in patterns:
 as_score_mod = flex_pattern_attention(qf, kf, vf, patterns[0], use_block_mask=False)  # -inf instead of a mask
 print("the first pattern as a score_mod, equal to 1e-5:",
       bool((as_score_mod - scaled_dot_product_attention(qf, kf, vf, patterns[0].mask())).abs().max() < 1e-5))
+
+# %%
+pattern = patterns[2]  # Longformer: a window plus two global tokens
+visited = pattern_block_mask(pattern, block_size=16).to_dense()[0, 0]  # (4, 4) tiles
+fig, ax = plt.subplots(figsize=(4.6, 4.2))
+ax.imshow(pattern.mask().numpy(), cmap="Blues")
+for row in range(visited.shape[0]):
+    for col in range(visited.shape[1]):
+        if not visited[row, col]:
+            ax.add_patch(plt.Rectangle((col * 16 - 0.5, row * 16 - 0.5), 16, 16, facecolor="none", hatch="xx",
+                                       edgecolor="#bbbbbb"))
+ax.set_xlabel("key position j")
+ax.set_ylabel("query position i")
+ax.set_title(f"{pattern.name}: mask_mod (blue),\ntiles the block mask skips (hatched)")
+plt.show()
 
 # %% [markdown]
 # A `score_mod` changes scores instead of hiding them, e.g. Gemma 2's soft cap
