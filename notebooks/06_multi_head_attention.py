@@ -289,7 +289,7 @@ print("each head's value map = value-down @ value-up:     ",
       all(torch.linalg.matrix_rank(down @ up) <= d_head for down, up in zip(value_down, value_up)))
 
 # %% [markdown]
-# This view comes back in lesson 13: some recent models (DeepSeek's multi-head latent attention)
+# This view comes back in [lesson 13](13_modern_kv_caches.ipynb): some recent models (DeepSeek's multi-head latent attention)
 # store a shared "value-down" result in their cache and fold the "value-up" matrices into $W_O$.
 
 # %% [markdown]
