@@ -80,6 +80,8 @@ def to_wire(value: Any, depth: int = 0) -> Any:
     if isinstance(value, dict) and len(value) <= _MAX_ITEMS:
         return {(k if isinstance(k, str | int) and not isinstance(k, bool) else repr(k)): to_wire(v, depth + 1)
                 for k, v in value.items()}
+    if isinstance(value, Opaque):
+        return {_OPAQUE_KEY: value.type_name, "text": value.text}
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         fields = {f.name: to_wire(getattr(value, f.name, None), depth + 1) for f in dataclasses.fields(value)}
         return {"__dataclass__": type(value).__name__, **fields}

@@ -28,6 +28,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+import cloudpickle
 import torch
 
 from . import MARKS
@@ -257,7 +258,7 @@ def _run_worker(notebooks: list[_Notebook], tmp: Path) -> _Round:
         } for notebook in notebooks],
     }
     job_path, stream_path = tmp / "job.pt", tmp / "stream.bin"
-    torch.save(job, job_path)
+    torch.save(job, job_path, pickle_module=cloudpickle)  # cases may hold lambdas
     stream_path.touch()
     command = [*_network_prefix(), sys.executable, "-s", "-P", "-m", "attention_course.grading.worker",
                str(job_path), str(stream_path)]
@@ -391,10 +392,9 @@ def kernel_module_problem(source: str) -> str | None:
     return None
 
 
-def _reason(round_: _Round) -> str:
+def _reason(round_: _Round, code: int | None) -> str:
     if round_.damaged:
         return f"the notebook's code damaged the grader's results ({round_.damaged})"
-    code = round_.exit_code
     if code is not None and code < 0:
         return f"this notebook's code was stopped by the system (signal {-code}: out of memory or CPU time?)"
     if code == 0:
@@ -406,6 +406,7 @@ def _settle(notebooks: list[_Notebook], round_: _Round) -> list[_Notebook]:
     """Turn one round's answers into results; return the notebooks to run again in a fresh worker."""
     started = {e["nb"] for e in round_.events if e.get("event") == "notebook"}
     finished = {e["nb"] for e in round_.events if e.get("event") == "notebook_done"}
+    ended = {e["nb"]: e.get("code") for e in round_.events if e.get("event") == "ended"}
     again: list[_Notebook] = []
     for notebook in notebooks:
         number, path = notebook.number, notebook.grade.path
@@ -425,7 +426,7 @@ def _settle(notebooks: list[_Notebook], round_: _Round) -> list[_Notebook]:
         # This notebook's code stopped the worker: say where, and grade its other checks afresh.
         last = next((e for e in reversed(round_.events) if e.get("nb") == number
                      and e.get("event") in ("notebook", "cell", "case")), {"event": "notebook"})
-        if round_.stopped_at is not None:
+        if round_.stopped_at is not None and number not in ended:
             stopped = round_.stopped_at
             if stopped.get("event") == "case":
                 check = next((c for c in notebook.open_checks() if c.index == stopped.get("check")), None)
@@ -446,7 +447,7 @@ def _settle(notebooks: list[_Notebook], round_: _Round) -> list[_Notebook]:
             reason = (f"cell {stopped.get('cell')} ran past {CELL_TIME_LIMIT:g} s and was stopped"
                       if stopped.get("event") == "cell" else "the grader stopped this notebook's code")
         else:
-            reason = _reason(round_)
+            reason = _reason(round_, ended.get(number, round_.exit_code))
             if last.get("event") == "case":
                 check = next((c for c in notebook.open_checks() if c.index == last.get("check")), None)
                 if check is not None:
@@ -477,7 +478,8 @@ def grade_notebooks(notebooks: list[Path]) -> list[NotebookGrade]:
             for notebook in again:  # no progress at all: report instead of trying forever
                 notebook.grade.complete = False
                 for check in notebook.open_checks():
-                    check.result = Result(check.call.exercise, Status.FAILED, f"not graded: {_reason(round_)}")
+                    check.result = Result(check.call.exercise, Status.FAILED,
+                                          f"not graded: {_reason(round_, round_.exit_code)}")
             again = []
         pending = again
     for notebook in prepared:

@@ -428,6 +428,9 @@ def _behaves_alike(exercise: Exercise, case: Case, learner: CallRecord, mistake:
         return learner.error == mistake.error  # same type AND same first line, or it may be another mistake
     if learner.outcome != RETURNED:
         return False
+    original = plain((case.args, case.kwargs))
+    if same(learner.inputs_after, original) != same(mistake.inputs_after, original):
+        return False  # one changes its inputs in place, the other does not
     tolerances = _tolerances(exercise, case)
     if difference(_selected(case, learner.output), _selected(case, plain(mistake.output)), **tolerances, equal_nan=True):
         return False

@@ -37,7 +37,7 @@ _PATH_EVENTS = {"os.remove": "delete", "os.rename": "rename", "os.rmdir": "delet
                 "os.chmod": "change", "os.chown": "change", "os.link": "link", "os.symlink": "link",
                 "os.truncate": "truncate", "os.utime": "change", "shutil.rmtree": "delete"}
 _PROGRAM_EVENTS = ("os.system", "subprocess.Popen", "os.exec", "os.posix_spawn", "os.spawn", "os.fork",
-                   "os.forkpty", "pty.spawn")
+                   "os.forkpty", "pty.spawn", "os.kill", "os.killpg")
 
 
 # ------------------------------------------------------------------ the stream back to the grader
@@ -122,7 +122,7 @@ def install_guard(workdir: str, protected: list[str]) -> list[str]:
                 if path is not None and not _inside(path, workdir):
                     refuse(f"{_PATH_EVENTS[event]} {path} outside its working folder")
         elif event.startswith(_PROGRAM_EVENTS):
-            refuse("start another program")
+            refuse("signal another process" if event.startswith("os.kill") else "start another program")
         elif event in ("ctypes.dlopen", "ctypes.dlsym", "ctypes.dlsym/handle"):
             refuse("load native code through ctypes")
         elif event in ("sys.setprofile", "sys.settrace"):
@@ -240,12 +240,23 @@ def main(argv: list[str]) -> None:
                 references[check["exercise"]] = {"object": obj, "codes": reference_codes(obj)}
     import attention_course.measure  # noqa: F401 - imported now, used by call_case later
 
-    attempts = install_guard(job["workdir"], job["protected"])
+    # One forked child per notebook: each starts from this clean state (torch imported, nothing of
+    # the learner's run yet), so one notebook's patches cannot reach the next.
     for notebook in job["notebooks"]:
-        grade_notebook(out, notebook, references, attempts)
+        pid = os.fork()
+        if pid == 0:
+            code = 70
+            try:
+                attempts = install_guard(job["workdir"], job["protected"])
+                grade_notebook(out, notebook, references, attempts)
+                code = 0
+            finally:
+                os._exit(code)  # threads the learner started must not keep this process alive
+        _, status = os.waitpid(pid, 0)
+        out.event(event="ended", nb=notebook["id"], code=os.waitstatus_to_exitcode(status))
     out.event(event="finished")
     stream.flush()
-    os._exit(0)  # threads the learner started must not keep this process alive
+    os._exit(0)
 
 
 if __name__ == "__main__":
