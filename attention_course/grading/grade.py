@@ -22,7 +22,8 @@ import sys
 import tempfile
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -217,6 +218,8 @@ class _Round:
     exit_code: int | None = None
     stopped_at: dict[str, Any] | None = None  # the event whose limit ran out, when stopped from outside
     damaged: str | None = None
+    verdicts: dict[tuple[int, int], Future[Result]] = field(default_factory=dict)
+    results: dict[tuple[int, int], Result] = field(default_factory=dict)
 
 
 def _take(round_: _Round, kind: bytes, payload: bytes) -> dict[str, Any] | None:
@@ -232,13 +235,7 @@ def _take(round_: _Round, kind: bytes, payload: bytes) -> dict[str, Any] | None:
     return None
 
 
-def _run_worker(notebooks: list[_Notebook], tmp: Path) -> _Round:
-    """Run one worker over ``notebooks`` in the throwaway folder ``tmp``, watching its every phase."""
-    workdir = tmp / "work"
-    (workdir / "tmp").mkdir(parents=True)
-    for notebook in notebooks:  # the learner's code sees a copy of its notebook, nothing else
-        shutil.copyfile(notebook.grade.path, workdir / notebook.grade.path.name)
-    budget = _round_budget(notebooks)
+def _job(notebooks: list[_Notebook], workdir: Path, budget: float) -> bytes:
     job = {
         "workdir": str(workdir),
         "protected": [str(PACKAGE_ROOT / "solutions")],
@@ -257,20 +254,51 @@ def _run_worker(notebooks: list[_Notebook], tmp: Path) -> _Round:
                 check.exercise is not None and check.exercise.custom_check is not None)],
         } for notebook in notebooks],
     }
-    job_path, stream_path = tmp / "job.pt", tmp / "stream.bin"
-    torch.save(job, job_path, pickle_module=cloudpickle)  # cases may hold lambdas
+    buffer = io.BytesIO()
+    torch.save(job, buffer, pickle_module=cloudpickle)  # cases may hold lambdas
+    return buffer.getvalue()
+
+
+def _feed(process: subprocess.Popen[bytes], job: bytes) -> None:
+    assert process.stdin is not None
+    with contextlib.suppress(OSError):
+        process.stdin.write(job)
+        process.stdin.close()
+
+
+def _run_worker(paths: list[Path], tmp: Path, plan: Callable[[], list[_Notebook]]) -> tuple[list[_Notebook], _Round]:
+    """Run one worker in the throwaway folder ``tmp``, watching its every phase.
+
+    The worker starts (Python, torch) while ``plan()`` builds the cases here; it then receives the
+    notebooks' cells and case inputs on its stdin. Verdicts are judged here as the answers arrive.
+    """
+    workdir = tmp / "work"
+    (workdir / "tmp").mkdir(parents=True)
+    for path in paths:  # the learner's code sees a copy of its notebooks, nothing else
+        with contextlib.suppress(OSError):
+            shutil.copyfile(path, workdir / path.name)
+    stream_path = tmp / "stream.bin"
     stream_path.touch()
-    command = [*_network_prefix(), sys.executable, "-s", "-P", "-m", "attention_course.grading.worker",
-               str(job_path), str(stream_path)]
-    by_number = {n.number: n for n in notebooks}
-    round_ = _Round()
-    process = subprocess.Popen(command, cwd=workdir, env=_environment(workdir), stdin=subprocess.DEVNULL,
+    command = [*_network_prefix(), sys.executable, "-s", "-P", "-m", "attention_course.grading.worker", str(stream_path)]
+    process = subprocess.Popen(command, cwd=workdir, env=_environment(workdir), stdin=subprocess.PIPE,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                start_new_session=True)  # so the whole group can be stopped
+    round_ = _Round()
+    try:
+        notebooks = plan()
+        budget = _round_budget(notebooks)
+        feeder = threading.Thread(target=_feed, args=(process, _job(notebooks, workdir, budget)), daemon=True)
+        feeder.start()
+    except BaseException:
+        _stop(process)
+        process.wait()
+        raise
+    by_number = {n.number: n for n in notebooks}
+    checks = {(n.number, c.index): (n, c) for n in notebooks for c in n.checks}
     started = phase_start = time.monotonic()
     phase: dict[str, Any] = {"event": "start"}
     buffer = b""
-    with open(stream_path, "rb") as stream:
+    with open(stream_path, "rb") as stream, ThreadPoolExecutor(max_workers=1) as judges:
         while True:
             code = process.poll()
             buffer += stream.read()
@@ -285,6 +313,10 @@ def _run_worker(notebooks: list[_Notebook], tmp: Path) -> _Round:
                 round_.damaged = _first_line(error)
                 _stop(process)
                 break
+            for key, record in round_.data.items():  # judge while the worker goes on
+                if key not in round_.verdicts and key in checks and checks[key][1].result is None:
+                    notebook, check = checks[key]
+                    round_.verdicts[key] = judges.submit(_verdict, check, record, notebook.grade.path)
             if code is not None:
                 round_.exit_code = code
                 break
@@ -294,9 +326,14 @@ def _run_worker(notebooks: list[_Notebook], tmp: Path) -> _Round:
                 _stop(process)
                 break
             time.sleep(0.02)
-    round_.exit_code = process.wait() if round_.exit_code is None else round_.exit_code
-    _stop(process)  # children the learner's code started
-    return round_
+        round_.exit_code = process.wait() if round_.exit_code is None else round_.exit_code
+        _stop(process)  # children the learner's code started
+        for key, record in round_.data.items():
+            if key not in round_.verdicts and key in checks and checks[key][1].result is None:
+                notebook, check = checks[key]
+                round_.verdicts[key] = judges.submit(_verdict, check, record, notebook.grade.path)
+        round_.results = {key: future.result() for key, future in round_.verdicts.items()}
+    return notebooks, round_
 
 
 def _stop(process: subprocess.Popen[bytes]) -> None:
@@ -409,13 +446,13 @@ def _settle(notebooks: list[_Notebook], round_: _Round) -> list[_Notebook]:
     ended = {e["nb"]: e.get("code") for e in round_.events if e.get("event") == "ended"}
     again: list[_Notebook] = []
     for notebook in notebooks:
-        number, path = notebook.number, notebook.grade.path
+        number = notebook.number
         notebook.grade.notes.extend(e["message"] for e in round_.events
                                     if e.get("event") == "note" and e.get("nb") == number and isinstance(e.get("message"), str))
         for check in notebook.open_checks():
-            record = round_.data.get((number, check.index))
-            if record is not None:
-                check.result = _verdict(check, record, path)
+            result = round_.results.get((number, check.index))
+            if result is not None:
+                check.result = result
         if number not in started:
             again.append(notebook)
             continue
@@ -468,13 +505,21 @@ def grade_notebooks(notebooks: list[Path]) -> list[NotebookGrade]:
     A crash, an exit or a hang costs only the check (or, in a cell, the notebook) where it happened;
     the other checks and notebooks are graded in a fresh worker.
     """
-    prepared = [_prepare(number, path) for number, path in enumerate(notebooks)]
-    pending = [n for n in prepared if n.grade.complete and n.open_checks()]
-    while pending:
+    prepared: list[_Notebook] = []
+
+    def plan() -> list[_Notebook]:
+        prepared.extend(_prepare(number, path) for number, path in enumerate(notebooks))
+        return [n for n in prepared if n.grade.complete and n.open_checks()]
+
+    first = True
+    pending: list[_Notebook] = []
+    while first or pending:
         with tempfile.TemporaryDirectory(prefix="attention-course-grade-") as tmp:
-            round_ = _run_worker(pending, Path(tmp))
+            paths = list(notebooks) if first else [n.grade.path for n in pending]
+            pending, round_ = _run_worker(paths, Path(tmp), plan if first else (lambda p=pending: p))
+        first = False
         again = _settle(pending, round_)
-        if len(again) == len(pending) and all(n.number not in {e.get("nb") for e in round_.events} for n in again):
+        if again and len(again) == len(pending) and all(n.number not in {e.get("nb") for e in round_.events} for n in again):
             for notebook in again:  # no progress at all: report instead of trying forever
                 notebook.grade.complete = False
                 for check in notebook.open_checks():

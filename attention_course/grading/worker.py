@@ -1,7 +1,7 @@
-"""The process where learner code runs: ``python -m attention_course.grading.worker JOB STREAM``.
+"""The process where learner code runs: ``python -m attention_course.grading.worker STREAM``.
 
-The grader (``grade.py``) writes JOB (``torch.save``): for each notebook, its code cells and, for
-each check, the case inputs. This process runs the cells, calls the learner's functions on those
+The grader (``grade.py``) sends a job on stdin (``torch.save``): for each notebook, its code cells
+and, for each check, the case inputs. This process runs the cells, calls the learner's functions on those
 inputs (``runner.call_cases``) and writes what happened to STREAM as frames: small JSON events
 (which cell or case is running, notes) and ``torch.save`` blobs of plain tensors and values, which
 the grader reads with ``torch.load(weights_only=True)``. It decides no verdict and imports no
@@ -221,8 +221,11 @@ def _limit_resources(limits: dict[str, Any]) -> None:
 
 
 def main(argv: list[str]) -> None:
-    job_path, stream_path = argv
-    job = torch.load(job_path, weights_only=False)  # written by the grader, read before any learner code
+    (stream_path,) = argv
+    import attention_course  # noqa: F401 - the concept modules load while the grader plans the cases
+
+    # The job comes from the grader on stdin, read before any learner code runs.
+    job = torch.load(io.BytesIO(sys.stdin.buffer.read()), weights_only=False)
     stream = open(stream_path, "ab", buffering=0)  # noqa: SIM115 - open for the process's life
     out = _Stream(stream)
     # The learner's prints go nowhere; results go to STREAM only.
