@@ -35,7 +35,7 @@ import torch
 from . import MARKS
 from .notebook import CELL_TIME_LIMIT, CheckCall, parse_notebook
 from .registry import get_exercise
-from .runner import CallPlan, CallRecord, _first_line, judge, plan_cases, reference_message, run_check
+from .runner import ALLOC_SLOWDOWN, CallPlan, CallRecord, _first_line, judge, plan_cases, reference_message, run_check
 from .spec import Case, Exercise, Result, Status
 from .worker import read_frames
 
@@ -194,7 +194,10 @@ def _phase_limit(notebooks: dict[int, _Notebook], event: dict[str, Any]) -> floa
         check = checks.get(event.get("check"))  # type: ignore[arg-type]
         if check is None or check.exercise is None or event.get("case") == -1:
             return CELL_TIME_LIMIT + _GRACE
-        return check.exercise.time_limit + _GRACE
+        case = event.get("case")
+        measured = check.plan is not None and isinstance(case, int) and 0 <= case < len(check.plan.plans) and \
+            check.plan.plans[case].measure_alloc
+        return check.exercise.time_limit * (ALLOC_SLOWDOWN if measured else 1.0) + _GRACE
     return _STARTUP_LIMIT
 
 
@@ -205,7 +208,7 @@ def _round_budget(notebooks: list[_Notebook]) -> float:
         for check in notebook.open_checks():
             cases = len(check.plan.plans) if check.plan else 1
             limit = check.exercise.time_limit if check.exercise else 10.0
-            seconds += CELL_TIME_LIMIT + cases * (limit + _GRACE)
+            seconds += CELL_TIME_LIMIT + cases * (limit * ALLOC_SLOWDOWN + _GRACE)
     return seconds
 
 
