@@ -151,10 +151,18 @@ def test_the_class_report_cannot_be_overwritten(tmp_path: Path, capsys) -> None:
     body = (f"    try:\n        open({str(report)!r}, 'w').write('| mallory | passed | 1/1 |')\n    except OSError:\n"
             "        pass\n    return x\n")
     _softmax_notebook(learner, "04_softmax", body)
+    copier = tmp_path / "class" / "eve"  # reads another learner's notebook while being graded
+    copier.mkdir()
+    _softmax_notebook(copier, "04_softmax", f"    open({str(learner / '04_softmax.ipynb')!r}).read()\n"
+                                          "    return torch.softmax(x / temperature, dim=dim)\n")
+    before = _tree_hash(tmp_path / "class")
     assert main(["grade", "--class", str(tmp_path / "class"), "--report", str(report)]) == 1
     table = report.read_text()
     assert "| mallory | failed | 0/1 |" in table
-    assert "outside its working folder" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "mallory/04_softmax.ipynb: note:" in out and "outside its working folder" in out
+    assert "eve/04_softmax.ipynb: note:" in out and "tried to read" in out
+    assert _tree_hash(tmp_path / "class") == before
 
 
 def test_check_prints_the_verdict_the_command_gives(tmp_path: Path, capsys) -> None:

@@ -132,13 +132,26 @@ def _prepare(number: int, path: Path) -> _Notebook:
         except KeyError as error:
             check.result = Result(call.exercise, Status.FAILED, error.args[0])
             continue
-        if check.exercise.custom_check is None:
+        if not _is_kernel(check.exercise):
             plan = _plan_for(check.exercise)
             if isinstance(plan, str):
                 check.result = Result(call.exercise, Status.FAILED, plan)
             else:
                 check.plan = plan
     return notebook
+
+
+def _is_kernel(exercise: Exercise) -> bool:
+    """A Triton kernel exercise: graded from the kernel's source, by its own custom check, here."""
+    from .triton_sandbox import is_jitted
+
+    return exercise.custom_check is not None and is_jitted(exercise.reference)
+
+
+def _custom_kind(exercise: Exercise | None) -> str | None:
+    if exercise is None or exercise.custom_check is None:
+        return None
+    return "kernel" if _is_kernel(exercise) else "worker"
 
 
 # ------------------------------------------------------------------ running the worker
@@ -192,7 +205,7 @@ def _phase_limit(notebooks: dict[int, _Notebook], event: dict[str, Any]) -> floa
         notebook = notebooks.get(event.get("nb"))  # type: ignore[arg-type]
         checks = {c.index: c for c in notebook.checks} if notebook else {}
         check = checks.get(event.get("check"))  # type: ignore[arg-type]
-        if check is None or check.exercise is None or event.get("case") == -1:
+        if check is None or check.exercise is None or not isinstance(event.get("case"), int) or event["case"] < 0:
             return CELL_TIME_LIMIT + _GRACE
         case = event.get("case")
         measured = check.plan is not None and isinstance(case, int) and 0 <= case < len(check.plan.plans) and \
@@ -238,10 +251,22 @@ def _take(round_: _Round, kind: bytes, payload: bytes) -> dict[str, Any] | None:
     return None
 
 
-def _job(notebooks: list[_Notebook], workdir: Path, budget: float) -> bytes:
+def _protected(folders: list[Path]) -> list[str]:
+    """Folders the learner's code may not read: solutions/, and the folders of the notebooks graded
+    (other learners' work), unless one holds the package or Python itself (the worker imports from them)."""
+    needed = [PACKAGE_ROOT / "attention_course", Path(sys.prefix).resolve(), Path(sys.base_prefix).resolve()]
+    found = []
+    for folder in [PACKAGE_ROOT / "solutions", Path.cwd() / "solutions", *folders]:
+        folder = folder.resolve()
+        if not any(n == folder or folder in n.parents for n in needed) and str(folder) not in found:
+            found.append(str(folder))
+    return found
+
+
+def _job(notebooks: list[_Notebook], workdir: Path, budget: float, protected: list[Path]) -> bytes:
     job = {
         "workdir": str(workdir),
-        "protected": [str(PACKAGE_ROOT / "solutions")],
+        "protected": _protected(protected),
         "limits": {"cpu_seconds": int(budget) + 60, "memory_bytes": None if torch.cuda.is_available() else MEMORY_LIMIT_BYTES},
         "notebooks": [{
             "id": notebook.number,
@@ -249,12 +274,11 @@ def _job(notebooks: list[_Notebook], workdir: Path, budget: float) -> bytes:
             "cells": notebook.cells,
             "checks": [{
                 "index": check.index, "exercise": check.call.exercise, "expr": check.call.function_expr,
-                "custom": check.exercise is not None and check.exercise.custom_check is not None,
+                "custom": _custom_kind(check.exercise),
                 "time_limit": check.exercise.time_limit if check.exercise else 10.0,
                 "reference": _dotted(check.exercise.reference) if check.exercise and check.plan else None,
                 "plans": [vars(plan) for plan in check.plan.plans] if check.plan else [],
-            } for check in notebook.open_checks() if check.plan is not None or (
-                check.exercise is not None and check.exercise.custom_check is not None)],
+            } for check in notebook.open_checks() if check.plan is not None or _custom_kind(check.exercise) == "kernel"],
         } for notebook in notebooks],
     }
     buffer = io.BytesIO()
@@ -269,7 +293,8 @@ def _feed(process: subprocess.Popen[bytes], job: bytes) -> None:
         process.stdin.close()
 
 
-def _run_worker(paths: list[Path], tmp: Path, plan: Callable[[], list[_Notebook]]) -> tuple[list[_Notebook], _Round]:
+def _run_worker(paths: list[Path], tmp: Path, plan: Callable[[], list[_Notebook]],
+                protected: list[Path]) -> tuple[list[_Notebook], _Round]:
     """Run one worker in the throwaway folder ``tmp``, watching its every phase.
 
     The worker starts (Python, torch) while ``plan()`` builds the cases here; it then receives the
@@ -290,7 +315,7 @@ def _run_worker(paths: list[Path], tmp: Path, plan: Callable[[], list[_Notebook]
     try:
         notebooks = plan()
         budget = _round_budget(notebooks)
-        feeder = threading.Thread(target=_feed, args=(process, _job(notebooks, workdir, budget)), daemon=True)
+        feeder = threading.Thread(target=_feed, args=(process, _job(notebooks, workdir, budget, protected)), daemon=True)
         feeder.start()
     except BaseException:
         _stop(process)
@@ -362,14 +387,22 @@ def _verdict(check: _Check, record: dict[str, Any], path: Path) -> Result:
         return Result(name, Status.FAILED, f"`{name}` should be a function, but it is a {record['not_callable']}")
     if record.get("is_reference") is True:
         return Result(name, Status.FAILED, reference_message(exercise))
-    if exercise.custom_check is not None:
+    if _custom_kind(exercise) == "kernel":
         return _custom_verdict(exercise, record, path)
     assert check.plan is not None
     try:
         records = [CallRecord.from_wire(r) for r in record.get("records", [])]
     except ValueError as error:
         return Result(name, Status.FAILED, f"not graded: the worker's answer was malformed ({error})")
-    return judge(exercise, check.plan.cases, check.plan.plans, check.plan.expected, records)
+    result = judge(exercise, check.plan.cases, check.plan.plans, check.plan.expected, records)
+    if result.passed and _custom_kind(exercise) == "worker":
+        # The exercise's own extra check ran next to the learner's code: it can only take a pass away.
+        status, message = record.get("custom_status"), record.get("custom_message")
+        if status in (Status.FAILED.value, Status.NOT_DONE.value) and isinstance(message, str):
+            return Result(name, Status(status), message[:4000])
+        if status != Status.PASSED.value:
+            return Result(name, Status.FAILED, "not graded: the exercise's own check gave no answer")
+    return result
 
 
 def _custom_verdict(exercise: Exercise, record: dict[str, Any], path: Path) -> Result:
@@ -502,12 +535,15 @@ def _settle(notebooks: list[_Notebook], round_: _Round) -> list[_Notebook]:
     return again
 
 
-def grade_notebooks(notebooks: list[Path]) -> list[NotebookGrade]:
+def grade_notebooks(notebooks: list[Path], protected: list[Path] | None = None) -> list[NotebookGrade]:
     """Grade each notebook: its code in throwaway worker processes, the verdicts here.
 
     A crash, an exit or a hang costs only the check (or, in a cell, the notebook) where it happened;
-    the other checks and notebooks are graded in a fresh worker.
+    the other checks and notebooks are graded in a fresh worker. The learner's code may not read
+    ``protected`` folders (default: the notebooks' own folders) nor ``solutions/``.
     """
+    if protected is None:
+        protected = sorted({path.parent for path in notebooks})
     prepared: list[_Notebook] = []
 
     def plan() -> list[_Notebook]:
@@ -519,7 +555,7 @@ def grade_notebooks(notebooks: list[Path]) -> list[NotebookGrade]:
     while first or pending:
         with tempfile.TemporaryDirectory(prefix="attention-course-grade-") as tmp:
             paths = list(notebooks) if first else [n.grade.path for n in pending]
-            pending, round_ = _run_worker(paths, Path(tmp), plan if first else (lambda p=pending: p))
+            pending, round_ = _run_worker(paths, Path(tmp), plan if first else (lambda p=pending: p), protected)
         first = False
         again = _settle(pending, round_)
         if again and len(again) == len(pending) and all(n.number not in {e.get("nb") for e in round_.events} for n in again):
@@ -560,7 +596,7 @@ def grade_class(class_dir: Path, jobs: int = 2) -> dict[str, list[NotebookGrade]
     """Grade every learner's sub-folder of ``class_dir`` (one folder per learner)."""
     learners = sorted(p for p in class_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-        graded = pool.map(lambda folder: grade_notebooks(find_notebooks([folder])), learners)
+        graded = pool.map(lambda folder: grade_notebooks(find_notebooks([folder]), protected=[class_dir]), learners)
         return {folder.name: grades for folder, grades in zip(learners, graded, strict=True)}
 
 

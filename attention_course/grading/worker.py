@@ -156,7 +156,19 @@ def _kernel_payload(fn: Any) -> dict[str, Any]:
         return {"kernel_error": _first_line(error)}
 
 
-def grade_notebook(out: _Stream, notebook: dict[str, Any], references: dict[str, Any], attempts: list[str]) -> None:
+def _custom(custom_check: Callable[[Any], tuple[Any, str]], fn: Any) -> tuple[str, str]:
+    """An exercise's own extra check, run here because it needs the learner's function."""
+    try:
+        with time_limit(CELL_TIME_LIMIT), contextlib.redirect_stdout(io.StringIO()), \
+                contextlib.redirect_stderr(io.StringIO()):
+            status, message = custom_check(fn)
+        return str(getattr(status, "value", status)), str(message)
+    except BaseException as error:  # noqa: BLE001 - the learner's code ran inside it
+        return "failed", f"raised {_first_line(error)} in the exercise's own check"
+
+
+def grade_notebook(out: _Stream, notebook: dict[str, Any], references: dict[str, Any],
+                   customs: dict[str, Any], attempts: list[str]) -> None:
     number = notebook["id"]
     shown = 0
 
@@ -183,7 +195,7 @@ def grade_notebook(out: _Stream, notebook: dict[str, Any], references: dict[str,
             notes()
             continue
         reference = references.get(check["exercise"])
-        if check["custom"]:
+        if check["custom"] == "kernel":
             record.update(_kernel_payload(fn))
         elif not callable(fn):
             record["not_callable"] = f"{type(fn).__name__}"
@@ -195,6 +207,10 @@ def grade_notebook(out: _Stream, notebook: dict[str, Any], references: dict[str,
             records = call_cases(fn, plans, check["time_limit"], forbidden,
                                  on_case=lambda case, index=index: out.event(event="case", nb=number, check=index, case=case))
             record["records"] = [r.to_wire() for r in records]
+            custom = customs.get(check["exercise"])
+            if check["custom"] == "worker" and custom is not None and all(r.outcome == "returned" for r in records):
+                out.event(event="case", nb=number, check=index, case=-2)
+                record["custom_status"], record["custom_message"] = _custom(custom, fn)
         try:
             out.data(record)
         except Exception as error:
@@ -244,6 +260,18 @@ def main(argv: list[str]) -> None:
                 except Exception:  # a reference that cannot be looked up by name: no tripwire for it
                     continue
                 references[check["exercise"]] = {"object": obj, "codes": reference_codes(obj)}
+    # Exercises with an extra check of their own (e.g. a spy on the operators): their catalogue
+    # loads here, before any learner code.
+    customs: dict[str, Any] = {}
+    for notebook in job["notebooks"]:
+        for check in notebook["checks"]:
+            if check["custom"] == "worker" and check["exercise"] not in customs:
+                try:
+                    from .registry import get_exercise
+
+                    customs[check["exercise"]] = get_exercise(check["exercise"]).custom_check
+                except Exception:
+                    customs[check["exercise"]] = None
     from ..measure import largest_allocation
 
     largest_allocation(torch.add, torch.ones(2), torch.ones(2))  # its first call is slow: once, before the forks
@@ -256,7 +284,7 @@ def main(argv: list[str]) -> None:
             code = 70
             try:
                 attempts = install_guard(job["workdir"], job["protected"])
-                grade_notebook(out, notebook, references, attempts)
+                grade_notebook(out, notebook, references, customs, attempts)
                 code = 0
             finally:
                 os._exit(code)  # threads the learner started must not keep this process alive
