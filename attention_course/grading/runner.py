@@ -96,29 +96,33 @@ def reference_codes(reference: Any) -> frozenset[int]:
 
 @contextlib.contextmanager
 def _tripwire(codes: frozenset[int]) -> Iterator[list[bool]]:
-    """While active, ``hit[0]`` becomes True when any function whose code is in ``codes`` starts."""
+    """While active, ``hit[0]`` becomes True when any function whose code is in ``codes`` starts.
+
+    A global trace function sees each Python frame start (not C calls, and it asks for no line
+    events), so the learner's torch operations run at full speed.
+    """
     hit = [False]
     if not codes:
         yield hit
         return
 
-    def profiler(frame: Any, event: str, arg: Any) -> None:
+    def tracer(frame: Any, event: str, arg: Any) -> None:
         if event == "call" and id(frame.f_code) in codes:
             hit[0] = True
 
-    previous = sys.getprofile()
-    set_profile(profiler)
-    threading.setprofile(profiler)
+    previous = sys.gettrace()
+    set_trace(tracer)
+    threading.settrace(tracer)
     try:
         yield hit
     finally:
-        set_profile(previous)
-        threading.setprofile(None)  # type: ignore[arg-type]
+        set_trace(previous)
+        threading.settrace(None)  # type: ignore[arg-type]
 
 
-def set_profile(profiler: Any) -> None:
-    """``sys.setprofile``, called from this one code object (the worker's audit hook allows no other)."""
-    sys.setprofile(profiler)
+def set_trace(tracer: Any) -> None:
+    """``sys.settrace``, called from this one code object (the worker's audit hook allows no other)."""
+    sys.settrace(tracer)
 
 
 # ------------------------------------------------------------------ calling a function on one case

@@ -10,7 +10,7 @@ exercise catalogue: whatever the learner patches here cannot change a grade.
 Before the first learner cell runs, an audit hook (which Python cannot remove) refuses, and
 records for the report: opening a file for writing, or deleting, renaming or creating one,
 outside the working folder; reading the course's ``solutions/``; starting programs; loading
-native libraries through ctypes; and replacing the profiler that notices a call of the course's
+native libraries through ctypes; and replacing the tracer that notices a call of the course's
 own reference. When everything is written, the process ends itself with ``os._exit`` so that
 threads the learner started cannot delay the grade.
 """
@@ -30,7 +30,7 @@ from typing import Any, BinaryIO
 import torch
 
 from .notebook import CELL_TIME_LIMIT, run_cells
-from .runner import CallPlan, _first_line, call_cases, reference_codes, set_profile, time_limit
+from .runner import CallPlan, _first_line, call_cases, reference_codes, set_trace, time_limit
 
 _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_TRUNC
 _PATH_EVENTS = {"os.remove": "delete", "os.rename": "rename", "os.rmdir": "delete", "os.mkdir": "create",
@@ -88,7 +88,7 @@ def install_guard(workdir: str, protected: list[str]) -> list[str]:
     protected = [os.path.realpath(p) for p in protected]
     allowed_writes = (workdir, os.path.realpath(os.devnull))
     attempts: list[str] = []
-    set_profile_code = set_profile.__code__
+    set_trace_code = set_trace.__code__
 
     def refuse(what: str) -> None:
         line = f"the notebook's code tried to {what} (refused)"
@@ -126,8 +126,8 @@ def install_guard(workdir: str, protected: list[str]) -> list[str]:
         elif event in ("ctypes.dlopen", "ctypes.dlsym", "ctypes.dlsym/handle"):
             refuse("load native code through ctypes")
         elif event in ("sys.setprofile", "sys.settrace"):
-            if sys._getframe(1).f_code is not set_profile_code:
-                refuse(f"call {event} (the grader's own profiler is in use)")
+            if event == "sys.setprofile" or sys._getframe(1).f_code is not set_trace_code:
+                refuse(f"call {event} (the grader's own tracer is in use)")
 
     sys.addaudithook(hook)
     return attempts
