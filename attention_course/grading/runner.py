@@ -431,8 +431,10 @@ def _verdict_for_case(exercise: Exercise, case: Case, got: CallRecord, expected:
     return f"{problem}." if problem else None
 
 
-def _behaves_alike(exercise: Exercise, case: Case, learner: CallRecord, mistake: CallRecord, expected: CallRecord) -> bool:
-    """Whether a catalogued mistake does on this case what the learner's code does."""
+def _behaves_alike(exercise: Exercise, case: Case, learner: CallRecord, mistake: CallRecord, expected: CallRecord,
+                   whole: bool = False) -> bool:
+    """Whether a catalogued mistake does on this case what the learner's code does (``whole``: on the
+    whole output, including what ``select`` leaves out)."""
     if learner.outcome != mistake.outcome:
         return False
     if learner.outcome == RAISED:
@@ -443,7 +445,8 @@ def _behaves_alike(exercise: Exercise, case: Case, learner: CallRecord, mistake:
     if same(learner.inputs_after, original) != same(mistake.inputs_after, original):
         return False  # one changes its inputs in place, the other does not
     tolerances = _tolerances(exercise, case)
-    if difference(_selected(case, learner.output), _selected(case, plain(mistake.output)), **tolerances, equal_nan=True):
+    pick = (lambda value: value) if whole else (lambda value: _selected(case, value))
+    if difference(pick(learner.output), pick(plain(mistake.output)), **tolerances, equal_nan=True):
         return False
     if case.max_alloc_bytes is not None and learner.largest_alloc is not None and mistake.largest_alloc is not None:
         if (learner.largest_alloc > case.max_alloc_bytes) != (mistake.largest_alloc > case.max_alloc_bytes):
@@ -461,12 +464,20 @@ def _behaves_alike(exercise: Exercise, case: Case, learner: CallRecord, mistake:
 
 
 def _diagnose(exercise: Exercise, case: Case, plan: CallPlan, got: CallRecord, expected: CallRecord) -> Mistake | None:
-    """The first catalogued mistake that behaves like the learner's code on this case."""
+    """The first catalogued mistake that behaves like the learner's code on this case.
+
+    Where the case selects part of the output, a mistake that matches the whole output is preferred
+    (two mistakes may agree on the rows the exercise defines and differ elsewhere).
+    """
+    records = []
     for mistake in exercise.mistakes:
         theirs = call_case(mistake.impl, plan, max(exercise.time_limit, REFERENCE_TIME_LIMIT))
-        if _behaves_alike(exercise, case, got, theirs, expected):
+        if _behaves_alike(exercise, case, got, theirs, expected, whole=True):
             return mistake
-    return None
+        records.append((mistake, theirs))
+    if case.select is None:
+        return None
+    return next((m for m, theirs in records if _behaves_alike(exercise, case, got, theirs, expected)), None)
 
 
 def judge(exercise: Exercise, cases: list[Case], plans: list[CallPlan], expected: list[CallRecord],
