@@ -13,7 +13,7 @@ LAB_ARGS ?=
 CELL_TIMEOUT ?= 180
 TEST_TIMEOUT ?= 3600
 
-.PHONY: install lab test lint nbval exercises sync html bench browser-deps clean
+.PHONY: install lab test lint nbval exercises sync html bench workshop browser-deps clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -56,6 +56,17 @@ html: install
 
 bench: install
 	@for script in benchmarks/*.py; do echo "== $$script"; $(BIN)/python $$script || exit 1; done
+
+# A workshop rehearsal on a real JupyterHub on loopback (hub from PyPI, its proxy from npm, both into this
+# project: .venv and build/workshop), then a class of a hundred graded. Minutes; not part of `make test`.
+WORKSHOP_PROXY := build/workshop/node_modules/.bin/configurable-http-proxy
+$(WORKSHOP_PROXY):
+	mkdir -p build/workshop && cd build/workshop && npm install --no-audit --no-fund --silent configurable-http-proxy@5
+
+workshop: install $(WORKSHOP_PROXY)
+	$(BIN)/python -m pip install --quiet -e '.[all,test,workshop]'
+	$(BIN)/python benchmarks/bench_workshop.py
+	$(BIN)/python benchmarks/bench_class_grading.py
 
 clean:
 	rm -rf build .pytest_cache

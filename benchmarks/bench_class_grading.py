@@ -19,14 +19,13 @@ import os
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 import psutil
 
 from attention_course.grading.notebook import parse_notebook
-from attention_course.grading.sample_class import Learner, make_sample_class
+from attention_course.grading.sample_class import Learner, make_sample_class, must_not_pass
 
 REPO = Path(__file__).resolve().parent.parent
 GRADER = Path(sys.executable).parent / "attention-course"
@@ -69,9 +68,10 @@ def problems(rows: dict[str, dict[str, str]], learners: list[Learner], solutions
             if wrong:
                 found.append(f"{learner.name} (complete) not passed: {', '.join(wrong)}")
             continue
-        broken = exercises_of(solutions[learner.broken_notebook])
-        if all(row.get(e) == "passed" for e in broken):
-            found.append(f"{learner.name} ({learner.kind} {learner.broken_notebook}) passed everything")
+        unearned = [e for e in must_not_pass(learner.kind, exercises_of(solutions[learner.broken_notebook]))
+                    if row.get(e) == "passed"]
+        if unearned:
+            found.append(f"{learner.name} ({learner.kind} {learner.broken_notebook}) passed {', '.join(unearned)}")
     return found
 
 
@@ -97,23 +97,20 @@ def main(argv: list[str] | None = None) -> int:
         for jobs in args.jobs:
             report = Path(tmp) / f"grades-{jobs}.csv"
             started = time.perf_counter()
-            process = subprocess.Popen([str(GRADER), "grade", "--class", str(class_dir), "--jobs", str(jobs),
-                                        "--report", str(report)],
-                                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-            stderr_lines: list[bytes] = []
-            reader = threading.Thread(target=lambda: stderr_lines.extend(process.stderr or []), daemon=True)
-            reader.start()
-            code, peak = tree_peak(process)
-            reader.join()
+            with open(Path(tmp) / f"stderr-{jobs}.txt", "w+b") as stderr:
+                process = subprocess.Popen([str(GRADER), "grade", "--class", str(class_dir), "--jobs", str(jobs),
+                                            "--report", str(report)], stdout=subprocess.DEVNULL, stderr=stderr)
+                code, peak = tree_peak(process)
+                stderr.seek(0)
+                errors = stderr.read().decode(errors="replace")
             wall = time.perf_counter() - started
             rows: dict[str, dict[str, str]] = {}
             if report.exists():
                 with open(report, newline="") as handle:
                     rows = {row["learner"]: row for row in csv.DictReader(handle)}
             found = problems(rows, learners, solutions)
-            crashed = code not in (0, 1) or b"Traceback" in b"".join(stderr_lines)
-            if crashed:
-                found.append(f"the grader crashed (exit {code}): {b''.join(stderr_lines).decode()[-500:]}")
+            if code not in (0, 1) or "Traceback" in errors:
+                found.append(f"the grader crashed (exit {code}): {errors[-500:]}")
             failed |= bool(found)
             print(f"{jobs:>4} | {wall:>7.1f} | {wall / len(learners):>9.2f} | {peak / 2**20:>8.0f} | "
                   f"{len(rows):>5} | {code:>4} | {len(found)}")

@@ -53,6 +53,17 @@ class Learner:
     broken_notebook: str | None  # file name, or None for a complete learner
 
 
+def must_not_pass(kind: str, exercises: Sequence[str]) -> list[str]:
+    """Which of a broken notebook's ``exercises`` (in notebook order) a learner of ``kind`` must not pass."""
+    if kind == "complete":
+        return []
+    if kind == "partial":
+        return list(exercises[1:])  # only the first one is done
+    if kind in ("wrong", "hanging"):
+        return list(exercises[:1])  # the first function is broken
+    return list(exercises)  # crashing, corrupt JSON, empty: nothing of it can pass
+
+
 def kind_of(index: int, n_learners: int) -> str:
     """The kind of learner ``index`` in a class of ``n_learners`` (the MIX, scaled)."""
     position = index * 100 / n_learners
