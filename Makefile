@@ -13,7 +13,7 @@ LAB_ARGS ?=
 CELL_TIMEOUT ?= 180
 TEST_TIMEOUT ?= 3600
 
-.PHONY: install lab test lint nbval exercises sync html bench browser-deps clean induction-weights
+.PHONY: install lab test lint nbval exercises sync html bench workshop browser-deps clean induction-weights
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -54,12 +54,25 @@ sync: install
 html: install
 	$(BIN)/python -m attention_course.teaching.html_build build/html
 
+# The workshop's two benchmarks need a hub and minutes: `make workshop` runs them.
 bench: install
-	@for script in benchmarks/*.py; do echo "== $$script"; $(BIN)/python $$script || exit 1; done
+	@for script in $(filter-out benchmarks/bench_workshop.py benchmarks/bench_class_grading.py,$(wildcard benchmarks/*.py)); do \
+	  echo "== $$script"; $(BIN)/python $$script || exit 1; done
 
 # Lesson 14: retrain the shipped induction decoder (seeded, one thread; a minute or two on a laptop).
 induction-weights: install
 	PYTHONPATH=. $(BIN)/python scripts/train_induction.py
+
+# A workshop rehearsal on a real JupyterHub on loopback (hub from PyPI, its proxy from npm, both into this
+# project: .venv and build/workshop), then a class of a hundred graded. Minutes; not part of `make test`.
+WORKSHOP_PROXY := build/workshop/node_modules/.bin/configurable-http-proxy
+$(WORKSHOP_PROXY):
+	mkdir -p build/workshop && cd build/workshop && npm install --no-audit --no-fund --silent configurable-http-proxy@5
+
+workshop: install $(WORKSHOP_PROXY)
+	$(BIN)/python -m pip install --quiet -e '.[all,test,workshop]'
+	$(BIN)/python benchmarks/bench_workshop.py
+	$(BIN)/python benchmarks/bench_class_grading.py
 
 clean:
 	rm -rf build .pytest_cache
