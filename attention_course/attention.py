@@ -19,6 +19,8 @@ without the checks, for callers that have validated their inputs already and cal
 
 from __future__ import annotations
 
+from typing import Literal, overload
+
 import torch
 from torch import Tensor
 
@@ -52,6 +54,27 @@ def apply_mask(scores: Tensor, mask: Tensor | None, *, causal: bool = False) -> 
     if mask.is_floating_point():
         return scores + mask.to(scores.dtype)
     raise TypeError(f"mask must be boolean or floating point, got dtype {mask.dtype} with shape {shape_of(mask)}")
+
+
+@overload
+def scaled_dot_product_attention(
+    q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None, *, causal: bool = False,
+    scale: float | None = None, return_weights: Literal[False] = False,
+) -> Tensor: ...
+
+
+@overload
+def scaled_dot_product_attention(
+    q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None, *, causal: bool = False,
+    scale: float | None = None, return_weights: Literal[True],
+) -> tuple[Tensor, Tensor]: ...
+
+
+@overload
+def scaled_dot_product_attention(
+    q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None, *, causal: bool = False,
+    scale: float | None = None, return_weights: bool = False,
+) -> Tensor | tuple[Tensor, Tensor]: ...
 
 
 def scaled_dot_product_attention(

@@ -28,8 +28,9 @@ class DecoderConfig:
     d_model: int = 64
     n_layers: int = 2
     n_heads: int = 4
-    n_kv_heads: int | None = None
-    d_ff: int | None = None
+    # None picks the default; __post_init__ replaces it, so every reader sees an int.
+    n_kv_heads: int = None  # type: ignore[assignment]
+    d_ff: int = None  # type: ignore[assignment]
     max_seq_len: int = 256
 
     def __post_init__(self) -> None:

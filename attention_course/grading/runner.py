@@ -7,7 +7,7 @@ import io
 import signal
 import threading
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, TypedDict
 
 from .compare import clone, difference, same, short
 from .spec import Case, Exercise, Mistake, Result, Status
@@ -70,7 +70,12 @@ def _diagnose(exercise: Exercise, case: Case, got: Any = None, error: BaseExcept
     return None
 
 
-def _tolerances(exercise: Exercise, case: Case) -> dict[str, float]:
+class _Tolerances(TypedDict):
+    atol: float
+    rtol: float
+
+
+def _tolerances(exercise: Exercise, case: Case) -> _Tolerances:
     return {"atol": exercise.atol if case.atol is None else case.atol,
             "rtol": exercise.rtol if case.rtol is None else case.rtol}
 
