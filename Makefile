@@ -1,7 +1,8 @@
 # Thin, named entry points. `make lab` and `make test` are the README's two commands; both
 # create .venv on first use and reinstall only when pyproject.toml changes.
 SHELL := /bin/bash
-PYTHON ?= $(shell command -v python3.11 || command -v python3)
+# Python 3.11 to 3.13 (pyproject.toml's requires-python); 3.11 first, the version CI runs.
+PYTHON ?= $(shell command -v python3.11 || command -v python3.12 || command -v python3.13 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
