@@ -11,6 +11,7 @@ empty cache and all tokens new, so recomputing and caching run exactly the same 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from torch import Tensor, nn
@@ -107,11 +108,13 @@ class Decoder(nn.Module):
     cached ones, and the cache is advanced by ``T``.
     """
 
+    blocks: Sequence[DecoderBlock]  # for the type checker: an nn.ModuleList of DecoderBlock at run time
+
     def __init__(self, config: DecoderConfig) -> None:
         super().__init__()
         self.config = config
         self.embed = nn.Embedding(config.vocab_size, config.d_model)
-        self.blocks = nn.ModuleList(DecoderBlock(config) for _ in range(config.n_layers))
+        self.blocks = nn.ModuleList(DecoderBlock(config) for _ in range(config.n_layers))  # type: ignore[assignment]
         self.norm = nn.LayerNorm(config.d_model)
         self.lm_head = nn.Linear(config.d_model, config.vocab_size, bias=False)
 

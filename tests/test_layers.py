@@ -20,7 +20,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "attention_course"
 CORE = {"_validation", "_environment", "softmax", "qkv", "masking", "attention", "multihead", "positional", "measure"}
 EFFICIENT = {"kv_cache", "sparse", "flash", "io_model", "triton_compile", "triton_flash"}
 MODELS = {"cross_attention", "decoder", "pretrained"}
-INFERENCE = {"generation"}
+INFERENCE = {"generation", "heads"}  # running and probing a model: decoding, what trained heads do
 LAYERS = [("core", CORE), ("efficient", EFFICIENT), ("models", MODELS), ("inference", INFERENCE)]
 ORDER = ["core", "efficient", "models", "inference", "teaching", "grading", "cli"]
 # What each layer must never import: every layer above it. attention_course/__init__.py (what
