@@ -194,3 +194,72 @@ def temperature_explorer(scores: Tensor, tokens: Sequence[str]) -> PlotWidget:
         return readout
 
     return PlotWidget([slider], draw)
+
+
+def draw_rolling_buffer(ax: plt.Axes, step: int, n_sinks: int, window: int, history: int = 10) -> dict[str, float]:
+    """Draw a sink + window rolling buffer (lesson 13) as it wraps: one row per step, one column per slot.
+
+    Row ``t`` shows which token each slot holds after token ``t`` was written: sinks in one colour,
+    window tokens in another, the token just written outlined. The last ``history`` steps up to
+    ``step`` are drawn.
+
+    Returns:
+        ``slot`` (where token ``step`` went), ``oldest`` (the oldest window token still cached) and
+        ``filled`` (slots in use).
+    """
+    from ..rolling_cache import ring_slot
+
+    capacity = n_sinks + window
+    first = max(0, step - history + 1)
+    holder = [-1] * capacity  # token in each slot
+    rows = []
+    for t in range(step + 1):
+        holder[ring_slot(t, n_sinks, window)] = t
+        if t >= first:
+            rows.append(list(holder))
+    for r, row in enumerate(rows):
+        t = first + r
+        for slot, token in enumerate(row):
+            colour = "#f2f2f2" if token < 0 else ("#f4a259" if slot < n_sinks else "#8cb8e0")
+            ax.add_patch(plt.Rectangle((slot, r), 1, 1, facecolor=colour, edgecolor="white"))
+            if token >= 0:
+                ax.text(slot + 0.5, r + 0.5, str(token), ha="center", va="center", fontsize=9,
+                        fontweight="bold" if token == t else "normal")
+        new_slot = ring_slot(t, n_sinks, window)
+        ax.add_patch(plt.Rectangle((new_slot, r), 1, 1, fill=False, edgecolor="crimson", linewidth=2))
+    ax.set_xlim(0, capacity)
+    ax.set_ylim(len(rows), 0)
+    ax.set_xticks([s + 0.5 for s in range(capacity)], [f"slot {s}" + (" (sink)" if s < n_sinks else "")
+                                                      for s in range(capacity)], rotation=45, ha="right", fontsize=8)
+    ax.set_yticks([r + 0.5 for r in range(len(rows))], [f"after token {first + r}" for r in range(len(rows))],
+                  fontsize=8)
+    ax.set_xlabel("buffer slot")
+    ax.set_ylabel("step")
+    oldest = max(n_sinks, step - window + 1)
+    ax.set_title(f"{n_sinks} sinks + window {window}: token {step} went to slot {ring_slot(step, n_sinks, window)}"
+                 f" (red); oldest window token kept: {oldest}", fontsize=10)
+    return {"slot": float(ring_slot(step, n_sinks, window)), "oldest": float(oldest),
+            "filled": float(min(step + 1, capacity))}
+
+
+def rolling_buffer_explorer(n_sinks: int = 2, window: int = 5, n_tokens: int = 30) -> PlotWidget:
+    """A step slider over a sink + window rolling buffer (lesson 13): the buffer as it wraps, and the
+    positions each scheme gives the cached keys at that step (their token order, for ``"in_cache"``).
+
+    Returns:
+        a :class:`PlotWidget`; ``readout`` has ``slot``, ``oldest`` and ``filled``.
+    """
+    from ..rolling_cache import chronological_slots
+
+    slider = widgets.IntSlider(value=min(n_tokens - 1, n_sinks + 2 * window), min=0, max=n_tokens - 1,
+                               description="token")
+
+    def draw() -> dict[str, float]:
+        figure, ax = plt.subplots(figsize=(8, 4.2))
+        readout = draw_rolling_buffer(ax, slider.value, n_sinks, window)
+        order = chronological_slots(slider.value, n_sinks, window).tolist()
+        ax.set_xlabel(f"buffer slot\nslots in token order {order}: positions 0..{len(order) - 1} under 'in_cache'")
+        figure.tight_layout()
+        return readout
+
+    return PlotWidget([slider], draw)
