@@ -18,7 +18,9 @@ PACKAGE = Path(__file__).resolve().parents[1] / "attention_course"
 
 # Each concept module, by layer; a new module must be placed here (a test fails until it is).
 CORE = {"_validation", "_environment", "softmax", "qkv", "masking", "attention", "multihead", "positional", "measure"}
-EFFICIENT = {"kv_cache", "sparse", "flash", "io_model", "triton_compile", "triton_flash"}
+EFFICIENT = {
+    "kv_cache", "rolling_cache", "paged_cache", "mla", "sparse", "flex", "flash", "io_model", "triton_compile", "triton_flash",
+}
 MODELS = {"cross_attention", "decoder", "pretrained"}
 INFERENCE = {"generation", "heads"}  # running and probing a model: decoding, what trained heads do
 LAYERS = [("core", CORE), ("efficient", EFFICIENT), ("models", MODELS), ("inference", INFERENCE)]
