@@ -318,7 +318,7 @@ def query_explorer(
         figure, axes = plt.subplots(1, 4, figsize=(14, 3.6), width_ratios=(1.3, 1, 1, 1.2))
         lookup, score_ax, weight_ax, out_ax = axes
         table = torch.cat([q[i:i + 1], torch.full((1, q.shape[1]), float("nan")), k])  # query, gap, keys
-        limit = float(max(table.nan_to_num().abs().max(), 1e-6))
+        limit = max(float(table.nan_to_num().abs().max()), 1e-6)
         lookup.imshow(table.numpy(), cmap="RdBu_r", vmin=-limit, vmax=limit, aspect="auto")
         lookup.set_yticks([0, *range(2, len(tokens) + 2)], [f"query {tokens[i]}", *(f"key {t}" for t in tokens)],
                           fontsize=7)
@@ -420,7 +420,7 @@ def mask_builder(
             parts.append(causal_mask(n))
         if window_picker.value:
             parts.append(sliding_window_mask(n, window_slider.value))
-        mask = combine_masks(*parts).expand(n, n)  # (L, L)
+        mask = combine_masks(*parts).expand(n, n)  # type: ignore[union-attr]  # (L, L); never None: parts holds the key mask
         _, weights = masked_attention(x, x, x, mask)  # (L, L)
         empty = [i for i in range(n) if not bool(mask[i].any())]
         figure = plt.figure(figsize=(12, 5))
@@ -527,7 +527,7 @@ def head_explorer(
                        annotate=len(tokens) <= 8)
         merged = figure.add_axes((0.56, 0.1, 0.36, 0.56))
         concat = merge_heads(heads[None])[0]  # (L, d_model): head i in columns i*d_head .. (i+1)*d_head - 1
-        limit = float(max(concat.abs().max(), 1e-6))
+        limit = max(float(concat.abs().max()), 1e-6)
         image = merged.imshow(concat.numpy(), cmap="RdBu_r", vmin=-limit, vmax=limit, aspect="auto")
         merged.add_patch(plt.Rectangle((chosen * d_head - 0.5, -0.5), d_head, len(tokens), fill=False,
                                        edgecolor="tab:red", linewidth=2.5))
