@@ -36,7 +36,7 @@ import torch
 from torch import Tensor
 
 from ._validation import require_qkv, shape_of
-from .grading.triton_sandbox import GpuBuild, GpuCompileError, compile_in_subprocess, is_jitted, kernel_module_source
+from .triton_compile import GpuBuild, GpuCompileError, compile_in_subprocess, is_jitted, kernel_module_source
 
 if "triton" not in sys.modules and not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")  # read when triton.language is first imported

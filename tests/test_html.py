@@ -9,7 +9,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from attention_course import html as course_html
+from attention_course.teaching import html_build as course_html
 
 REPO = Path(__file__).resolve().parent.parent
 V4 = nbformat.v4

@@ -14,11 +14,11 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
+from ...triton_compile import HEADER
 from ...triton_flash import INSTALL_HINT, flash_attention_kernel, triton
 from ..edits import SPECS, Edit, MistakeSpec, edit, mutant_source
 from ..triton_sandbox import (
     FLASH_CASES,
-    HEADER,
     GpuCompileError,
     check_flash_kernel,
     compile_in_subprocess,
