@@ -27,7 +27,10 @@ def with_replacement(solution: Path, name: str, source: str) -> nbformat.Noteboo
     notebook = copy.deepcopy(nbformat.read(solution, as_version=4))
     for index, cell in enumerate(notebook.cells):
         if cell.cell_type == "code" and re.search(rf"^def {re.escape(name)}\(", cell.source, re.MULTILINE):
-            cell_source = "import math\n\nimport torch\nimport torch.nn.functional as F\n\nimport attention_course as ac\n\n" + source
+            cell_source = (
+                "import math\n\nimport torch\nimport torch.nn.functional as F\n\nimport attention_course as ac\n\n"
+                + source
+            )
             notebook.cells.insert(index + 1, nbformat.v4.new_code_cell(cell_source))
             return notebook
     raise AssertionError(f"{solution.name} has no cell defining {name}()")

@@ -34,19 +34,30 @@ from attention_course.grading.notebook import parse_notebook
 ALL = all_exercises()
 MISTAKES = [(exercise, mistake) for exercise in ALL for mistake in exercise.mistakes]
 # Mistakes that only a Case contract catches, and the contract.
-CONTRACT_MISTAKES = {"detached_output": "check_grad", "dense_attention": "max_alloc_bytes",
-                     "visits_every_tile": "max_alloc_bytes"}
+CONTRACT_MISTAKES = {
+    "detached_output": "check_grad",
+    "dense_attention": "max_alloc_bytes",
+    "visits_every_tile": "max_alloc_bytes",
+}
 
 
 @functools.cache
 def _runner_enforces(contract: str) -> bool:
     """Probe the runner with a tiny exercise: does it apply this Case contract?"""
     if contract == "check_grad":
-        probe = Exercise(name="probe_grad", lesson="probe", reference=lambda x: x * 2,
-                         cases=lambda: [Case((torch.ones(3),), check_grad=True)])
+        probe = Exercise(
+            name="probe_grad",
+            lesson="probe",
+            reference=lambda x: x * 2,
+            cases=lambda: [Case((torch.ones(3),), check_grad=True)],
+        )
         return not run_check(probe, lambda x: (x * 2).detach()).passed
-    probe = Exercise(name="probe_alloc", lesson="probe", reference=lambda x: x * 2,
-                     cases=lambda: [Case((torch.ones(3),), max_alloc_bytes=1024)])
+    probe = Exercise(
+        name="probe_alloc",
+        lesson="probe",
+        reference=lambda x: x * 2,
+        cases=lambda: [Case((torch.ones(3),), max_alloc_bytes=1024)],
+    )
     return not run_check(probe, lambda x: x * 2 + torch.zeros(100_000).sum()).passed
 
 
@@ -70,7 +81,7 @@ def test_solution_notebook_checks_the_exercise(exercise) -> None:
     solution = SOLUTIONS / f"{exercise.lesson}.ipynb"
     assert solution.exists(), f"{exercise.name}: no solution notebook {solution.name}"
     names = [call.exercise for call in parse_notebook(solution).checks]
-    assert exercise.name in names, f"{solution.name} has no check(\"{exercise.name}\", ...) cell"
+    assert exercise.name in names, f'{solution.name} has no check("{exercise.name}", ...) cell'
 
 
 @pytest.mark.parametrize("exercise", ALL, ids=_id)
@@ -133,11 +144,29 @@ def test_mistake_in_notebook_fails_only_that_exercise(graded, exercise, mistake)
 # Exercises whose catalogues were written in this style (issue 16); catalogues added since by other
 # lessons are listed by the next test as expected failures until they are converted.
 EDIT_STYLE = {
-    "qkv_projection", "attention_scores", "scaled_attention_scores", "softmax", "causal_mask", "padding_mask",
-    "masked_attention", "split_heads", "merge_heads", "multi_head_attention", "cross_attention",
-    "sinusoidal_table", "apply_rope", "cached_attention_step", "sliding_window_mask", "global_local_mask",
-    "block_sparse_attention", "online_softmax", "tiled_attention", "flash_attention_kernel",
-    "encoder_self_attention", "encoder_feed_forward", "mean_pooling",
+    "qkv_projection",
+    "attention_scores",
+    "scaled_attention_scores",
+    "softmax",
+    "causal_mask",
+    "padding_mask",
+    "masked_attention",
+    "split_heads",
+    "merge_heads",
+    "multi_head_attention",
+    "cross_attention",
+    "sinusoidal_table",
+    "apply_rope",
+    "cached_attention_step",
+    "sliding_window_mask",
+    "global_local_mask",
+    "block_sparse_attention",
+    "online_softmax",
+    "tiled_attention",
+    "flash_attention_kernel",
+    "encoder_self_attention",
+    "encoder_feed_forward",
+    "mean_pooling",
 }
 
 
@@ -159,8 +188,11 @@ def test_catalogue_survives_reformatting(tmp_path) -> None:
     ruff = shutil.which("ruff") or str(Path(sys.executable).with_name("ruff"))
     for solution in SOLUTIONS.glob("*.py"):
         shutil.copy(solution, tmp_path / solution.name)
-    subprocess.run([ruff, "format", "--isolated", "--line-length", "40", "--config", "format.quote-style='single'",
-                    str(tmp_path)], check=True, capture_output=True)
+    subprocess.run(
+        [ruff, "format", "--isolated", "--line-length", "40", "--config", "format.quote-style='single'", str(tmp_path)],
+        check=True,
+        capture_output=True,
+    )
     changed = [p.name for p in tmp_path.glob("*.py") if p.read_text() != (SOLUTIONS / p.name).read_text()]
     assert len(changed) >= 10, f"the formatter changed too little to prove anything: {changed}"
     assert SPECS, "no catalogued edit was registered"

@@ -181,8 +181,9 @@ def merge_contiguous_view(x):
     return x.transpose(1, 2).contiguous().view(b, n, h * d)
 
 
-def mha_einsum(query, key, value, w_q, w_k, w_v, w_o, n_heads, *, b_q=None, b_k=None, b_v=None, b_o=None,
-               mask=None, causal=False):
+def mha_einsum(
+    query, key, value, w_q, w_k, w_v, w_o, n_heads, *, b_q=None, b_k=None, b_v=None, b_o=None, mask=None, causal=False
+):
     batch, length, d_model = query.shape
     n_keys = key.shape[1]
     d_head = d_model // n_heads
@@ -205,8 +206,9 @@ def mha_einsum(query, key, value, w_q, w_k, w_v, w_o, n_heads, *, b_q=None, b_k=
     return linear(out, w_o, b_o), weights
 
 
-def mha_head_loop(query, key, value, w_q, w_k, w_v, w_o, n_heads, *, b_q=None, b_k=None, b_v=None, b_o=None,
-                  mask=None, causal=False):
+def mha_head_loop(
+    query, key, value, w_q, w_k, w_v, w_o, n_heads, *, b_q=None, b_k=None, b_v=None, b_o=None, mask=None, causal=False
+):
     batch, length, d_model = query.shape
     n_keys = key.shape[1]
     d_head = d_model // n_heads
@@ -234,8 +236,9 @@ def mha_head_loop(query, key, value, w_q, w_k, w_v, w_o, n_heads, *, b_q=None, b
 
 def cross_via_mha(decoder_states, encoder_states, w_q, w_k, w_v, w_o, n_heads, encoder_mask=None):
     mask = None if encoder_mask is None else encoder_mask.unsqueeze(1).unsqueeze(2)
-    return ac.multi_head_attention(decoder_states, encoder_states, encoder_states, w_q, w_k, w_v, w_o, n_heads,
-                                   mask=mask)
+    return ac.multi_head_attention(
+        decoder_states, encoder_states, encoder_states, w_q, w_k, w_v, w_o, n_heads, mask=mask
+    )
 
 
 def cross_manual(decoder_states, encoder_states, w_q, w_k, w_v, w_o, n_heads, encoder_mask=None):
@@ -245,7 +248,7 @@ def cross_manual(decoder_states, encoder_states, w_q, w_k, w_v, w_o, n_heads, en
     q = torch.einsum("btd,de->bte", decoder_states, w_q).reshape(batch, n_dec, n_heads, d_head).permute(0, 2, 1, 3)
     k = torch.einsum("bsd,de->bse", encoder_states, w_k).reshape(batch, n_enc, n_heads, d_head).permute(0, 2, 1, 3)
     v = torch.einsum("bsd,de->bse", encoder_states, w_v).reshape(batch, n_enc, n_heads, d_head).permute(0, 2, 1, 3)
-    scores = torch.einsum("bhtd,bhsd->bhts", q, k) * d_head ** -0.5
+    scores = torch.einsum("bhtd,bhsd->bhts", q, k) * d_head**-0.5
     if encoder_mask is not None:
         scores = torch.where(encoder_mask[:, None, None, :], scores, torch.tensor(float("-inf"), dtype=scores.dtype))
     weights = scores.softmax(dim=-1)
@@ -311,8 +314,9 @@ def cached_repeat_heads(q_new, k_new, v_new, k_cache, v_cache, length):
     values = torch.cat((v_cache[:, :, :length], v_new), dim=2)
     group = q.shape[1] // keys.shape[1]
     allowed = torch.arange(length + n_new)[None, :] <= (length + torch.arange(n_new))[:, None]
-    out = ac.scaled_dot_product_attention(q, keys.repeat_interleave(group, dim=1),
-                                          values.repeat_interleave(group, dim=1), allowed)
+    out = ac.scaled_dot_product_attention(
+        q, keys.repeat_interleave(group, dim=1), values.repeat_interleave(group, dim=1), allowed
+    )
     return out, keys, values
 
 
@@ -325,8 +329,9 @@ def cached_torch_sdpa(q_new, k_new, v_new, k_cache, v_cache, length):
     values = torch.cat([v_cache.narrow(2, 0, length), v_new], dim=-2)
     repeats = q.shape[1] // keys.shape[1]
     mask = ac.causal_mask(length + t)[length:]
-    out = F.scaled_dot_product_attention(q, keys.repeat_interleave(repeats, 1), values.repeat_interleave(repeats, 1),
-                                         attn_mask=mask)
+    out = F.scaled_dot_product_attention(
+        q, keys.repeat_interleave(repeats, 1), values.repeat_interleave(repeats, 1), attn_mask=mask
+    )
     return out, keys, values
 
 
@@ -441,7 +446,7 @@ def tiled_where_continue(q, k, v, causal=False, block_q=512, block_k=256):
     n_q, n_k = q.shape[-2], k.shape[-2]
     out_tiles, lse_tiles = [], []
     for start in range(0, n_q, block_q):
-        qt = q[..., start:start + block_q, :]
+        qt = q[..., start : start + block_q, :]
         q_pos = torch.arange(start, start + qt.shape[-2])
         run_max = torch.full((*qt.shape[:-1], 1), -math.inf)
         run_sum = torch.zeros_like(run_max)
@@ -449,7 +454,7 @@ def tiled_where_continue(q, k, v, causal=False, block_q=512, block_k=256):
         for kstart in range(0, n_k, block_k):
             if causal and kstart > q_pos.max():
                 continue
-            kt, vt = k[..., kstart:kstart + block_k, :], v[..., kstart:kstart + block_k, :]
+            kt, vt = k[..., kstart : kstart + block_k, :], v[..., kstart : kstart + block_k, :]
             s = torch.einsum("...id,...jd->...ij", qt, kt) * scale
             if causal:
                 k_pos = torch.arange(kstart, kstart + kt.shape[-2])
@@ -469,14 +474,14 @@ def tiled_bounded_loop(q, k, v, causal=False, block_q=512, block_k=256):
     d = q.shape[-1]
     outputs, lses = [], []
     for i in range(0, q.shape[-2], block_q):
-        q_tile = q[..., i:i + block_q, :]
+        q_tile = q[..., i : i + block_q, :]
         last_query = i + q_tile.shape[-2] - 1
         end = min(k.shape[-2], last_query + 1) if causal else k.shape[-2]
         m = torch.full(q_tile.shape[:-1], float("-inf"))
         l = torch.zeros(q_tile.shape[:-1])
         acc = torch.zeros(*q_tile.shape[:-1], v.shape[-1])
         for j in range(0, end, block_k):
-            s = q_tile @ k[..., j:j + block_k, :].transpose(-2, -1) / math.sqrt(d)
+            s = q_tile @ k[..., j : j + block_k, :].transpose(-2, -1) / math.sqrt(d)
             if causal:
                 future = torch.arange(j, j + s.shape[-1])[None, :] > torch.arange(i, i + s.shape[-2])[:, None]
                 s = s.masked_fill(future, float("-inf"))
@@ -484,7 +489,7 @@ def tiled_bounded_loop(q, k, v, causal=False, block_q=512, block_k=256):
             alpha = torch.exp(m - m_new)
             p = torch.exp(s - m_new[..., None])
             l = alpha * l + p.sum(-1)
-            acc = alpha[..., None] * acc + p @ v[..., j:j + block_k, :]
+            acc = alpha[..., None] * acc + p @ v[..., j : j + block_k, :]
             m = m_new
         outputs.append(acc / l[..., None])
         lses.append(m + torch.log(l))
@@ -629,8 +634,12 @@ NEEDS_SELECT = {"encoder_attention_masks_padded_queries"}
 
 def _runner_enforces_select() -> bool:
     """Whether run_check applies Case.select (it does once the grader's runner is merged)."""
-    probe = Exercise(name="probe_select", lesson="probe", reference=lambda x: x * 2,
-                     cases=lambda: [Case((torch.ones(2),), select=lambda out: out[:1])])
+    probe = Exercise(
+        name="probe_select",
+        lesson="probe",
+        reference=lambda x: x * 2,
+        cases=lambda: [Case((torch.ones(2),), select=lambda out: out[:1])],
+    )
     return run_check(probe, lambda x: torch.tensor([2.0, 5.0])).passed
 
 
@@ -639,11 +648,29 @@ if triton is not None:
 
     @triton.jit
     def flash_positional(
-        q_ptr, k_ptr, v_ptr, out_ptr,
-        stride_qh, stride_qn, stride_qd, stride_kh, stride_kn, stride_kd,
-        stride_vh, stride_vn, stride_vd, stride_oh, stride_on, stride_od,
-        n_queries, n_keys, qk_scale_log2e,
-        D_HEAD: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, CAUSAL: tl.constexpr,
+        q_ptr,
+        k_ptr,
+        v_ptr,
+        out_ptr,
+        stride_qh,
+        stride_qn,
+        stride_qd,
+        stride_kh,
+        stride_kn,
+        stride_kd,
+        stride_vh,
+        stride_vn,
+        stride_vd,
+        stride_oh,
+        stride_on,
+        stride_od,
+        n_queries,
+        n_keys,
+        qk_scale_log2e,
+        D_HEAD: tl.constexpr,
+        BLOCK_M: tl.constexpr,
+        BLOCK_N: tl.constexpr,
+        CAUSAL: tl.constexpr,
     ):
         pid = tl.program_id(axis=0)
         h = tl.program_id(axis=1)
@@ -658,10 +685,12 @@ if triton is not None:
         for start_n in range(0, hi, BLOCK_N):
             offs_n = start_n + tl.arange(0, BLOCK_N)
             key_ok = offs_n < n_keys
-            k = tl.load(k_ptr + h * stride_kh + offs_n[None, :] * stride_kn + offs_d[:, None] * stride_kd,
-                         key_ok[None, :], 0.0)
-            v = tl.load(v_ptr + h * stride_vh + offs_n[:, None] * stride_vn + offs_d[None, :] * stride_vd,
-                         key_ok[:, None], 0.0)
+            k = tl.load(
+                k_ptr + h * stride_kh + offs_n[None, :] * stride_kn + offs_d[:, None] * stride_kd, key_ok[None, :], 0.0
+            )
+            v = tl.load(
+                v_ptr + h * stride_vh + offs_n[:, None] * stride_vn + offs_d[None, :] * stride_vd, key_ok[:, None], 0.0
+            )
             s = tl.dot(q, k) * qk_scale_log2e
             keep = key_ok[None, :]
             if CAUSAL:
@@ -674,23 +703,47 @@ if triton is not None:
             acc = acc * correction[:, None]
             acc += tl.dot(p.to(v.dtype), v)
             m_i = m_new
-        tl.store(out_ptr + h * stride_oh + offs_m[:, None] * stride_on + offs_d[None, :] * stride_od,
-                  (acc / l_i[:, None]).to(out_ptr.dtype.element_ty), row_ok)
+        tl.store(
+            out_ptr + h * stride_oh + offs_m[:, None] * stride_on + offs_d[None, :] * stride_od,
+            (acc / l_i[:, None]).to(out_ptr.dtype.element_ty),
+            row_ok,
+        )
 
     @triton.jit
     def flash_natural_exp(
-        q_ptr, k_ptr, v_ptr, out_ptr,
-        stride_qh, stride_qn, stride_qd, stride_kh, stride_kn, stride_kd,
-        stride_vh, stride_vn, stride_vd, stride_oh, stride_on, stride_od,
-        n_queries, n_keys, qk_scale_log2e,
-        D_HEAD: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, CAUSAL: tl.constexpr,
+        q_ptr,
+        k_ptr,
+        v_ptr,
+        out_ptr,
+        stride_qh,
+        stride_qn,
+        stride_qd,
+        stride_kh,
+        stride_kn,
+        stride_kd,
+        stride_vh,
+        stride_vn,
+        stride_vd,
+        stride_oh,
+        stride_on,
+        stride_od,
+        n_queries,
+        n_keys,
+        qk_scale_log2e,
+        D_HEAD: tl.constexpr,
+        BLOCK_M: tl.constexpr,
+        BLOCK_N: tl.constexpr,
+        CAUSAL: tl.constexpr,
     ):
         start_m = tl.program_id(0)
         head = tl.program_id(1)
         rows = start_m * BLOCK_M + tl.arange(0, BLOCK_M)
         d = tl.arange(0, D_HEAD)
-        q = tl.load(q_ptr + head * stride_qh + rows[:, None] * stride_qn + d[None, :] * stride_qd,
-                    mask=(rows[:, None] < n_queries) & (d[None, :] < D_HEAD), other=0.0)
+        q = tl.load(
+            q_ptr + head * stride_qh + rows[:, None] * stride_qn + d[None, :] * stride_qd,
+            mask=(rows[:, None] < n_queries) & (d[None, :] < D_HEAD),
+            other=0.0,
+        )
         scale = qk_scale_log2e * 0.6931471805599453  # back to the natural base: use tl.exp
         m = tl.full([BLOCK_M], float("-inf"), tl.float32)
         total = tl.zeros([BLOCK_M], tl.float32)
@@ -700,10 +753,16 @@ if triton is not None:
             end = tl.minimum(end, (start_m + 1) * BLOCK_M)
         for start in range(0, end, BLOCK_N):
             cols = start + tl.arange(0, BLOCK_N)
-            k = tl.load(k_ptr + head * stride_kh + cols[:, None] * stride_kn + d[None, :] * stride_kd,
-                        mask=cols[:, None] < n_keys, other=0.0)
-            v = tl.load(v_ptr + head * stride_vh + cols[:, None] * stride_vn + d[None, :] * stride_vd,
-                        mask=cols[:, None] < n_keys, other=0.0)
+            k = tl.load(
+                k_ptr + head * stride_kh + cols[:, None] * stride_kn + d[None, :] * stride_kd,
+                mask=cols[:, None] < n_keys,
+                other=0.0,
+            )
+            v = tl.load(
+                v_ptr + head * stride_vh + cols[:, None] * stride_vn + d[None, :] * stride_vd,
+                mask=cols[:, None] < n_keys,
+                other=0.0,
+            )
             s = tl.dot(q, tl.trans(k)) * scale
             s = tl.where(cols[None, :] < n_keys, s, float("-inf"))
             if CAUSAL:
@@ -714,8 +773,11 @@ if triton is not None:
             total = alpha * total + tl.sum(p, axis=1)
             acc = alpha[:, None] * acc + tl.dot(p.to(v.dtype), v)
             m = new_m
-        tl.store(out_ptr + head * stride_oh + rows[:, None] * stride_on + d[None, :] * stride_od,
-                 (acc / total[:, None]).to(out_ptr.dtype.element_ty), mask=rows[:, None] < n_queries)
+        tl.store(
+            out_ptr + head * stride_oh + rows[:, None] * stride_on + d[None, :] * stride_od,
+            (acc / total[:, None]).to(out_ptr.dtype.element_ty),
+            mask=rows[:, None] < n_queries,
+        )
 
     VARIANTS["flash_attention_kernel"] = (flash_positional, flash_natural_exp)
 
@@ -741,10 +803,15 @@ def test_correct_variant_passes(exercise_name: str, variant: Callable[..., Any])
 
 
 # A sample graded the way a learner's notebook is: pasted into a copy of the solution notebook.
-IN_NOTEBOOK = [("softmax", softmax_float64_inside), ("masked_attention", masked_where),
-               ("multi_head_attention", mha_head_loop), ("block_sparse_attention", block_sparse_tile_lists),
-               ("tiled_attention", tiled_where_continue), ("mean_pooling", pooling_where),
-               ("encoder_self_attention", encoder_attention_masks_padded_queries)]
+IN_NOTEBOOK = [
+    ("softmax", softmax_float64_inside),
+    ("masked_attention", masked_where),
+    ("multi_head_attention", mha_head_loop),
+    ("block_sparse_attention", block_sparse_tile_lists),
+    ("tiled_attention", tiled_where_continue),
+    ("mean_pooling", pooling_where),
+    ("encoder_self_attention", encoder_attention_masks_padded_queries),
+]
 if triton is not None:
     IN_NOTEBOOK.append(("flash_attention_kernel", flash_positional))
 
@@ -776,16 +843,33 @@ def test_masks_passed_by_position_count_as_masks() -> None:
     """The Triton check's "no mask=" rule reads argument positions, whatever the import spelling."""
     from attention_course.grading.triton_sandbox import unmasked_memory_ops
 
-    header = "import triton\nimport triton.language as tl\nfrom triton import language as lang\n" \
-             "from triton.language import load as tl_load, store\n"
-    masked = header + "\n".join([
-        "x = tl.load(p, m, 0.0)", "x = tl.load(p, mask=m)", "x = lang.load(p, m)", "x = triton.language.load(p, m)",
-        "x = tl_load(p, m, other=0.0)", "tl.store(p, x, m)", "store(p, x, mask=m)", "x = tl.load(p, None, 0.0, (0, 1))",
-        "x = tl.load(p, boundary_check=(0,))",
-    ])
+    header = (
+        "import triton\nimport triton.language as tl\nfrom triton import language as lang\n"
+        "from triton.language import load as tl_load, store\n"
+    )
+    masked = header + "\n".join(
+        [
+            "x = tl.load(p, m, 0.0)",
+            "x = tl.load(p, mask=m)",
+            "x = lang.load(p, m)",
+            "x = triton.language.load(p, m)",
+            "x = tl_load(p, m, other=0.0)",
+            "tl.store(p, x, m)",
+            "store(p, x, mask=m)",
+            "x = tl.load(p, None, 0.0, (0, 1))",
+            "x = tl.load(p, boundary_check=(0,))",
+        ]
+    )
     assert unmasked_memory_ops(masked) == []
-    unmasked = header + "\n".join([
-        "x = tl.load(p)", "x = tl.load(p, mask=None)", "x = lang.load(p, other=0.0)", "tl.store(p, x)",
-        "store(p, x, None)", "x = tl_load(p)", "x = triton.language.load(p, None)",
-    ])
+    unmasked = header + "\n".join(
+        [
+            "x = tl.load(p)",
+            "x = tl.load(p, mask=None)",
+            "x = lang.load(p, other=0.0)",
+            "tl.store(p, x)",
+            "store(p, x, None)",
+            "x = tl_load(p)",
+            "x = triton.language.load(p, None)",
+        ]
+    )
     assert len(unmasked_memory_ops(unmasked)) == 7

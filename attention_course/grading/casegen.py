@@ -13,8 +13,9 @@ def generator(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
-def randn(gen: torch.Generator, *shape: int, scale: float = 1.0, shift: float = 0.0,
-          dtype: torch.dtype = torch.float32) -> torch.Tensor:
+def randn(
+    gen: torch.Generator, *shape: int, scale: float = 1.0, shift: float = 0.0, dtype: torch.dtype = torch.float32
+) -> torch.Tensor:
     return (torch.randn(*shape, generator=gen, dtype=torch.float64) * scale + shift).to(dtype)
 
 

@@ -60,8 +60,10 @@ class MistakeSpec:
     edits: tuple[Edit, ...]
 
 
-DETACHED_HINT = ("the result is cut off from autograd (.detach(), torch.tensor(...), .numpy() or .item()): "
-                 "compute it with tensor operations on the inputs so that gradients reach them.")
+DETACHED_HINT = (
+    "the result is cut off from autograd (.detach(), torch.tensor(...), .numpy() or .item()): "
+    "compute it with tensor operations on the inputs so that gradients reach them."
+)
 
 SPECS: list[MistakeSpec] = []  # every catalogued edit, in registration order (the tests rebuild them)
 
@@ -109,8 +111,12 @@ class _StripHints(ast.NodeTransformer):
             if arg is not None:
                 arg.annotation = None
         body = node.body
-        if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant) \
-                and isinstance(body[0].value.value, str):
+        if (
+            body
+            and isinstance(body[0], ast.Expr)
+            and isinstance(body[0].value, ast.Constant)
+            and isinstance(body[0].value.value, str)
+        ):
             node.body = body[1:] or [ast.Pass()]
         return node
 
@@ -139,7 +145,7 @@ def solution_imports(lesson: str, solutions: Path | None = None) -> str:
     tree = _solution_tree(lesson, solutions)
     statements: list[ast.stmt] = []
     for node in tree.body:
-        for inner in ([node] if not isinstance(node, ast.Try) else node.body):
+        for inner in [node] if not isinstance(node, ast.Try) else node.body:
             if isinstance(inner, ast.Import | ast.ImportFrom):
                 statements.append(inner)
     return "\n".join(ast.unparse(statement) for statement in statements)
@@ -154,8 +160,8 @@ def _hits(source: str, old: str) -> list[tuple[int, str, str]]:
         start = at + 1
         line_start = source.rfind("\n", 0, at) + 1
         line_end = source.find("\n", at)
-        line = source[line_start:line_end if line_end >= 0 else len(source)]
-        indent = line[:len(line) - len(line.lstrip())]
+        line = source[line_start : line_end if line_end >= 0 else len(source)]
+        indent = line[: len(line) - len(line.lstrip())]
         if rest and source[line_start:at].strip():
             continue  # a multi-line snippet starts a line
         whole = ("\n" + indent).join([first, *rest])
@@ -172,7 +178,7 @@ def _replace(source: str, change: Edit, where: str) -> str:
         raise CatalogueError(f"{where}: {old!r} occurs {len(hits)} times in the solution, expected {change.count}")
     new = normalise(change.new, kind)
     for at, whole, indent in reversed(hits):
-        source = source[:at] + ("\n" + indent).join(new.split("\n")) + source[at + len(whole):]
+        source = source[:at] + ("\n" + indent).join(new.split("\n")) + source[at + len(whole) :]
     return source
 
 
@@ -205,8 +211,7 @@ def load_function(source: str, name: str, label: str, imports: str = "") -> Call
 def build(spec: MistakeSpec, solutions: Path | None = None) -> Callable[..., Any]:
     """The mistake's function, in a namespace holding the solution notebook's imports."""
     label = f"mistake {spec.lesson} {spec.function} {spec.name}"
-    return load_function(mutant_source(spec, solutions), spec.function, label,
-                         solution_imports(spec.lesson, solutions))
+    return load_function(mutant_source(spec, solutions), spec.function, label, solution_imports(spec.lesson, solutions))
 
 
 def mistake(lesson: str, function: str, name: str, hint: str, *edits: Edit) -> Mistake:

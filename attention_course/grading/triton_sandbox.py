@@ -41,8 +41,17 @@ from ..triton_compile import (
 )
 
 __all__ = [
-    "FLASH_CASES", "FlashCase", "GpuBuild", "GpuCompileError", "Verdict", "check_flash_kernel", "compile_in_subprocess",
-    "is_jitted", "kernel_module_source", "load_kernel", "unmasked_memory_ops",
+    "FLASH_CASES",
+    "FlashCase",
+    "GpuBuild",
+    "GpuCompileError",
+    "Verdict",
+    "check_flash_kernel",
+    "compile_in_subprocess",
+    "is_jitted",
+    "kernel_module_source",
+    "load_kernel",
+    "unmasked_memory_ops",
 ]
 
 SENTINEL = -10000.0  # fills the output's guard memory; exactly representable in float16
@@ -94,15 +103,35 @@ FLASH_CASES = (
     FlashCase("2 heads, N=40 (across blocks, 40 = 2×16 + 8)", 2, 40, 40, False),
     FlashCase("2 heads, N=40 (across blocks), causal", 2, 40, 40, True),
     FlashCase("3 heads, 21 queries over 47 keys (L != S)", 3, 21, 47, False),
-    FlashCase("2 heads, 33 queries over 20 keys, causal, BLOCK_M=32, BLOCK_N=16", 2, 33, 20, True,
-              block_m=32, block_n=16),
-    FlashCase("2 heads, N=24, stored (N, heads, d) so head stride < position stride, causal", 2, 24, 24, True,
-              layout="tokens-first"),
-    FlashCase("2 heads, 20 queries over 28 keys, q, k, v and out each with other strides (q (heads, N, d), "
-              "k (N, heads, d), v every other feature column, out (N, heads, d)), causal", 2, 20, 28, True,
-              layouts=("heads-first", "tokens-first", "every-other-feature", "tokens-first")),
-    FlashCase("2 heads, 24 queries over 40 keys whose scores are all about -150 (q near +6, k near -6)", 2, 24, 40,
-              False, q_offset=6.0, k_offset=-6.0),
+    FlashCase(
+        "2 heads, 33 queries over 20 keys, causal, BLOCK_M=32, BLOCK_N=16", 2, 33, 20, True, block_m=32, block_n=16
+    ),
+    FlashCase(
+        "2 heads, N=24, stored (N, heads, d) so head stride < position stride, causal",
+        2,
+        24,
+        24,
+        True,
+        layout="tokens-first",
+    ),
+    FlashCase(
+        "2 heads, 20 queries over 28 keys, q, k, v and out each with other strides (q (heads, N, d), "
+        "k (N, heads, d), v every other feature column, out (N, heads, d)), causal",
+        2,
+        20,
+        28,
+        True,
+        layouts=("heads-first", "tokens-first", "every-other-feature", "tokens-first"),
+    ),
+    FlashCase(
+        "2 heads, 24 queries over 40 keys whose scores are all about -150 (q near +6, k near -6)",
+        2,
+        24,
+        40,
+        False,
+        q_offset=6.0,
+        k_offset=-6.0,
+    ),
     FlashCase("2 heads, N=40, causal, float16", 2, 40, 40, True, dtype="float16"),
     FlashCase("3 heads, 18 queries over 35 keys, float16", 3, 18, 35, False, dtype="float16"),
 )
@@ -175,8 +204,12 @@ def _memory_op(call: ast.Call, modules: set[str], tritons: set[str], functions: 
     owner = func.value
     if isinstance(owner, ast.Name) and owner.id in modules:
         return func.attr
-    if (isinstance(owner, ast.Attribute) and owner.attr == "language" and isinstance(owner.value, ast.Name)
-            and owner.value.id in tritons):
+    if (
+        isinstance(owner, ast.Attribute)
+        and owner.attr == "language"
+        and isinstance(owner.value, ast.Name)
+        and owner.value.id in tritons
+    ):
         return func.attr
     return None
 
@@ -209,14 +242,16 @@ def unmasked_memory_ops(source: str) -> list[str]:
             continue  # **kwargs or *args: cannot tell
         guards = [keyword.value for keyword in node.keywords if keyword.arg in ("mask", "boundary_check")]
         guards += [arg for index, arg in enumerate(node.args) if index in _MASK_POSITIONS[op]]
-        if not any(not _is_none(guard) and not (isinstance(guard, ast.Tuple | ast.List) and not guard.elts)
-                   for guard in guards):
+        if not any(
+            not _is_none(guard) and not (isinstance(guard, ast.Tuple | ast.List) and not guard.elts) for guard in guards
+        ):
             found.append(lines[node.lineno - 1].strip())
     return found
 
 
-def check_flash_kernel(source: str, kernel_name: str, mistakes: Mapping[str, str] | None = None,
-                       *, timeout: float = 120.0) -> Verdict:
+def check_flash_kernel(
+    source: str, kernel_name: str, mistakes: Mapping[str, str] | None = None, *, timeout: float = 120.0
+) -> Verdict:
     """Run the kernel ``kernel_name`` defined in ``source`` over ``FLASH_CASES`` under the interpreter.
 
     Args:
@@ -246,8 +281,11 @@ def check_flash_kernel(source: str, kernel_name: str, mistakes: Mapping[str, str
         if code == 0:
             return Verdict(False, f"the sandbox ended without a verdict{where}; please report this")
         last = stderr.strip().splitlines()[-1:] or [""]
-        return Verdict(False, f"crashed the Triton interpreter ({describe_exit(code)}){where}: a load or store far outside "
-                              f"a tensor (check strides and offsets) can do that. {last[0][:200]}".strip())
+        return Verdict(
+            False,
+            f"crashed the Triton interpreter ({describe_exit(code)}){where}: a load or store far outside "
+            f"a tensor (check strides and offsets) can do that. {last[0][:200]}".strip(),
+        )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -274,7 +312,7 @@ def _guarded(case: FlashCase, n_rows: int, fill: float, dtype: Any, layout: str)
     guard = pad * case.heads * case.d_head * 2
 
     def view(flat: Any) -> Any:
-        storage = flat[guard:guard + size].view(storage_shape)
+        storage = flat[guard : guard + size].view(storage_shape)
         if layout == "tokens-first":
             return storage[:n_rows].transpose(0, 1)
         if layout == "every-other-feature":
@@ -308,8 +346,17 @@ def _run_case(kernel: Any, case: FlashCase, inputs: Mapping[str, Any]) -> tuple[
     from ..triton_flash import launch_flash_kernel
 
     flat, out, inside = _guarded(case, case.n_queries, SENTINEL, getattr(torch, case.dtype), case.layout_of("out"))
-    launch_flash_kernel(kernel, inputs["q"], inputs["k"], inputs["v"], out, causal=case.causal,
-                        scale=case.d_head ** -0.5, block_m=case.block_m, block_n=case.block_n)
+    launch_flash_kernel(
+        kernel,
+        inputs["q"],
+        inputs["k"],
+        inputs["v"],
+        out,
+        causal=case.causal,
+        scale=case.d_head**-0.5,
+        block_m=case.block_m,
+        block_n=case.block_n,
+    )
     return flat, out, inside
 
 
@@ -319,8 +366,9 @@ def _first_line(error: BaseException) -> str:
     return f"{type(original).__name__}: {text[0][:160]}" if text else type(original).__name__
 
 
-def _problem(case: FlashCase, inputs: Mapping[str, Any], before: Mapping[str, Any], flat: Any, out: Any,
-             inside: Any) -> str | None:
+def _problem(
+    case: FlashCase, inputs: Mapping[str, Any], before: Mapping[str, Any], flat: Any, out: Any, inside: Any
+) -> str | None:
     """What is wrong with one launch's result, or None."""
     import torch
 
@@ -329,23 +377,30 @@ def _problem(case: FlashCase, inputs: Mapping[str, Any], before: Mapping[str, An
             return f"changed the input {name} (or memory next to it): only out_ptr may be stored to"
     outside = flat[~inside]
     if not torch.all(outside == SENTINEL):
-        return ("wrote outside the output (past its last row or between heads): mask tl.store with "
-                "rows < n_queries and address rows through stride_on, heads through stride_oh")
+        return (
+            "wrote outside the output (past its last row or between heads): mask tl.store with "
+            "rows < n_queries and address rows through stride_on, heads through stride_oh"
+        )
     got = out.float()
     if torch.isnan(got).any():
         rows = torch.isnan(got).any(dim=-1).nonzero()[0].tolist()
-        return (f"NaN in the output (head {rows[0]}, query {rows[1]} first): a load past the end of k or v "
-                "(the sandbox's guard memory holds NaN there), or a row whose scores are all -inf (0/0)")
+        return (
+            f"NaN in the output (head {rows[0]}, query {rows[1]} first): a load past the end of k or v "
+            "(the sandbox's guard memory holds NaN there), or a row whose scores are all -inf (0/0)"
+        )
     expected = torch.nn.functional.scaled_dot_product_attention(
-        inputs["q"].float(), inputs["k"].float(), inputs["v"].float(), is_causal=case.causal)
+        inputs["q"].float(), inputs["k"].float(), inputs["v"].float(), is_causal=case.causal
+    )
     atol, rtol = case.tolerance
     excess = (got - expected).abs() - (atol + rtol * expected.abs())
     if excess.max() <= 0:
         return None
     worst = divmod(int(excess.argmax()) // case.d_head, case.n_queries)
     error = float((got - expected).abs().max())
-    return (f"the output differs from scaled_dot_product_attention by up to {error:.3g} "
-            f"(worst at head {worst[0]}, query {worst[1]}; tolerance {atol:g})")
+    return (
+        f"the output differs from scaled_dot_product_attention by up to {error:.3g} "
+        f"(worst at head {worst[0]}, query {worst[1]}; tolerance {atol:g})"
+    )
 
 
 def _same_behaviour(ours: tuple[Any, Any, Any], theirs: tuple[Any, Any, Any], case: FlashCase) -> bool:

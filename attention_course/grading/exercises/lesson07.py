@@ -24,29 +24,57 @@ def _cases() -> list[Case]:
     source_real = torch.tensor([[True, True, True, True, False, False], [True, True, True, True, True, True]])
     left_real = torch.tensor([[False, False, True, True], [True, True, True, True], [False, True, True, True]])
     return [
-        Case((randn(g, 1, 2, 4), randn(g, 1, 3, 4), *weights(4), 2),
-             label="2 decoder positions, 3 encoder positions, d_model=4, n_heads=2"),
-        Case((randn(g, 3, 4, 8), randn(g, 3, 4, 8), *weights(8), 2), {"encoder_mask": left_real},
-             label="decoder and encoder (3, 4, 8), encoder_mask with LEFT padding [[F, F, T, T], [T, T, T, T], "
-                   "[F, T, T, T]]"),
-        Case((randn(g, 2, 4, 8), randn(g, 2, 6, 8), *weights(8), 2), {"encoder_mask": source_real},
-             label="decoder (2, 4, 8), encoder (2, 6, 8), n_heads=2, encoder_mask hiding the last 2 source tokens "
-                   "of sequence 0"),
-        Case((randn(g, 2, 5, 6), randn(g, 2, 3, 6), *weights(6), 3),
-             label="decoder (2, 5, 6) longer than encoder (2, 3, 6), n_heads=3"),
-        Case((randn(g, 3, 1, 8), randn(g, 3, 7, 8), *weights(8), 4),
-             label="one decoding step: decoder (3, 1, 8), encoder (3, 7, 8), n_heads=4"),
-        Case((randn(g, 2, 4, 6), randn(g, 2, 4, 6), *weights(6), 2),
-             label="as many decoder as encoder positions (2, 4, 6), different states, n_heads=2 (d_head=3)"),
-        Case((randn(g, 1, 1, 6), randn(g, 1, 5, 6), *weights(6), 1),
-             label="batch of 1, one decoder position, encoder (1, 5, 6), n_heads=1"),
-        Case((column_major(randn(g, 2, 3, 4)), column_major(randn(g, 2, 5, 4)), *weights(4), 2),
-             label="decoder (2, 3, 4) and encoder (2, 5, 4) stored column-major"),
-        Case((randn(g, 2, 3, 4, dtype=torch.float64), randn(g, 2, 2, 4, dtype=torch.float64),
-              *weights(4, torch.float64), 2), label="float64 decoder (2, 3, 4), encoder (2, 2, 4)"),
-        Case((randn(g, 2, 2, 4), randn(g, 2, 3, 4), *weights(4), 2),
-             {"encoder_mask": torch.tensor([[True, True, False], [True, True, True]])}, check_grad=True,
-             label="gradients: decoder (2, 2, 4), encoder (2, 3, 4), encoder_mask"),
+        Case(
+            (randn(g, 1, 2, 4), randn(g, 1, 3, 4), *weights(4), 2),
+            label="2 decoder positions, 3 encoder positions, d_model=4, n_heads=2",
+        ),
+        Case(
+            (randn(g, 3, 4, 8), randn(g, 3, 4, 8), *weights(8), 2),
+            {"encoder_mask": left_real},
+            label="decoder and encoder (3, 4, 8), encoder_mask with LEFT padding [[F, F, T, T], [T, T, T, T], "
+            "[F, T, T, T]]",
+        ),
+        Case(
+            (randn(g, 2, 4, 8), randn(g, 2, 6, 8), *weights(8), 2),
+            {"encoder_mask": source_real},
+            label="decoder (2, 4, 8), encoder (2, 6, 8), n_heads=2, encoder_mask hiding the last 2 source tokens "
+            "of sequence 0",
+        ),
+        Case(
+            (randn(g, 2, 5, 6), randn(g, 2, 3, 6), *weights(6), 3),
+            label="decoder (2, 5, 6) longer than encoder (2, 3, 6), n_heads=3",
+        ),
+        Case(
+            (randn(g, 3, 1, 8), randn(g, 3, 7, 8), *weights(8), 4),
+            label="one decoding step: decoder (3, 1, 8), encoder (3, 7, 8), n_heads=4",
+        ),
+        Case(
+            (randn(g, 2, 4, 6), randn(g, 2, 4, 6), *weights(6), 2),
+            label="as many decoder as encoder positions (2, 4, 6), different states, n_heads=2 (d_head=3)",
+        ),
+        Case(
+            (randn(g, 1, 1, 6), randn(g, 1, 5, 6), *weights(6), 1),
+            label="batch of 1, one decoder position, encoder (1, 5, 6), n_heads=1",
+        ),
+        Case(
+            (column_major(randn(g, 2, 3, 4)), column_major(randn(g, 2, 5, 4)), *weights(4), 2),
+            label="decoder (2, 3, 4) and encoder (2, 5, 4) stored column-major",
+        ),
+        Case(
+            (
+                randn(g, 2, 3, 4, dtype=torch.float64),
+                randn(g, 2, 2, 4, dtype=torch.float64),
+                *weights(4, torch.float64),
+                2,
+            ),
+            label="float64 decoder (2, 3, 4), encoder (2, 2, 4)",
+        ),
+        Case(
+            (randn(g, 2, 2, 4), randn(g, 2, 3, 4), *weights(4), 2),
+            {"encoder_mask": torch.tensor([[True, True, False], [True, True, True]])},
+            check_grad=True,
+            label="gradients: decoder (2, 2, 4), encoder (2, 3, 4), encoder_mask",
+        ),
     ]
 
 
@@ -57,53 +85,81 @@ MASK = "mask = None if encoder_mask is None else encoder_mask[:, None, None, :]"
 ATTEND = "ac.scaled_dot_product_attention(q, k, v, mask, return_weights=True)"
 RESULT = "return ac.merge_heads(heads) @ w_o, weights"
 
-register(Exercise(
-    name="cross_attention",
-    lesson=LESSON,
-    reference=cross_attention,
-    cases=_cases,
-    mistakes=catalogue(
-        LESSON, "cross_attention",
-        ("causal_mask_applied",
-         "no causal mask in cross-attention: the encoder's positions are the source sentence, not the "
-         "decoder's future, so every decoder position may read all of them.",
-         edit(ATTEND, "ac.scaled_dot_product_attention(q, k, v, mask, causal=True, return_weights=True)")),
-        ("roles_swapped",
-         "queries come from the decoder (decoder_states @ w_q), keys and values from the encoder "
-         "(encoder_states @ w_k, encoder_states @ w_v); the output has one row per decoder position.",
-         edit(Q, "q = ac.split_heads(encoder_states @ w_q, n_heads)"),
-         edit(K, "k = ac.split_heads(decoder_states @ w_k, n_heads)"),
-         edit(V, "v = ac.split_heads(decoder_states @ w_v, n_heads)"), edit(MASK, "mask = None")),
-        ("keys_and_values_from_decoder",
-         "keys and values come from the encoder (encoder_states @ w_k, encoder_states @ w_v): the decoder only "
-         "asks the questions (queries).",
-         edit(K, "k = ac.split_heads(decoder_states @ w_k, n_heads)"),
-         edit(V, "v = ac.split_heads(decoder_states @ w_v, n_heads)")),
-        ("values_from_decoder",
-         "the values come from the encoder too (encoder_states @ w_v): what a decoder position reads is the "
-         "source sentence's content.",
-         edit(V, "v = ac.split_heads(decoder_states @ w_v, n_heads)")),
-        ("no_output_projection",
-         "after merging the heads, apply the output projection: output = merged @ w_o.",
-         edit(RESULT, "return ac.merge_heads(heads), weights")),
-        ("scale_by_d_model",
-         "each head compares d_head-wide vectors: divide its scores by sqrt(d_head) = sqrt(d_model / n_heads), "
-         "not by sqrt(d_model).",
-         edit(ATTEND, "ac.scaled_dot_product_attention(q, k, v, mask, return_weights=True, "
-                      "scale=decoder_states.shape[-1] ** -0.5)")),
-        ("encoder_mask_ignored",
-         "when encoder_mask is given, hide the padded source positions (False) from every head and every "
-         "decoder position: a mask of shape (B, 1, 1, S).",
-         edit(MASK, "mask = None")),
-        ("encoder_mask_inverted",
-         "encoder_mask is True at real source tokens (attention allowed), False at padding; the code "
-         "hides the real tokens instead.",
-         edit(MASK, "mask = None if encoder_mask is None else ~encoder_mask[:, None, None, :]")),
-        ("encoder_mask_on_queries",
-         "encoder_mask marks source positions, which are the keys (the last axis of the scores): "
-         "encoder_mask[:, None, None, :], not encoder_mask[:, None, :, None].",
-         edit(MASK, "mask = None if encoder_mask is None else encoder_mask[:, None, :, None]")),
-        ("detached_output", DETACHED_HINT,
-         edit(RESULT, "return (ac.merge_heads(heads) @ w_o).detach(), weights.detach()")),
-    ),
-))
+register(
+    Exercise(
+        name="cross_attention",
+        lesson=LESSON,
+        reference=cross_attention,
+        cases=_cases,
+        mistakes=catalogue(
+            LESSON,
+            "cross_attention",
+            (
+                "causal_mask_applied",
+                "no causal mask in cross-attention: the encoder's positions are the source sentence, not the "
+                "decoder's future, so every decoder position may read all of them.",
+                edit(ATTEND, "ac.scaled_dot_product_attention(q, k, v, mask, causal=True, return_weights=True)"),
+            ),
+            (
+                "roles_swapped",
+                "queries come from the decoder (decoder_states @ w_q), keys and values from the encoder "
+                "(encoder_states @ w_k, encoder_states @ w_v); the output has one row per decoder position.",
+                edit(Q, "q = ac.split_heads(encoder_states @ w_q, n_heads)"),
+                edit(K, "k = ac.split_heads(decoder_states @ w_k, n_heads)"),
+                edit(V, "v = ac.split_heads(decoder_states @ w_v, n_heads)"),
+                edit(MASK, "mask = None"),
+            ),
+            (
+                "keys_and_values_from_decoder",
+                "keys and values come from the encoder (encoder_states @ w_k, encoder_states @ w_v): the decoder only "
+                "asks the questions (queries).",
+                edit(K, "k = ac.split_heads(decoder_states @ w_k, n_heads)"),
+                edit(V, "v = ac.split_heads(decoder_states @ w_v, n_heads)"),
+            ),
+            (
+                "values_from_decoder",
+                "the values come from the encoder too (encoder_states @ w_v): what a decoder position reads is the "
+                "source sentence's content.",
+                edit(V, "v = ac.split_heads(decoder_states @ w_v, n_heads)"),
+            ),
+            (
+                "no_output_projection",
+                "after merging the heads, apply the output projection: output = merged @ w_o.",
+                edit(RESULT, "return ac.merge_heads(heads), weights"),
+            ),
+            (
+                "scale_by_d_model",
+                "each head compares d_head-wide vectors: divide its scores by sqrt(d_head) = sqrt(d_model / n_heads), "
+                "not by sqrt(d_model).",
+                edit(
+                    ATTEND,
+                    "ac.scaled_dot_product_attention(q, k, v, mask, return_weights=True, "
+                    "scale=decoder_states.shape[-1] ** -0.5)",
+                ),
+            ),
+            (
+                "encoder_mask_ignored",
+                "when encoder_mask is given, hide the padded source positions (False) from every head and every "
+                "decoder position: a mask of shape (B, 1, 1, S).",
+                edit(MASK, "mask = None"),
+            ),
+            (
+                "encoder_mask_inverted",
+                "encoder_mask is True at real source tokens (attention allowed), False at padding; the code "
+                "hides the real tokens instead.",
+                edit(MASK, "mask = None if encoder_mask is None else ~encoder_mask[:, None, None, :]"),
+            ),
+            (
+                "encoder_mask_on_queries",
+                "encoder_mask marks source positions, which are the keys (the last axis of the scores): "
+                "encoder_mask[:, None, None, :], not encoder_mask[:, None, :, None].",
+                edit(MASK, "mask = None if encoder_mask is None else encoder_mask[:, None, :, None]"),
+            ),
+            (
+                "detached_output",
+                DETACHED_HINT,
+                edit(RESULT, "return (ac.merge_heads(heads) @ w_o).detach(), weights.detach()"),
+            ),
+        ),
+    )
+)

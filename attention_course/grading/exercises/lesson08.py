@@ -32,39 +32,62 @@ FREQ = "frequencies = base ** (-torch.arange(0, d_model, 2, dtype=torch.float64)
 SIN = "table[:, 0::2] = torch.sin(angles)"
 COS = "table[:, 1::2] = torch.cos(angles)"
 
-register(Exercise(
-    name="sinusoidal_table",
-    lesson=LESSON,
-    reference=sinusoidal_table,
-    cases=_table_cases,
-    mistakes=catalogue(
-        LESSON, "sinusoidal_table",
-        ("sin_cos_swapped",
-         "even columns hold the sines, odd columns the cosines: PE[p, 2i] = sin(...), PE[p, 2i+1] = cos(...).",
-         edit(SIN, "table[:, 0::2] = torch.cos(angles)"), edit(COS, "table[:, 1::2] = torch.sin(angles)")),
-        ("positions_from_one",
-         "positions count from 0: the first row is position 0 (sin 0 = 0, cos 0 = 1).",
-         edit("torch.arange(n_positions, dtype=torch.float64)", "torch.arange(1, n_positions + 1, dtype=torch.float64)")),
-        ("sin_and_cos_in_halves",
-         "interleave the columns (sin in 0, 2, 4, ...; cos in 1, 3, 5, ...), not all sines then all cosines.",
-         edit(SIN, "table[:, :d_model // 2] = torch.sin(angles)"), edit(COS, "table[:, d_model // 2:] = torch.cos(angles)")),
-        ("exponent_from_column_index",
-         "columns 2i and 2i+1 share one frequency 1 / base^(2i/d_model): build d_model/2 frequencies from "
-         "torch.arange(0, d_model, 2), not one per column.",
-         edit(FREQ, "frequencies = base ** (-torch.arange(0, d_model, dtype=torch.float64) / d_model)"),
-         edit(SIN, "table[:, 0::2] = torch.sin(angles[:, 0::2])"), edit(COS, "table[:, 1::2] = torch.cos(angles[:, 1::2])")),
-        ("exponent_i_not_2i",
-         "the exponent is 2i / d_model: build it from torch.arange(0, d_model, 2) (0, 2, 4, ...), "
-         "not torch.arange(d_model // 2) (0, 1, 2, ...).",
-         edit(FREQ, "frequencies = base ** (-torch.arange(d_model // 2, dtype=torch.float64) / d_model)")),
-        ("base_ignored",
-         "use the base argument in the frequencies (base ** (-2i/d_model)), not a hard-coded 10000.",
-         edit(FREQ, "frequencies = 10000.0 ** (-torch.arange(0, d_model, 2, dtype=torch.float64) / d_model)")),
-        ("float64_table",
-         "return a float32 table (call .float() at the end if you computed in float64).",
-         edit("return table.float()", "return table")),
-    ),
-))
+register(
+    Exercise(
+        name="sinusoidal_table",
+        lesson=LESSON,
+        reference=sinusoidal_table,
+        cases=_table_cases,
+        mistakes=catalogue(
+            LESSON,
+            "sinusoidal_table",
+            (
+                "sin_cos_swapped",
+                "even columns hold the sines, odd columns the cosines: PE[p, 2i] = sin(...), PE[p, 2i+1] = cos(...).",
+                edit(SIN, "table[:, 0::2] = torch.cos(angles)"),
+                edit(COS, "table[:, 1::2] = torch.sin(angles)"),
+            ),
+            (
+                "positions_from_one",
+                "positions count from 0: the first row is position 0 (sin 0 = 0, cos 0 = 1).",
+                edit(
+                    "torch.arange(n_positions, dtype=torch.float64)",
+                    "torch.arange(1, n_positions + 1, dtype=torch.float64)",
+                ),
+            ),
+            (
+                "sin_and_cos_in_halves",
+                "interleave the columns (sin in 0, 2, 4, ...; cos in 1, 3, 5, ...), not all sines then all cosines.",
+                edit(SIN, "table[:, :d_model // 2] = torch.sin(angles)"),
+                edit(COS, "table[:, d_model // 2:] = torch.cos(angles)"),
+            ),
+            (
+                "exponent_from_column_index",
+                "columns 2i and 2i+1 share one frequency 1 / base^(2i/d_model): build d_model/2 frequencies from "
+                "torch.arange(0, d_model, 2), not one per column.",
+                edit(FREQ, "frequencies = base ** (-torch.arange(0, d_model, dtype=torch.float64) / d_model)"),
+                edit(SIN, "table[:, 0::2] = torch.sin(angles[:, 0::2])"),
+                edit(COS, "table[:, 1::2] = torch.cos(angles[:, 1::2])"),
+            ),
+            (
+                "exponent_i_not_2i",
+                "the exponent is 2i / d_model: build it from torch.arange(0, d_model, 2) (0, 2, 4, ...), "
+                "not torch.arange(d_model // 2) (0, 1, 2, ...).",
+                edit(FREQ, "frequencies = base ** (-torch.arange(d_model // 2, dtype=torch.float64) / d_model)"),
+            ),
+            (
+                "base_ignored",
+                "use the base argument in the frequencies (base ** (-2i/d_model)), not a hard-coded 10000.",
+                edit(FREQ, "frequencies = 10000.0 ** (-torch.arange(0, d_model, 2, dtype=torch.float64) / d_model)"),
+            ),
+            (
+                "float64_table",
+                "return a float32 table (call .float() at the end if you computed in float64).",
+                edit("return table.float()", "return table"),
+            ),
+        ),
+    )
+)
 
 # ---------------------------------------------------------------- apply_rope
 
@@ -72,19 +95,32 @@ register(Exercise(
 def _rope_cases() -> list[Case]:
     g = generator(8)
     return [
-        Case((torch.arange(1.0, 9.0).reshape(2, 4),), label="x = torch.arange(1., 9.).reshape(2, 4)  (2 positions, d_head=4)"),
+        Case(
+            (torch.arange(1.0, 9.0).reshape(2, 4),),
+            label="x = torch.arange(1., 9.).reshape(2, 4)  (2 positions, d_head=4)",
+        ),
         Case((randn(g, 2, 3, 5, 8),), label="x of shape (2, 3, 5, 8), default positions"),
-        Case((randn(g, 4, 6), torch.tensor([3, 7, 8, 20])), label="x of shape (4, 6), positions = tensor([3, 7, 8, 20])"),
+        Case(
+            (randn(g, 4, 6), torch.tensor([3, 7, 8, 20])), label="x of shape (4, 6), positions = tensor([3, 7, 8, 20])"
+        ),
         Case((randn(g, 1, 2, 6, 8),), {"base": 500.0}, label="x of shape (1, 2, 6, 8), base=500.0"),
-        Case((randn(g, 1, 1, 1, 6), torch.tensor([5])), label="one token: x of shape (1, 1, 1, 6), positions = tensor([5])"),
-        Case((randn(g, 2, 2, 3, 10), torch.tensor([4, 5, 6])),
-             label="x of shape (2, 2, 3, 10), positions = tensor([4, 5, 6]) (a cached decode's positions)"),
+        Case(
+            (randn(g, 1, 1, 1, 6), torch.tensor([5])),
+            label="one token: x of shape (1, 1, 1, 6), positions = tensor([5])",
+        ),
+        Case(
+            (randn(g, 2, 2, 3, 10), torch.tensor([4, 5, 6])),
+            label="x of shape (2, 2, 3, 10), positions = tensor([4, 5, 6]) (a cached decode's positions)",
+        ),
         Case((column_major(randn(g, 2, 5, 4)),), label="x of shape (2, 5, 4) stored column-major"),
         Case((randn(g, 3, 4, dtype=torch.float64),), label="float64 x of shape (3, 4)"),
         # float16 rounds each product to ~5e-4 relative; values are O(1).
         Case((randn(g, 2, 4, 8, dtype=torch.float16),), label="float16 x of shape (2, 4, 8)", atol=1e-2, rtol=1e-2),
-        Case((randn(g, 2, 3, 4), torch.tensor([1, 2, 3])), check_grad=True,
-             label="gradients: x of shape (2, 3, 4), positions = tensor([1, 2, 3])"),
+        Case(
+            (randn(g, 2, 3, 4), torch.tensor([1, 2, 3])),
+            check_grad=True,
+            label="gradients: x of shape (2, 3, 4), positions = tensor([1, 2, 3])",
+        ),
     ]
 
 
@@ -93,40 +129,64 @@ REPEAT = "angles = torch.cat([angles, angles], dim=-1)"
 HALF = "rotated_half = torch.cat([-x[..., d_head // 2:], x[..., :d_head // 2]], dim=-1)"
 RESULT = "return x * torch.cos(angles).to(x.dtype) + rotated_half * torch.sin(angles).to(x.dtype)"
 
-register(Exercise(
-    name="apply_rope",
-    lesson=LESSON,
-    reference=apply_rope,
-    cases=_rope_cases,
-    mistakes=catalogue(
-        LESSON, "apply_rope",
-        ("interleaved_pairs",
-         "this course uses the half-split convention (GPT-NeoX, Llama): coordinate i pairs with i + d_head/2, "
-         "not with its neighbour i + 1 (the interleaved layout of GPT-J).",
-         edit(REPEAT, "angles = angles.repeat_interleave(2, dim=-1)"),
-         edit(HALF, "rotated_half = torch.stack([-x[..., 1::2], x[..., 0::2]], dim=-1).flatten(-2)")),
-        ("rotation_reversed",
-         "rotate forwards: x * cos + rotate_half(x) * sin with rotate_half([x1, x2]) = [-x2, x1]; the code "
-         "turns every pair by minus the angle.",
-         edit(RESULT, "return x * torch.cos(angles).to(x.dtype) - rotated_half * torch.sin(angles).to(x.dtype)")),
-        ("positions_from_one",
-         "default positions count from 0 (torch.arange(L)): the first token is not rotated at all.",
-         edit("positions = torch.arange(length)", "positions = torch.arange(1, length + 1)")),
-        ("positions_argument_ignored",
-         "when positions is given, rotate row r by positions[r], not by r.",
-         edit("if positions is None:\n    positions = torch.arange(length)", "positions = torch.arange(length)")),
-        ("frequency_per_coordinate",
-         "both coordinates of a pair (i, i + d_head/2) turn by the same angle: compute d_head/2 frequencies "
-         "base^(-2i/d_head) and repeat them (torch.cat([angles, angles], dim=-1)).",
-         edit(THETA, "theta = base ** (-torch.arange(0, d_head, dtype=torch.float64) / d_head)"), edit(REPEAT, "")),
-        ("base_ignored",
-         "use the base argument in the frequencies (base ** (-2i/d_head)), not a hard-coded 10000.",
-         edit(THETA, "theta = 10000.0 ** (-torch.arange(0, d_head, 2, dtype=torch.float64) / d_head)")),
-        ("dtype_changed",
-         "return x's dtype: cast cos and sin back with .to(x.dtype) (float64 angles times a float32 x give a "
-         "float64 result).",
-         edit(RESULT, "return x * torch.cos(angles) + rotated_half * torch.sin(angles)")),
-        ("detached_output", DETACHED_HINT,
-         edit(RESULT, "return (x * torch.cos(angles).to(x.dtype) + rotated_half * torch.sin(angles).to(x.dtype)).detach()")),
-    ),
-))
+register(
+    Exercise(
+        name="apply_rope",
+        lesson=LESSON,
+        reference=apply_rope,
+        cases=_rope_cases,
+        mistakes=catalogue(
+            LESSON,
+            "apply_rope",
+            (
+                "interleaved_pairs",
+                "this course uses the half-split convention (GPT-NeoX, Llama): coordinate i pairs with i + d_head/2, "
+                "not with its neighbour i + 1 (the interleaved layout of GPT-J).",
+                edit(REPEAT, "angles = angles.repeat_interleave(2, dim=-1)"),
+                edit(HALF, "rotated_half = torch.stack([-x[..., 1::2], x[..., 0::2]], dim=-1).flatten(-2)"),
+            ),
+            (
+                "rotation_reversed",
+                "rotate forwards: x * cos + rotate_half(x) * sin with rotate_half([x1, x2]) = [-x2, x1]; the code "
+                "turns every pair by minus the angle.",
+                edit(RESULT, "return x * torch.cos(angles).to(x.dtype) - rotated_half * torch.sin(angles).to(x.dtype)"),
+            ),
+            (
+                "positions_from_one",
+                "default positions count from 0 (torch.arange(L)): the first token is not rotated at all.",
+                edit("positions = torch.arange(length)", "positions = torch.arange(1, length + 1)"),
+            ),
+            (
+                "positions_argument_ignored",
+                "when positions is given, rotate row r by positions[r], not by r.",
+                edit("if positions is None:\n    positions = torch.arange(length)", "positions = torch.arange(length)"),
+            ),
+            (
+                "frequency_per_coordinate",
+                "both coordinates of a pair (i, i + d_head/2) turn by the same angle: compute d_head/2 frequencies "
+                "base^(-2i/d_head) and repeat them (torch.cat([angles, angles], dim=-1)).",
+                edit(THETA, "theta = base ** (-torch.arange(0, d_head, dtype=torch.float64) / d_head)"),
+                edit(REPEAT, ""),
+            ),
+            (
+                "base_ignored",
+                "use the base argument in the frequencies (base ** (-2i/d_head)), not a hard-coded 10000.",
+                edit(THETA, "theta = 10000.0 ** (-torch.arange(0, d_head, 2, dtype=torch.float64) / d_head)"),
+            ),
+            (
+                "dtype_changed",
+                "return x's dtype: cast cos and sin back with .to(x.dtype) (float64 angles times a float32 x give a "
+                "float64 result).",
+                edit(RESULT, "return x * torch.cos(angles) + rotated_half * torch.sin(angles)"),
+            ),
+            (
+                "detached_output",
+                DETACHED_HINT,
+                edit(
+                    RESULT,
+                    "return (x * torch.cos(angles).to(x.dtype) + rotated_half * torch.sin(angles).to(x.dtype)).detach()",
+                ),
+            ),
+        ),
+    )
+)

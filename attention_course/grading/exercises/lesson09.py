@@ -13,8 +13,19 @@ LESSON = "09_kv_cache"
 
 
 def _step_case(
-    label: str, *, batch: int, n_heads: int, n_kv_heads: int, d_head: int, length: int, n_new: int, capacity: int,
-    seed: int, junk_after: bool = False, check_grad: bool = False, dtype: torch.dtype = torch.float32,
+    label: str,
+    *,
+    batch: int,
+    n_heads: int,
+    n_kv_heads: int,
+    d_head: int,
+    length: int,
+    n_new: int,
+    capacity: int,
+    seed: int,
+    junk_after: bool = False,
+    check_grad: bool = False,
+    dtype: torch.dtype = torch.float32,
 ) -> Case:
     """Random new tokens and a buffer whose first ``length`` positions are cached; the rest is zeros
     (a fresh preallocated buffer) or, with ``junk_after``, leftovers of an earlier sequence."""
@@ -30,23 +41,99 @@ def _step_case(
 
 def cached_step_cases() -> list[Case]:
     return [
-        _step_case("one new token after 1 cached, buffer of 3, 2 query heads sharing 1 key/value head",
-                   batch=1, n_heads=2, n_kv_heads=1, d_head=4, length=1, n_new=1, capacity=3, seed=0),
-        _step_case("a 4-token prompt into an empty buffer of 6 (4 query heads, 2 key/value heads)",
-                   batch=1, n_heads=4, n_kv_heads=2, d_head=8, length=0, n_new=4, capacity=6, seed=1),
-        _step_case("one new token after 5 cached, batch of 2, 2 heads, old values left in the unused slots",
-                   batch=2, n_heads=2, n_kv_heads=2, d_head=8, length=5, n_new=1, capacity=8, seed=2, junk_after=True),
-        _step_case("3 new tokens after 4 cached, a cache of exactly 4 (a growing cache)",
-                   batch=1, n_heads=4, n_kv_heads=2, d_head=8, length=4, n_new=3, capacity=4, seed=3),
-        _step_case("multi-query: 8 query heads, 1 key/value head, one token after 7 cached",
-                   batch=1, n_heads=8, n_kv_heads=1, d_head=16, length=7, n_new=1, capacity=12, seed=4),
-        _step_case("2 new tokens after 3 cached, batch of 3, 4 query heads over 2 key/value heads, d_head=6, "
-                   "old values left in the unused slots",
-                   batch=3, n_heads=4, n_kv_heads=2, d_head=6, length=3, n_new=2, capacity=9, seed=5, junk_after=True),
-        _step_case("float64: 2 new tokens after 2 cached", batch=2, n_heads=2, n_kv_heads=2, d_head=4, length=2,
-                   n_new=2, capacity=5, seed=6, dtype=torch.float64),
-        _step_case("gradients: 2 new tokens after 2 cached, batch of 2", batch=2, n_heads=2, n_kv_heads=1, d_head=4,
-                   length=2, n_new=2, capacity=4, seed=7, check_grad=True),
+        _step_case(
+            "one new token after 1 cached, buffer of 3, 2 query heads sharing 1 key/value head",
+            batch=1,
+            n_heads=2,
+            n_kv_heads=1,
+            d_head=4,
+            length=1,
+            n_new=1,
+            capacity=3,
+            seed=0,
+        ),
+        _step_case(
+            "a 4-token prompt into an empty buffer of 6 (4 query heads, 2 key/value heads)",
+            batch=1,
+            n_heads=4,
+            n_kv_heads=2,
+            d_head=8,
+            length=0,
+            n_new=4,
+            capacity=6,
+            seed=1,
+        ),
+        _step_case(
+            "one new token after 5 cached, batch of 2, 2 heads, old values left in the unused slots",
+            batch=2,
+            n_heads=2,
+            n_kv_heads=2,
+            d_head=8,
+            length=5,
+            n_new=1,
+            capacity=8,
+            seed=2,
+            junk_after=True,
+        ),
+        _step_case(
+            "3 new tokens after 4 cached, a cache of exactly 4 (a growing cache)",
+            batch=1,
+            n_heads=4,
+            n_kv_heads=2,
+            d_head=8,
+            length=4,
+            n_new=3,
+            capacity=4,
+            seed=3,
+        ),
+        _step_case(
+            "multi-query: 8 query heads, 1 key/value head, one token after 7 cached",
+            batch=1,
+            n_heads=8,
+            n_kv_heads=1,
+            d_head=16,
+            length=7,
+            n_new=1,
+            capacity=12,
+            seed=4,
+        ),
+        _step_case(
+            "2 new tokens after 3 cached, batch of 3, 4 query heads over 2 key/value heads, d_head=6, "
+            "old values left in the unused slots",
+            batch=3,
+            n_heads=4,
+            n_kv_heads=2,
+            d_head=6,
+            length=3,
+            n_new=2,
+            capacity=9,
+            seed=5,
+            junk_after=True,
+        ),
+        _step_case(
+            "float64: 2 new tokens after 2 cached",
+            batch=2,
+            n_heads=2,
+            n_kv_heads=2,
+            d_head=4,
+            length=2,
+            n_new=2,
+            capacity=5,
+            seed=6,
+            dtype=torch.float64,
+        ),
+        _step_case(
+            "gradients: 2 new tokens after 2 cached, batch of 2",
+            batch=2,
+            n_heads=2,
+            n_kv_heads=1,
+            d_head=4,
+            length=2,
+            n_new=2,
+            capacity=4,
+            seed=7,
+            check_grad=True,
+        ),
     ]
 
 
@@ -56,53 +143,84 @@ VALUES = "values = torch.cat([v_cache[:, :, :length], v_new], dim=-2)"
 MASK = "mask = causal_mask(length + n_new)[-n_new:]"
 RESULT = "return grouped_query_attention(q_new, keys, values, mask), keys, values"
 
-register(Exercise(
-    name="cached_attention_step",
-    lesson=LESSON,
-    reference=cached_attention_step,
-    cases=cached_step_cases,
-    mistakes=catalogue(
-        LESSON, "cached_attention_step",
-        ("append_on_wrong_axis",
-         "append the new keys/values along the positions axis, dim=-2 of (B, heads, positions, d_head), "
-         "not the heads axis (dim=1).",
-         edit(KEYS, "keys = torch.cat([k_cache[:, :, :length], k_new], dim=1)"),
-         edit(VALUES, "values = torch.cat([v_cache[:, :, :length], v_new], dim=1)"),
-         edit(MASK, "mask = causal_mask(keys.shape[-2])[-n_new:]")),
-        ("cache_not_sliced",
-         "only the first `length` positions of the cache hold tokens: use k_cache[:, :, :length] "
-         "(the rest is unused preallocated space), then append.",
-         edit(KEYS, "keys = torch.cat([k_cache, k_new], dim=-2)"), edit(VALUES, "values = torch.cat([v_cache, v_new], dim=-2)"),
-         edit(MASK, "mask = causal_mask(keys.shape[-2])[-n_new:]")),
-        ("stale_positions",
-         "the new tokens sit at positions length .. length + T - 1: rotate them with "
-         "apply_rope(x, torch.arange(length, length + T)), not with the default positions 0 .. T - 1.",
-         edit(ROPE, "q_new, k_new = apply_rope(q_new), apply_rope(k_new)")),
-        ("positions_off_by_one",
-         "the first new token sits at position `length` (positions 0 .. length - 1 are cached): "
-         "torch.arange(length, length + T), not torch.arange(length + 1, length + T + 1).",
-         edit("positions = torch.arange(length, length + n_new)", "positions = torch.arange(length + 1, length + n_new + 1)")),
-        ("cache_rotated_again",
-         "the cached keys were rotated when they were stored: apply RoPE to the new keys only, "
-         "not to the whole cache again.",
-         edit(KEYS, "keys = apply_rope(torch.cat([k_cache[:, :, :length], k_new], dim=-2))")),
-        ("values_rotated",
-         "RoPE rotates queries and keys only (it changes their dot products); the values are appended as they are.",
-         edit(VALUES, "values = torch.cat([v_cache[:, :, :length], apply_rope(v_new, positions)], dim=-2)")),
-        ("query_not_rotated",
-         "rotate the new queries too (apply_rope(q_new, positions)): RoPE works through the dot product of a "
-         "rotated query with a rotated key.",
-         edit(ROPE, "k_new = apply_rope(k_new, positions)")),
-        ("causal_mask_top_left",
-         "new query i sits at position length + i and may see every key up to there: take the last T rows "
-         "of the full causal mask, causal_mask(length + T)[-T:]; causal_mask(T, length + T) is aligned "
-         "top-left and hides almost the whole cache.",
-         edit(MASK, "mask = causal_mask(n_new, length + n_new)")),
-        ("no_causal_mask",
-         "a single new token may see every key, but with several new tokens at once (a prompt) each must "
-         "not see the ones after it: keep the causal mask rows causal_mask(length + T)[-T:].",
-         edit(RESULT, "return grouped_query_attention(q_new, keys, values), keys, values")),
-        ("detached_output", DETACHED_HINT,
-         edit(RESULT, "return grouped_query_attention(q_new, keys, values, mask).detach(), keys.detach(), values.detach()")),
-    ),
-))
+register(
+    Exercise(
+        name="cached_attention_step",
+        lesson=LESSON,
+        reference=cached_attention_step,
+        cases=cached_step_cases,
+        mistakes=catalogue(
+            LESSON,
+            "cached_attention_step",
+            (
+                "append_on_wrong_axis",
+                "append the new keys/values along the positions axis, dim=-2 of (B, heads, positions, d_head), "
+                "not the heads axis (dim=1).",
+                edit(KEYS, "keys = torch.cat([k_cache[:, :, :length], k_new], dim=1)"),
+                edit(VALUES, "values = torch.cat([v_cache[:, :, :length], v_new], dim=1)"),
+                edit(MASK, "mask = causal_mask(keys.shape[-2])[-n_new:]"),
+            ),
+            (
+                "cache_not_sliced",
+                "only the first `length` positions of the cache hold tokens: use k_cache[:, :, :length] "
+                "(the rest is unused preallocated space), then append.",
+                edit(KEYS, "keys = torch.cat([k_cache, k_new], dim=-2)"),
+                edit(VALUES, "values = torch.cat([v_cache, v_new], dim=-2)"),
+                edit(MASK, "mask = causal_mask(keys.shape[-2])[-n_new:]"),
+            ),
+            (
+                "stale_positions",
+                "the new tokens sit at positions length .. length + T - 1: rotate them with "
+                "apply_rope(x, torch.arange(length, length + T)), not with the default positions 0 .. T - 1.",
+                edit(ROPE, "q_new, k_new = apply_rope(q_new), apply_rope(k_new)"),
+            ),
+            (
+                "positions_off_by_one",
+                "the first new token sits at position `length` (positions 0 .. length - 1 are cached): "
+                "torch.arange(length, length + T), not torch.arange(length + 1, length + T + 1).",
+                edit(
+                    "positions = torch.arange(length, length + n_new)",
+                    "positions = torch.arange(length + 1, length + n_new + 1)",
+                ),
+            ),
+            (
+                "cache_rotated_again",
+                "the cached keys were rotated when they were stored: apply RoPE to the new keys only, "
+                "not to the whole cache again.",
+                edit(KEYS, "keys = apply_rope(torch.cat([k_cache[:, :, :length], k_new], dim=-2))"),
+            ),
+            (
+                "values_rotated",
+                "RoPE rotates queries and keys only (it changes their dot products); the values are appended as they are.",
+                edit(VALUES, "values = torch.cat([v_cache[:, :, :length], apply_rope(v_new, positions)], dim=-2)"),
+            ),
+            (
+                "query_not_rotated",
+                "rotate the new queries too (apply_rope(q_new, positions)): RoPE works through the dot product of a "
+                "rotated query with a rotated key.",
+                edit(ROPE, "k_new = apply_rope(k_new, positions)"),
+            ),
+            (
+                "causal_mask_top_left",
+                "new query i sits at position length + i and may see every key up to there: take the last T rows "
+                "of the full causal mask, causal_mask(length + T)[-T:]; causal_mask(T, length + T) is aligned "
+                "top-left and hides almost the whole cache.",
+                edit(MASK, "mask = causal_mask(n_new, length + n_new)"),
+            ),
+            (
+                "no_causal_mask",
+                "a single new token may see every key, but with several new tokens at once (a prompt) each must "
+                "not see the ones after it: keep the causal mask rows causal_mask(length + T)[-T:].",
+                edit(RESULT, "return grouped_query_attention(q_new, keys, values), keys, values"),
+            ),
+            (
+                "detached_output",
+                DETACHED_HINT,
+                edit(
+                    RESULT,
+                    "return grouped_query_attention(q_new, keys, values, mask).detach(), keys.detach(), values.detach()",
+                ),
+            ),
+        ),
+    )
+)

@@ -43,8 +43,9 @@ def _real_label(layer: int) -> str:
     return f"all-MiniLM-L6-v2 layer {layer}, a padded batch of 2 sentences (2, 17, 384), 12 heads"
 
 
-def _small_batch(d_model: int, lengths: list[int], seed: int, scale: float = 1.0,
-                 left: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+def _small_batch(
+    d_model: int, lengths: list[int], seed: int, scale: float = 1.0, left: bool = False
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Random hidden states of a padded batch and its key mask (padding on the right, or the left)."""
     hidden = randn(generator(seed), len(lengths), max(lengths), d_model, scale=scale)
     positions = torch.arange(max(lengths))
@@ -59,11 +60,17 @@ def _real_rows(key_mask: torch.Tensor) -> Callable[[Any], Any]:
     A padded position's own output is never used by the model (mean pooling skips it), so a learner who
     also masks the padded queries is right; their weights over the keys still must hide the [PAD] keys.
     """
+
     def select(result: Any) -> Any:
-        if not (isinstance(result, tuple | list) and len(result) == 2
-                and all(isinstance(t, torch.Tensor) for t in result)
-                and result[0].shape[:2] == key_mask.shape and result[1].dim() == 4
-                and result[1].shape[0] == key_mask.shape[0] and result[1].shape[2] == key_mask.shape[1]):
+        if not (
+            isinstance(result, tuple | list)
+            and len(result) == 2
+            and all(isinstance(t, torch.Tensor) for t in result)
+            and result[0].shape[:2] == key_mask.shape
+            and result[1].dim() == 4
+            and result[1].shape[0] == key_mask.shape[0]
+            and result[1].shape[2] == key_mask.shape[1]
+        ):
             return result  # the comparison reports what is wrong with its type or shape
         output, weights = result
         return output[key_mask], weights.transpose(1, 2)[key_mask]
@@ -83,18 +90,36 @@ def _attention_cases() -> list[Case]:
     left, left_mask = _small_batch(12, [5, 3, 2], seed=3, left=True)
     grad, grad_mask = _small_batch(6, [3, 2], seed=4)
     return [
-        Case((one, EncoderLayerWeights.random(4, 8, seed=0), one_mask, 2),
-             label="one sentence of 3 tokens, d_model 4, 2 heads, no padding"),
-        Case((two, EncoderLayerWeights.random(8, 16, seed=1), two_mask, 2), select=_real_rows(two_mask),
-             label="2 sentences of 4 and 2 tokens (the second padded), d_model 8, 2 heads"),
-        Case((left, EncoderLayerWeights.random(12, 24, seed=3), left_mask, 4), select=_real_rows(left_mask),
-             label="3 sentences of 5, 3 and 2 tokens padded on the LEFT, d_model 12, 4 heads (d_head 3)"),
-        Case((hidden_states[0], weights.layers[0], key_mask, weights.config.n_heads), select=_real_rows(key_mask),
-             label=_real_label(0)),
-        Case((hidden_states[last], weights.layers[last], key_mask, weights.config.n_heads),
-             select=_real_rows(key_mask), label=_real_label(last)),
-        Case((grad, EncoderLayerWeights.random(6, 12, seed=4), grad_mask, 2), select=_real_rows(grad_mask),
-             check_grad=True, label="gradients: 2 sentences of 3 and 2 tokens, d_model 6, 2 heads"),
+        Case(
+            (one, EncoderLayerWeights.random(4, 8, seed=0), one_mask, 2),
+            label="one sentence of 3 tokens, d_model 4, 2 heads, no padding",
+        ),
+        Case(
+            (two, EncoderLayerWeights.random(8, 16, seed=1), two_mask, 2),
+            select=_real_rows(two_mask),
+            label="2 sentences of 4 and 2 tokens (the second padded), d_model 8, 2 heads",
+        ),
+        Case(
+            (left, EncoderLayerWeights.random(12, 24, seed=3), left_mask, 4),
+            select=_real_rows(left_mask),
+            label="3 sentences of 5, 3 and 2 tokens padded on the LEFT, d_model 12, 4 heads (d_head 3)",
+        ),
+        Case(
+            (hidden_states[0], weights.layers[0], key_mask, weights.config.n_heads),
+            select=_real_rows(key_mask),
+            label=_real_label(0),
+        ),
+        Case(
+            (hidden_states[last], weights.layers[last], key_mask, weights.config.n_heads),
+            select=_real_rows(key_mask),
+            label=_real_label(last),
+        ),
+        Case(
+            (grad, EncoderLayerWeights.random(6, 12, seed=4), grad_mask, 2),
+            select=_real_rows(grad_mask),
+            check_grad=True,
+            label="gradients: 2 sentences of 3 and 2 tokens, d_model 6, 2 heads",
+        ),
     ]
 
 
@@ -114,52 +139,78 @@ def _reshaped(name: str) -> str:
     return f"{name} = (hidden @ layer.w_{name} + layer.b_{name}).reshape(hidden.shape[0], n_heads, hidden.shape[1], -1)"
 
 
-register(Exercise(
-    name="encoder_self_attention",
-    lesson=LESSON,
-    reference=encoder_self_attention,
-    cases=_attention_cases,
-    mistakes=catalogue(
-        LESSON, "encoder_self_attention",
-        ("no_padding_mask",
-         "hide the padding: pass a mask built from key_mask, key_mask[:, None, None, :] of shape (B, 1, 1, L), "
-         "so that no query attends to a [PAD] key.",
-         edit(ATTEND, "heads, weights = masked_attention(q, k, v)")),
-        ("mask_on_queries",
-         "the padding mask acts on the keys (the last axis of the scores): key_mask[:, None, None, :], "
-         "not key_mask[:, None, :, None], which hides padded queries and lets real ones attend to [PAD].",
-         edit(ATTEND, "heads, weights = masked_attention(q, k, v, key_mask[:, None, :, None])")),
-        ("padding_mask_inverted",
-         "key_mask is True at real tokens: pass it as it is (True = may attend), not inverted, which lets every "
-         "query attend only to [PAD].",
-         edit(ATTEND, "heads, weights = masked_attention(q, k, v, ~key_mask[:, None, None, :])")),
-        ("scale_by_d_model",
-         "each head compares vectors of size d_head = d_model / n_heads: divide its scores by sqrt(d_head), "
-         "not sqrt(d_model).",
-         edit(ATTEND, BY_D_MODEL)),
-        ("heads_without_transpose",
-         "split heads with a reshape to (B, L, n_heads, d_head) then .transpose(1, 2); reshaping straight "
-         "to (B, n_heads, L, d_head) mixes tokens between heads (split_heads/merge_heads do it right).",
-         edit(Q, _reshaped("q")), edit(K, _reshaped("k")), edit(V, _reshaped("v")),
-         edit("merge_heads(heads)", "heads.reshape(hidden.shape)")),
-        ("no_output_projection",
-         "after merging the heads, apply the output projection: merged @ layer.w_o + layer.b_o.",
-         edit(RESULT, "return merge_heads(heads), weights")),
-        ("biases_ignored",
-         "every projection has a bias: hidden @ layer.w_q + layer.b_q (and b_k, b_v, b_o), as in nn.Linear.",
-         edit(Q, "q = split_heads(hidden @ layer.w_q, n_heads)"), edit(K, "k = split_heads(hidden @ layer.w_k, n_heads)"),
-         edit(V, "v = split_heads(hidden @ layer.w_v, n_heads)"), edit(RESULT, "return merge_heads(heads) @ layer.w_o, weights")),
-        ("transposed_weights",
-         "the weights are stored as in the equations, w_q: (d_model, d_model) with q = hidden @ w_q + b_q; "
-         "no .T (the checkpoint's nn.Linear layout was transposed when it was loaded).",
-         edit(Q, "q = split_heads(hidden @ layer.w_q.T + layer.b_q, n_heads)"),
-         edit(K, "k = split_heads(hidden @ layer.w_k.T + layer.b_k, n_heads)"),
-         edit(V, "v = split_heads(hidden @ layer.w_v.T + layer.b_v, n_heads)"),
-         edit(RESULT, "return merge_heads(heads) @ layer.w_o.T + layer.b_o, weights")),
-        ("detached_output", DETACHED_HINT,
-         edit(RESULT, "return (merge_heads(heads) @ layer.w_o + layer.b_o).detach(), weights.detach()")),
-    ),
-))
+register(
+    Exercise(
+        name="encoder_self_attention",
+        lesson=LESSON,
+        reference=encoder_self_attention,
+        cases=_attention_cases,
+        mistakes=catalogue(
+            LESSON,
+            "encoder_self_attention",
+            (
+                "no_padding_mask",
+                "hide the padding: pass a mask built from key_mask, key_mask[:, None, None, :] of shape (B, 1, 1, L), "
+                "so that no query attends to a [PAD] key.",
+                edit(ATTEND, "heads, weights = masked_attention(q, k, v)"),
+            ),
+            (
+                "mask_on_queries",
+                "the padding mask acts on the keys (the last axis of the scores): key_mask[:, None, None, :], "
+                "not key_mask[:, None, :, None], which hides padded queries and lets real ones attend to [PAD].",
+                edit(ATTEND, "heads, weights = masked_attention(q, k, v, key_mask[:, None, :, None])"),
+            ),
+            (
+                "padding_mask_inverted",
+                "key_mask is True at real tokens: pass it as it is (True = may attend), not inverted, which lets every "
+                "query attend only to [PAD].",
+                edit(ATTEND, "heads, weights = masked_attention(q, k, v, ~key_mask[:, None, None, :])"),
+            ),
+            (
+                "scale_by_d_model",
+                "each head compares vectors of size d_head = d_model / n_heads: divide its scores by sqrt(d_head), "
+                "not sqrt(d_model).",
+                edit(ATTEND, BY_D_MODEL),
+            ),
+            (
+                "heads_without_transpose",
+                "split heads with a reshape to (B, L, n_heads, d_head) then .transpose(1, 2); reshaping straight "
+                "to (B, n_heads, L, d_head) mixes tokens between heads (split_heads/merge_heads do it right).",
+                edit(Q, _reshaped("q")),
+                edit(K, _reshaped("k")),
+                edit(V, _reshaped("v")),
+                edit("merge_heads(heads)", "heads.reshape(hidden.shape)"),
+            ),
+            (
+                "no_output_projection",
+                "after merging the heads, apply the output projection: merged @ layer.w_o + layer.b_o.",
+                edit(RESULT, "return merge_heads(heads), weights"),
+            ),
+            (
+                "biases_ignored",
+                "every projection has a bias: hidden @ layer.w_q + layer.b_q (and b_k, b_v, b_o), as in nn.Linear.",
+                edit(Q, "q = split_heads(hidden @ layer.w_q, n_heads)"),
+                edit(K, "k = split_heads(hidden @ layer.w_k, n_heads)"),
+                edit(V, "v = split_heads(hidden @ layer.w_v, n_heads)"),
+                edit(RESULT, "return merge_heads(heads) @ layer.w_o, weights"),
+            ),
+            (
+                "transposed_weights",
+                "the weights are stored as in the equations, w_q: (d_model, d_model) with q = hidden @ w_q + b_q; "
+                "no .T (the checkpoint's nn.Linear layout was transposed when it was loaded).",
+                edit(Q, "q = split_heads(hidden @ layer.w_q.T + layer.b_q, n_heads)"),
+                edit(K, "k = split_heads(hidden @ layer.w_k.T + layer.b_k, n_heads)"),
+                edit(V, "v = split_heads(hidden @ layer.w_v.T + layer.b_v, n_heads)"),
+                edit(RESULT, "return merge_heads(heads) @ layer.w_o.T + layer.b_o, weights"),
+            ),
+            (
+                "detached_output",
+                DETACHED_HINT,
+                edit(RESULT, "return (merge_heads(heads) @ layer.w_o + layer.b_o).detach(), weights.detach()"),
+            ),
+        ),
+    )
+)
 
 # ---------------------------------------------------------------- encoder_feed_forward
 
@@ -175,37 +226,57 @@ def _feed_forward_cases() -> list[Case]:
         Case((three, EncoderLayerWeights.random(6, 10, seed=5)), label="3 sentences of 4 tokens, d_model 6, d_ff 10"),
         Case((hidden_states[1], weights.layers[0]), label=_real_label(0).replace(", 12 heads", "")),
         Case((hidden_states[last], weights.layers[last]), label=_real_label(last).replace(", 12 heads", "")),
-        Case((_small_batch(4, [2, 2], seed=6, scale=2.0)[0], EncoderLayerWeights.random(4, 6, seed=6)), check_grad=True,
-             label="gradients: 2 sentences of 2 tokens, d_model 4, d_ff 6"),
+        Case(
+            (_small_batch(4, [2, 2], seed=6, scale=2.0)[0], EncoderLayerWeights.random(4, 6, seed=6)),
+            check_grad=True,
+            label="gradients: 2 sentences of 2 tokens, d_model 4, d_ff 6",
+        ),
     ]
 
 
 FF = "return F.gelu(hidden @ layer.w_ff1 + layer.b_ff1) @ layer.w_ff2 + layer.b_ff2"
 
-register(Exercise(
-    name="encoder_feed_forward",
-    lesson=LESSON,
-    reference=encoder_feed_forward,
-    cases=_feed_forward_cases,
-    mistakes=catalogue(
-        LESSON, "encoder_feed_forward",
-        ("tanh_gelu",
-         "BERT uses the exact GELU, x * Phi(x) with the erf (torch.nn.functional.gelu(x)), not the tanh "
-         "approximation (approximate='tanh'); the difference is small but grows through six layers.",
-         edit(FF, "return F.gelu(hidden @ layer.w_ff1 + layer.b_ff1, approximate='tanh') @ layer.w_ff2 + layer.b_ff2")),
-        ("relu",
-         "the activation is GELU (torch.nn.functional.gelu), not ReLU.",
-         edit(FF, "return torch.relu(hidden @ layer.w_ff1 + layer.b_ff1) @ layer.w_ff2 + layer.b_ff2")),
-        ("activation_after_output",
-         "apply GELU only between the two linear maps; the second one's output goes out as it is.",
-         edit(FF, "return F.gelu(F.gelu(hidden @ layer.w_ff1 + layer.b_ff1) @ layer.w_ff2 + layer.b_ff2)")),
-        ("biases_ignored",
-         "both linear maps have a bias: (hidden @ w_ff1 + b_ff1), then (... @ w_ff2 + b_ff2).",
-         edit(FF, "return F.gelu(hidden @ layer.w_ff1) @ layer.w_ff2")),
-        ("detached_output", DETACHED_HINT,
-         edit(FF, "return (F.gelu(hidden @ layer.w_ff1 + layer.b_ff1) @ layer.w_ff2 + layer.b_ff2).detach()")),
-    ),
-))
+register(
+    Exercise(
+        name="encoder_feed_forward",
+        lesson=LESSON,
+        reference=encoder_feed_forward,
+        cases=_feed_forward_cases,
+        mistakes=catalogue(
+            LESSON,
+            "encoder_feed_forward",
+            (
+                "tanh_gelu",
+                "BERT uses the exact GELU, x * Phi(x) with the erf (torch.nn.functional.gelu(x)), not the tanh "
+                "approximation (approximate='tanh'); the difference is small but grows through six layers.",
+                edit(
+                    FF,
+                    "return F.gelu(hidden @ layer.w_ff1 + layer.b_ff1, approximate='tanh') @ layer.w_ff2 + layer.b_ff2",
+                ),
+            ),
+            (
+                "relu",
+                "the activation is GELU (torch.nn.functional.gelu), not ReLU.",
+                edit(FF, "return torch.relu(hidden @ layer.w_ff1 + layer.b_ff1) @ layer.w_ff2 + layer.b_ff2"),
+            ),
+            (
+                "activation_after_output",
+                "apply GELU only between the two linear maps; the second one's output goes out as it is.",
+                edit(FF, "return F.gelu(F.gelu(hidden @ layer.w_ff1 + layer.b_ff1) @ layer.w_ff2 + layer.b_ff2)"),
+            ),
+            (
+                "biases_ignored",
+                "both linear maps have a bias: (hidden @ w_ff1 + b_ff1), then (... @ w_ff2 + b_ff2).",
+                edit(FF, "return F.gelu(hidden @ layer.w_ff1) @ layer.w_ff2"),
+            ),
+            (
+                "detached_output",
+                DETACHED_HINT,
+                edit(FF, "return (F.gelu(hidden @ layer.w_ff1 + layer.b_ff1) @ layer.w_ff2 + layer.b_ff2).detach()"),
+            ),
+        ),
+    )
+)
 
 # ---------------------------------------------------------------- mean_pooling
 
@@ -215,17 +286,29 @@ def _pooling_cases() -> list[Case]:
     hidden = torch.tensor([[[1.0, 2.0], [3.0, 0.0], [9.0, 9.0]], [[0.0, 4.0], [2.0, 2.0], [4.0, 0.0]]])
     left, left_mask = _small_batch(5, [4, 2, 1], seed=7, left=True)
     return [
-        Case((hidden, torch.tensor([[True, True, False], [True, True, True]])),
-             label="hidden (2, 3, 2), the first sentence padded: key_mask [[True, True, False], [True, True, True]]"),
-        Case((hidden, torch.tensor([[False, True, True], [True, True, True]])),
-             label="hidden (2, 3, 2), the first sentence padded on the LEFT: key_mask [[False, True, True], [True, True, True]]"),
+        Case(
+            (hidden, torch.tensor([[True, True, False], [True, True, True]])),
+            label="hidden (2, 3, 2), the first sentence padded: key_mask [[True, True, False], [True, True, True]]",
+        ),
+        Case(
+            (hidden, torch.tensor([[False, True, True], [True, True, True]])),
+            label="hidden (2, 3, 2), the first sentence padded on the LEFT: key_mask [[False, True, True], [True, True, True]]",
+        ),
         Case((left, left_mask), label="hidden (3, 4, 5), sentences of 4, 2 and 1 tokens padded on the left"),
-        Case((_small_batch(3, [4], seed=8)[0], torch.ones(1, 4, dtype=torch.bool)),
-             label="one sentence of 4 tokens, no padding: hidden (1, 4, 3)"),
+        Case(
+            (_small_batch(3, [4], seed=8)[0], torch.ones(1, 4, dtype=torch.bool)),
+            label="one sentence of 4 tokens, no padding: hidden (1, 4, 3)",
+        ),
         Case((hidden_states[-1], key_mask), label="all-MiniLM-L6-v2's last hidden states, a padded batch (2, 17, 384)"),
-        Case((_small_batch(4, [3, 1], seed=9)[0].double(), _small_batch(4, [3, 1], seed=9)[1]),
-             label="float64 hidden (2, 3, 4), sentences of 3 and 1 tokens"),
-        Case(_small_batch(4, [3, 2], seed=10), check_grad=True, label="gradients: hidden (2, 3, 4), sentences of 3 and 2 tokens"),
+        Case(
+            (_small_batch(4, [3, 1], seed=9)[0].double(), _small_batch(4, [3, 1], seed=9)[1]),
+            label="float64 hidden (2, 3, 4), sentences of 3 and 1 tokens",
+        ),
+        Case(
+            _small_batch(4, [3, 2], seed=10),
+            check_grad=True,
+            label="gradients: hidden (2, 3, 4), sentences of 3 and 2 tokens",
+        ),
     ]
 
 
@@ -233,30 +316,46 @@ REAL = "real = key_mask[..., None].to(hidden.dtype)"
 MEAN = "mean = (hidden * real).sum(dim=1) / real.sum(dim=1)"
 NORMALISE = "return F.normalize(mean, dim=-1)"
 
-register(Exercise(
-    name="mean_pooling",
-    lesson=LESSON,
-    reference=mean_pooling,
-    cases=_pooling_cases,
-    mistakes=catalogue(
-        LESSON, "mean_pooling",
-        ("cls_pooling",
-         "this model's sentence embedding is the mean of all real tokens, not the [CLS] vector hidden[:, 0].",
-         edit(MEAN, "mean = hidden[:, 0]")),
-        ("mean_over_padding",
-         "average over the real tokens only: weight each token by key_mask and divide by the number of real "
-         "tokens, not by L.",
-         edit(MEAN, "mean = hidden.mean(dim=1)")),
-        ("assumes_right_padding",
-         "the real tokens are where key_mask is True, which need not be the first ones (a batch may be padded on "
-         "the left): weight every position by key_mask instead of slicing hidden[b, :length].",
-         edit(MEAN, "mean = torch.stack([hidden[b, :int(n)].mean(dim=0) for b, n in enumerate(key_mask.sum(dim=1))])")),
-        ("not_normalised",
-         "divide the mean by its L2 norm (torch.nn.functional.normalize) so every embedding has length 1.",
-         edit(NORMALISE, "return mean")),
-        ("normalised_over_batch",
-         "normalise each sentence's vector on its own: F.normalize(mean, dim=-1), not along the batch axis (dim=0).",
-         edit(NORMALISE, "return F.normalize(mean, dim=0)")),
-        ("detached_output", DETACHED_HINT, edit(NORMALISE, "return F.normalize(mean, dim=-1).detach()")),
-    ),
-))
+register(
+    Exercise(
+        name="mean_pooling",
+        lesson=LESSON,
+        reference=mean_pooling,
+        cases=_pooling_cases,
+        mistakes=catalogue(
+            LESSON,
+            "mean_pooling",
+            (
+                "cls_pooling",
+                "this model's sentence embedding is the mean of all real tokens, not the [CLS] vector hidden[:, 0].",
+                edit(MEAN, "mean = hidden[:, 0]"),
+            ),
+            (
+                "mean_over_padding",
+                "average over the real tokens only: weight each token by key_mask and divide by the number of real "
+                "tokens, not by L.",
+                edit(MEAN, "mean = hidden.mean(dim=1)"),
+            ),
+            (
+                "assumes_right_padding",
+                "the real tokens are where key_mask is True, which need not be the first ones (a batch may be padded on "
+                "the left): weight every position by key_mask instead of slicing hidden[b, :length].",
+                edit(
+                    MEAN,
+                    "mean = torch.stack([hidden[b, :int(n)].mean(dim=0) for b, n in enumerate(key_mask.sum(dim=1))])",
+                ),
+            ),
+            (
+                "not_normalised",
+                "divide the mean by its L2 norm (torch.nn.functional.normalize) so every embedding has length 1.",
+                edit(NORMALISE, "return mean"),
+            ),
+            (
+                "normalised_over_batch",
+                "normalise each sentence's vector on its own: F.normalize(mean, dim=-1), not along the batch axis (dim=0).",
+                edit(NORMALISE, "return F.normalize(mean, dim=0)"),
+            ),
+            ("detached_output", DETACHED_HINT, edit(NORMALISE, "return F.normalize(mean, dim=-1).detach()")),
+        ),
+    )
+)
