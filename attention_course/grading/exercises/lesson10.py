@@ -149,6 +149,7 @@ register(
 # output and any whole q, k or v 256 x 2 floats (2 KiB); the scores of one query block against
 # every key (visiting the empty tiles too) take 8 KiB, the dense L x S boolean mask 64 KiB.
 _SPARSE_LIMIT = 4 * 1024
+_DENSE_LIMIT = 64 * 1024  # first a looser limit that only the dense L x S scores break
 
 
 def _band_layout(n_blocks: int) -> torch.Tensor:
@@ -163,6 +164,7 @@ def _block_cases() -> list[Case]:
     lower = torch.ones(3, 3, dtype=torch.bool).tril()
     empty_row = torch.tensor([[True, False, False], [False, False, False], [True, False, True]])
     window = sliding_window_pattern(8, 1)
+    long_q, long_k, long_v = randn(g, 256, 2), randn(g, 256, 2), randn(g, 256, 2)
     return [
         Case((q, k, v, band, 2), label="q, k, v (6, 2), block_size=2, layout [[1,1,0],[1,1,1],[0,1,1]]"),
         Case(
@@ -238,7 +240,13 @@ def _block_cases() -> list[Case]:
             label="float64 q, k (6, 3), v (6, 2), block_size=2",
         ),
         Case(
-            (randn(g, 256, 2), randn(g, 256, 2), randn(g, 256, 2), _band_layout(32), 8),
+            (long_q, long_k, long_v, _band_layout(32), 8),
+            max_alloc_bytes=_DENSE_LIMIT,
+            label="256 tokens, block_size=8, a band of 3 tiles per row: no tensor may be as large as the "
+            "256 x 256 score matrix",
+        ),
+        Case(
+            (long_q, long_k, long_v, _band_layout(32), 8),
             max_alloc_bytes=_SPARSE_LIMIT,
             label="256 tokens, block_size=8, a band of 3 tiles per row: no tensor may be as large as the "
             "scores of a query block against every key (skip the tiles the layout leaves out)",
