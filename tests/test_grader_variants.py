@@ -788,9 +788,38 @@ def _id(value: object) -> str:
     return getattr(value, "__name__", None) or getattr(getattr(value, "fn", None), "__name__", str(value))
 
 
+# The exercises of issue 16 (lessons 02-12, 11b): each must have two variants here. Exercises added
+# since by other lessons are listed as expected failures until someone writes theirs.
+ISSUE_16 = {
+    "qkv_projection",
+    "attention_scores",
+    "scaled_attention_scores",
+    "softmax",
+    "causal_mask",
+    "padding_mask",
+    "masked_attention",
+    "split_heads",
+    "merge_heads",
+    "multi_head_attention",
+    "cross_attention",
+    "sinusoidal_table",
+    "apply_rope",
+    "cached_attention_step",
+    "sliding_window_mask",
+    "global_local_mask",
+    "block_sparse_attention",
+    "online_softmax",
+    "tiled_attention",
+    "flash_attention_kernel",
+    "encoder_self_attention",
+    "encoder_feed_forward",
+    "mean_pooling",
+}
+
+
 @pytest.mark.parametrize("exercise", all_exercises(), ids=lambda e: e.name)
 def test_every_exercise_has_two_variants(exercise) -> None:
-    if len(VARIANTS.get(exercise.name, ())) < 2 and exercise.lesson[:2] > "12" and exercise.lesson[:2] != "14":
+    if exercise.name not in ISSUE_16 and exercise.name not in VARIANTS:
         pytest.xfail(f"{exercise.name} ({exercise.lesson}, added after issue 16) has no correct variants here yet")
     assert len(VARIANTS.get(exercise.name, ())) >= 2, f"{exercise.name}: fewer than two correct variants"
 
