@@ -240,7 +240,7 @@ class FigureWidget(widgets.VBox):
         self._draw = draw
         self.readout: dict[str, float] = {}
         self.png = b""
-        self._laid_out = False
+        self._margins: dict[str, float] = {}
         for control in controls:
             control.observe(self._on_change, names="value")
         self.redraw()
@@ -250,11 +250,14 @@ class FigureWidget(widgets.VBox):
 
     def redraw(self) -> None:
         """Redraw the figure, encode it as ``png`` and show it in the output area; refresh ``readout``."""
-        self.figure.clear()
+        self.figure.clear()  # (this also resets the margins)
+        if self._margins:
+            self.figure.subplots_adjust(**self._margins)
         self.readout = self._draw(self.figure)
-        if not self._laid_out:
-            self.figure.tight_layout()  # once: later draws keep these margins (laying out costs as much as drawing)
-            self._laid_out = True
+        if not self._margins:  # lay out once; later draws reuse the margins (laying out costs as much as drawing)
+            self.figure.tight_layout()
+            pars = self.figure.subplotpars
+            self._margins = {name: float(getattr(pars, name)) for name in ("left", "bottom", "right", "top", "wspace")}
         canvas = self.figure.canvas
         canvas.draw()  # one render; savefig would render again for the PNG
         buffer = io.BytesIO()
