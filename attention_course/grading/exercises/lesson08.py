@@ -171,8 +171,8 @@ register(Exercise(
     cases=_rope_cases,
     mistakes=(
         Mistake("interleaved_pairs",
-                "this course uses the half-split convention (GPT-NeoX, Llama): coordinate i pairs with i + d_head/2, "
-                "not with its neighbour i + 1 (the interleaved layout of GPT-J).",
+                "this course uses the half-split convention (GPT-NeoX, Hugging Face's Llama port): coordinate i pairs "
+                "with i + d_head/2, not with its neighbour i + 1 (the interleaved layout of GPT-J and Meta's Llama code).",
                 _rope_interleaved),
         Mistake("rotation_reversed",
                 "rotate forwards: x * cos + rotate_half(x) * sin with rotate_half([x1, x2]) = [-x2, x1]; the code "
