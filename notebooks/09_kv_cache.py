@@ -249,20 +249,20 @@ print("same tokens as recomputing:", torch.equal(prealloc_tokens, new_tokens))
 # %%
 # NBVAL_IGNORE_OUTPUT
 stepper = decode_stepper(model, prompt, n_new=24)
-save_figure(stepper, "figures/09_decode_stepper.png", step=24, work="total so far")
+save_figure(stepper, "figures/09_decode_stepper.png", step=12, work="total so far")
 stepper
 
 # %% [markdown]
-# ![The decode stepper after 24 steps: 29 cached keys of layer 0, the cache's memory growing linearly, and the total attention work of recomputing against reading the cache](figures/09_decode_stepper.png)
+# ![The decode stepper after 12 steps: 17 cached keys of layer 0, the cache's memory growing linearly, and the total attention work of recomputing against reading the cache](figures/09_decode_stepper.png)
 #
-# *The stepper after step 24, total work (a saved picture, for readers without a running kernel).*
-# Its numbers, read from the widget:
+# *The stepper after step 12, total work (a saved picture, for readers without a running kernel).*
+# Its numbers at step 12, read from the widget:
 
 # %%
-print(f"after 24 steps: {stepper.readout['length']:.0f} tokens cached, {stepper.readout['cache_bytes'] / 1024:.1f} KiB; "
+print(f"after 12 steps: {stepper.readout['length']:.0f} tokens cached, {stepper.readout['cache_bytes'] / 1024:.1f} KiB; "
       f"pairs so far: recompute {stepper.readout['recompute_pairs']:,.0f}, cached {stepper.readout['cached_pairs']:,.0f}")
 print("bytes = kv_cache_bytes(...):", stepper.readout["cache_bytes"] == kv_cache_bytes(
-    config.n_layers, config.n_kv_heads, config.d_head, 29, bytes_per_element=4))
+    config.n_layers, config.n_kv_heads, config.d_head, 17, bytes_per_element=4))
 
 # %% [markdown]
 # ## 5. Experiment: time per token as the sequence grows

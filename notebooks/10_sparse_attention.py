@@ -21,8 +21,9 @@
 # 2. draw the sparse patterns long-context models use (sliding window, dilated, strided, fixed,
 #    Longformer, BigBird) and compute their density and FLOPs;
 # 3. explain how information still crosses the whole sequence in a few layers;
-# 4. compute attention over a block layout so that the skipped tiles cost **nothing**, and check
-#    that it equals dense attention under the same mask;
+# 4. compute attention over a block layout so that the skipped tiles cost **nothing** (once the
+#    layout is built, itself without visiting every pair), and check that it equals dense
+#    attention under the same mask;
 # 5. name what a local pattern loses, and how global tokens give it back.
 #
 # **Builds on:** masks and fully masked rows (lesson 05), multi-head shapes `(batch, heads, N, d)`
@@ -49,6 +50,7 @@ from attention_course.sparse import (
     strided_pattern,
 )
 from attention_course.measure import best_seconds, growth_exponent, largest_allocation
+from attention_course.teaching.widgets import pattern_picker, save_figure
 
 _ = torch.manual_seed(0)  # the same random numbers on every run
 torch.set_num_threads(1)  # every timing below runs on one thread: a busy machine's scheduling stays out of the ratios
@@ -183,8 +185,12 @@ plt.show()
 # Processors are fast on dense tiles, not on scattered pairs. A block-sparse kernel cuts the
 # mask into $B \times B$ tiles and visits a tile when **any** pair in it is allowed
 # (`pattern.layout(B)`). Tiles crossed by the pattern's edge are *partly* needed: they are
-# computed whole and masked inside. The layout is computed one tile row at a time, so even it
-# never holds an $N \times N$ tensor.
+# computed whole and masked inside. The layout has a cost of its own: testing every pair is
+# $O(N^2)$ work, the very thing sparse attention avoids. So the window, Longformer and BigBird
+# patterns build it from each tile's first and last positions alone ($(N/B)^2$ tiles, no pair
+# visited); the other patterns test the pairs one tile row at a time (`pattern.scan_layout(B)`,
+# never an $N \times N$ tensor, but $O(N^2)$ work). Section 9 times both. Either way a layout
+# is computed once per length and reused by every layer, head and batch.
 
 # %%
 pattern, block = longformer_pattern(n, 3, [0, 32]), 8
@@ -269,6 +275,43 @@ for ax, (name, field) in zip(axes, fields.items(), strict=True):
 plt.show()
 
 # %% [markdown]
+# ### Build your own pattern
+#
+# The pattern picker combines the pieces on 64 tokens: a window (keys on each side), a dilation
+# (the gap between them), global tokens (the first few positions, full rows and columns) and
+# BigBird's random key blocks (of 8 tokens, per query block). It shows the mask, its density, and
+# the share of (position, input) pairs connected after 1 to 6 stacked layers.
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+picker = pattern_picker(n=64, block_size=8, max_layers=6)
+save_figure(picker, "figures/10_pattern_picker.png", window=2, dilation=2, **{"global tokens": 0, "random blocks": 1})
+picker
+
+# %% [markdown]
+# ![The pattern picker with window 2, dilation 2 and one random block per query block: the mask, its density, and the receptive field over depth](figures/10_pattern_picker.png)
+#
+# *The picker with window 2, dilation 2 and one random block (a saved picture, for readers
+# without a running kernel).* Try a dilation of 2 with no random blocks first: the dilated
+# window only links positions an even distance apart, and no depth fixes that. One random
+# block, or one global token, does.
+
+# %%
+picker_reach = {}
+for dilation, random_blocks in ((1, 0), (2, 0), (2, 1)):
+    mask = dilated_window_pattern(64, 2, dilation).mask()
+    if random_blocks:
+        mask = mask | bigbird_pattern(64, 0, [], random_blocks, 8, seed=0).mask()
+    picker_reach[(dilation, random_blocks)] = receptive_field(mask, 6)[-1].float().mean().item()
+    print(f"window 2, dilation {dilation}, {random_blocks} random block(s): "
+          f"{picker_reach[(dilation, random_blocks)]:.0%} of pairs connected after 6 layers")
+
+# %% [markdown]
+# Dilation reaches twice as far per layer but only half the positions (the same parity), so after
+# six layers it connects no more than the plain window; one random block per query block connects
+# almost everything.
+
+# %% [markdown]
 # ## 8. Density and FLOPs at a realistic length
 #
 # At $N = 4096$ with $d = 64$: the FLOPs of exactly the allowed pairs, and of the tiles a
@@ -344,31 +387,66 @@ ax.legend(fontsize=8)
 plt.show()
 
 # %% [markdown]
+# And the layout itself, at $N = 4096$: built from the tiles' bounds, or by testing every pair, next
+# to the attention it serves (timings under whatever load the machine has; the ratios are what
+# count):
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+pattern = sliding_window_pattern(4096, window)
+q, k, v = torch.randn(3, 1, heads, 4096, d_head).unbind(0)
+layout_seconds = {
+    "layout from tile bounds": best_seconds(lambda: pattern.layout(block), repeats=2),
+    "layout testing every pair": best_seconds(lambda: pattern.scan_layout(block), repeats=1),
+    "sliding-window attention": best_seconds(lambda: sliding_window_attention(q, k, v, window, block_size=block),
+                                             repeats=2),
+}
+for name, t in layout_seconds.items():
+    print(f"{name:<27} {1000 * t:9.2f} ms   "
+          f"({t / layout_seconds['sliding-window attention']:.3g}x the attention)")
+
+# %% [markdown]
+# Testing every pair costs a multiple of the attention it prepares (and grows as $N^2$, the attention as $N$); the
+# layout built from tile bounds costs a tiny fraction of it. "Skipped tiles cost nothing" holds only
+# when the layout is built without visiting them, or built once and reused.
+
+# %% [markdown]
 # The dense curves climb with slope near 2; the sparse ones with slope near 1 (at small $N$
 # their fixed per-block overhead flattens them further). The window mask alone saves nothing:
 # "dense + mask" computes all $N^2$ scores and still grows quadratically.
 
 # %% [markdown]
-# ## 10. What is lost, and how global tokens give it back
+# ## 10. What is lost, and how depth and global tokens give it back
 #
 # A toy retrieval task: one *needle* token hides at position 10 of 64 and **every** position must
-# output the needle's value. One attention head can do it: the needle's key carries a large
-# score $\beta$ (a built-in feature here, learned in a real model), so any query that may see the
-# needle puts almost all its weight on it.
+# output the needle's value. Each token carries its content and a flag, "I hold the needle" (1 at
+# the needle, 0 elsewhere). In every layer, every query looks for flagged keys: a flagged key gets
+# the large score $\beta$ (a built-in feature here, learned in a real model), so a query that may
+# see a flagged token copies its content **and its flag**. A token that has read the needle holds
+# it from then on, and the next layer's queries can find it there: that is how depth carries
+# information further.
 #
-# - Dense attention: every query sees the needle.
-# - Sliding window $w = 4$: only queries within 4 positions of it.
-# - Longformer with global token 0, two layers: in layer 1 the global token reads the needle; in
-#   layer 2 every token reads the global token (its key carries the score instead).
+# - Dense attention: every query sees the needle in one layer.
+# - Sliding window $w = 4$: one layer reaches the queries within 4 positions of the needle; each
+#   further layer 4 more (section 7's receptive field).
+# - Longformer with global token 0: in layer 1 the global token reads the needle; in layer 2 every
+#   token reads the global token.
 
 # %%
 n_task, needle, beta = 64, 10, 30.0
 values = torch.randn(n_task, 8)  # (N, d): what each token holds
-is_needle = torch.zeros(n_task, 1)
-is_needle[needle] = 1.0
-is_global = torch.zeros(n_task, 1)
-is_global[0] = 1.0
-seek = torch.full((n_task, 1), beta)  # every query looks for the marked key, score beta
+holds_needle = torch.zeros(n_task, 1)
+holds_needle[needle] = 1.0
+seek = torch.full((n_task, 1), beta)  # every query looks for flagged keys, score beta
+
+
+def spread(mask: torch.Tensor | None, n_layers: int) -> torch.Tensor:
+    """Run n_layers of the needle-seeking head; each layer's output (content, flag) is the next layer's input."""
+    content, flag = values, holds_needle
+    for _ in range(n_layers):
+        read = scaled_dot_product_attention(seek, flag, torch.cat([content, flag], dim=-1), mask, scale=1.0)
+        content, flag = read[:, :-1], read[:, -1:]  # (N, d), (N, 1): the flag travels with the content
+    return content
 
 
 def retrieved(output: torch.Tensor) -> float:
@@ -376,22 +454,23 @@ def retrieved(output: torch.Tensor) -> float:
     return ((output - values[needle]).norm(dim=-1) < 0.1).float().mean().item()
 
 
-dense_out = scaled_dot_product_attention(seek, is_needle, values, scale=1.0)
 window_mask = sliding_window_mask(n_task, 4)
-local_out = scaled_dot_product_attention(seek, is_needle, values, window_mask, scale=1.0)
-local_2 = scaled_dot_product_attention(seek, is_global, local_out, window_mask, scale=1.0)
 global_mask = longformer_pattern(n_task, 4, [0]).mask()
-layer_1 = scaled_dot_product_attention(seek, is_needle, values, global_mask, scale=1.0)
-layer_2 = scaled_dot_product_attention(seek, is_global, layer_1, global_mask, scale=1.0)
-print(f"dense, 1 layer:                     {retrieved(dense_out):.2f} of positions retrieve the needle")
-print(f"sliding window w=4, 1 layer:        {retrieved(local_out):.2f}")
-print(f"sliding window w=4, 2 layers:       {retrieved(local_2):.2f}")
-print(f"Longformer w=4 + global, 2 layers:  {retrieved(layer_2):.2f}")
+print(f"dense, 1 layer:                     {retrieved(spread(None, 1)):.2f} of positions retrieve the needle")
+for n_layers in (1, 2, 3, 4):
+    predicted = receptive_field(window_mask, n_layers)[-1, :, needle].float().mean().item()
+    print(f"sliding window w=4, {n_layers} layer(s):     {retrieved(spread(window_mask, n_layers)):.2f}"
+          f"   (receptive field of section 7: {predicted:.2f})")
+print(f"Longformer w=4 + global, 1 layer:   {retrieved(spread(global_mask, 1)):.2f}")
+print(f"Longformer w=4 + global, 2 layers:  {retrieved(spread(global_mask, 2)):.2f}")
 
 # %% [markdown]
-# The window alone reaches $9/64 = 0.14$ of the positions, and a second layer cannot help because
-# nothing carries the needle further. One global token fixes it for the cost of one extra row and
-# column. BigBird adds random links for the same reason: short paths between any two tokens.
+# The window alone reaches $9/64 = 0.14$ of the positions in one layer, and every further layer
+# adds $w = 4$ positions on each side (fewer once the reach hits the start of the sequence): 17,
+# then 23, then 27 positions, exactly the receptive field of section 7. Depth extends the reach,
+# but only linearly: covering all 64 positions this way takes many layers. One global token does
+# it in two, for the cost of one extra row and column. BigBird adds random links for the same
+# reason: short paths between any two tokens.
 
 # %% [markdown]
 # ## Your turn

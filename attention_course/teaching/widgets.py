@@ -478,7 +478,7 @@ def decode_stepper(model: torch.nn.Module, prompt: Tensor, n_new: int = 24) -> P
         right.bar_label(bars, [f"{v:,}" for v in values])
         right.set_ylim(0, 1.15 * int(recompute.sum() if count.value != "this step" else recompute.max()))
         right.set_ylabel("query-key pairs per layer and head")
-        right.set_title(f"Attention work, {count.value}: {values[0] / values[1]:.1f}× less with the cache")
+        right.set_title(f"Work, {count.value}: {values[0] / values[1]:.1f}× less cached")
         return {"length": float(length), "cache_bytes": float(cache_bytes[step]),
                 "recompute_pairs": float(values[0]), "cached_pairs": float(values[1])}
 
