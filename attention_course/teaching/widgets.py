@@ -20,8 +20,6 @@ from pathlib import Path
 import ipywidgets as widgets
 import matplotlib.pyplot as plt
 import torch
-from IPython import get_ipython
-from IPython.display import Image, display
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.patches import Circle
@@ -214,7 +212,7 @@ def temperature_explorer(scores: Tensor, tokens: Sequence[str]) -> PlotWidget:
 
 
 class FigureWidget(widgets.VBox):
-    """A title, controls, and one figure that is redrawn in place whenever a control changes.
+    """A title, controls, and one figure (a PNG in an Image widget) redrawn whenever a control changes.
 
     Faster than :class:`PlotWidget` for the same picture: the figure is made once and only its axes
     are rebuilt; it is laid out once (``tight_layout`` on the first draw) and encoded straight to a PNG.
@@ -230,10 +228,14 @@ class FigureWidget(widgets.VBox):
 
     def __init__(self, title: str, controls: Sequence[widgets.ValueWidget], draw: Callable[[Figure], dict[str, float]],
                  figsize: tuple[float, float], dpi: int = 80) -> None:
-        self.output = widgets.Output()
+        # An Image widget, not an Output: its picture travels as widget state, so nothing is printed
+        # into the cell while the front end is still creating the widget (an Output's first contents
+        # can land in the cell instead), and its fixed size keeps the page from moving while it loads.
+        width, height = round(figsize[0] * dpi), round(figsize[1] * dpi)
+        self.image = widgets.Image(format="png", width=str(width), height=str(height))
         self.heading = widgets.HTML(f"<b>{title}</b>")
         self.controls = list(controls)
-        super().__init__([self.heading, *controls, self.output])
+        super().__init__([self.heading, *controls, self.image])
         self.figure = Figure(figsize=figsize, dpi=dpi)
         FigureCanvasAgg(self.figure)
         self.dpi = dpi
@@ -249,7 +251,7 @@ class FigureWidget(widgets.VBox):
         self.redraw()
 
     def redraw(self) -> None:
-        """Redraw the figure, encode it as ``png`` and show it in the output area; refresh ``readout``."""
+        """Redraw the figure, encode it as ``png`` and show it; refresh ``readout``."""
         self.figure.clear()  # (this also resets the margins)
         if self._margins:
             self.figure.subplots_adjust(**self._margins)
@@ -264,10 +266,7 @@ class FigureWidget(widgets.VBox):
         PILImage.frombuffer("RGBA", canvas.get_width_height(), canvas.buffer_rgba()).save(
             buffer, format="png", compress_level=1)
         self.png = buffer.getvalue()
-        if get_ipython() is not None:  # in a kernel: show it (elsewhere, e.g. in tests, just keep the bytes)
-            with self.output:
-                self.output.clear_output(wait=True)
-                display(Image(data=self.png))
+        self.image.value = self.png
 
 
 def save_figure(widget: FigureWidget, path: str | os.PathLike[str], **state: object) -> Path:
