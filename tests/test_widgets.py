@@ -104,7 +104,7 @@ def _moves_change_everything(widget: FigureWidget, targets: dict[str, object]) -
     """Setting each control to its target changes the picture and the readout."""
     controls = {control.description: control for control in widget.controls}
     assert set(targets) == set(controls), "every control gets moved"
-    assert widget.heading.value and widget.png.startswith(b"\x89PNG")
+    assert widget.title and widget.png.startswith(b"\x89PNG") and widget.image.value == widget.png
     for name, value in targets.items():
         before_png, before = widget.png, dict(widget.readout)
         controls[name].value = value

@@ -212,13 +212,13 @@ def temperature_explorer(scores: Tensor, tokens: Sequence[str]) -> PlotWidget:
 
 
 class FigureWidget(widgets.VBox):
-    """A title, controls, and one figure (a PNG in an Image widget) redrawn whenever a control changes.
+    """Controls above one figure (a PNG in an Image widget, its title on top) redrawn whenever a control changes.
 
     Faster than :class:`PlotWidget` for the same picture: the figure is made once and only its axes
     are rebuilt; it is laid out once (``tight_layout`` on the first draw) and encoded straight to a PNG.
 
     Args:
-        title: shown above the controls.
+        title: the figure's overall title.
         controls: the widgets whose ``value`` the figure depends on.
         draw: ``draw(figure) -> readout``: fills the (cleared) figure from the controls' current values
             and returns the numbers it shows.
@@ -233,9 +233,9 @@ class FigureWidget(widgets.VBox):
         # can land in the cell instead), and its fixed size keeps the page from moving while it loads.
         width, height = round(figsize[0] * dpi), round(figsize[1] * dpi)
         self.image = widgets.Image(format="png", width=str(width), height=str(height))
-        self.heading = widgets.HTML(f"<b>{title}</b>")
+        self.title = title  # drawn on the figure, above its panels
         self.controls = list(controls)
-        super().__init__([self.heading, *controls, self.image])
+        super().__init__([*controls, self.image])
         self.figure = Figure(figsize=figsize, dpi=dpi)
         FigureCanvasAgg(self.figure)
         self.dpi = dpi
@@ -256,6 +256,7 @@ class FigureWidget(widgets.VBox):
         if self._margins:
             self.figure.subplots_adjust(**self._margins)
         self.readout = self._draw(self.figure)
+        self.figure.suptitle(self.title, fontweight="bold", fontsize=11)
         if not self._margins:  # lay out once; later draws reuse the margins (laying out costs as much as drawing)
             self.figure.tight_layout()
             pars = self.figure.subplotpars
