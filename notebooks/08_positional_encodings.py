@@ -305,7 +305,8 @@ print("rotation keeps lengths:", torch.allclose(q_rotated.norm(dim=-1), q.norm()
 # turns by 1 radian per position, pair 7 (the slowest of $d_\text{head} = 16$) by about
 # $10^{-3.5}$. The right picture is the score of a fixed query and key as a function of the
 # offset between them, once with the query at position $m$ and once at position 0: the two curves
-# lie on top of each other whatever $m$ is. The dashed curve is the chosen pair's own share of
+# lie on top of each other whatever $m$ is (for each of three query–key pairs to pick from). The
+# dashed curve is the chosen pair's own share of
 # the score, a cosine in the offset whose period is $2\pi / \theta_i$.
 
 # %%

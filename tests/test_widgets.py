@@ -135,7 +135,7 @@ def test_alignment_stepper_shows_the_snapshot_of_each_step() -> None:
 
 def test_rope_dial_scores_depend_on_the_offset_only() -> None:
     widget = rope_dial(d_head=16, n_positions=32)
-    _moves_change_everything(widget, {"position m": 20, "pair i": 3})
+    _moves_change_everything(widget, {"tokens": "query 2 · key 2", "position m": 20, "pair i": 3})
     # float32 rotations of O(1) vectors: the two curves agree to rounding (observed ~1e-6).
     assert widget.readout["score_gap"] < 1e-4
     assert widget.readout["angle"] == pytest.approx(20 * 10000.0 ** (-6 / 16), rel=1e-6)
@@ -157,10 +157,10 @@ def test_decode_stepper_counts_the_cache_and_the_work() -> None:
 def test_pattern_picker_density_and_reach() -> None:
     widget = pattern_picker(n=64)
     sparse_reach = widget.readout["layers_to_full"]
-    _moves_change_everything(widget, {"window": 4, "dilation": 3, "global tokens": 1, "random blocks": 2})
+    _moves_change_everything(widget, {"window": 4, "dilation": 3, "global tokens": 1, "random blocks": 2, "tokens": 32})
     assert widget.readout["layers_to_full"] <= 2 < sparse_reach  # a global token links everything in two hops
     controls = {control.description: control for control in widget.controls}
-    for name, value in {"window": 8, "dilation": 1, "global tokens": 0, "random blocks": 0}.items():
+    for name, value in {"tokens": 64, "window": 8, "dilation": 1, "global tokens": 0, "random blocks": 0}.items():
         controls[name].value = value
     assert widget.readout["density"] == pytest.approx(sliding_window_mask(64, 8).float().mean().item())
 
@@ -184,7 +184,7 @@ def test_save_figure_writes_the_widgets_own_picture(tmp_path: Path, monkeypatch:
     widget = rope_dial()
     path = save_figure(widget, tmp_path / "figures" / "dial.png", **{"position m": 5})
     assert path.read_bytes() == widget.png and widget.readout["angle"] == pytest.approx(5.0)
-    widget.controls[0].value = 6
+    widget.controls[1].value = 6  # the position slider
     save_figure(widget, path)  # exists, and no ATTENTION_COURSE_SAVE_FIGURES: left alone
     assert path.read_bytes() != widget.png
     monkeypatch.setenv("ATTENTION_COURSE_SAVE_FIGURES", "1")

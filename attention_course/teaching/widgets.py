@@ -299,7 +299,7 @@ def alignment_stepper(
     written: Tensor,
     source: Sequence[int],
     losses: Sequence[float] | None = None,
-) -> PlotWidget:
+) -> FigureWidget:
     """A training-step slider over saved snapshots of a toy encoder–decoder's cross-attention (lesson 07).
 
     Nothing is trained in the callback: the snapshots come from ``train_toy(..., on_step=...)``.
@@ -349,13 +349,13 @@ def alignment_stepper(
     return FigureWidget("Cross-attention over training: move the step", [slider], draw, figsize=(11, 4))
 
 
-def rope_dial(d_head: int = 16, n_positions: int = 32, *, seed: int = 0) -> PlotWidget:
+def rope_dial(d_head: int = 16, n_positions: int = 32, *, seed: int = 0) -> FigureWidget:
     r"""The RoPE dial (lesson 08): a position and a frequency index -> the rotated pair, and the score
     of two tokens as a function of their offset only.
 
     Left: pair ``i`` (coordinates ``i`` and ``i + d/2``, the half-split layout) of one vector at
     positions ``0 .. m``, turned by $m\,\theta_i$. Right: the score $q'_m \cdot k'_{m+\Delta}$ of a
-    fixed query and key as the key's offset $\Delta$ varies, for the query at position ``m`` and at
+    fixed query and key (one of three random pairs, the "tokens" picker) as the key's offset $\Delta$ varies, for the query at position ``m`` and at
     position 0 (the two curves lie on each other), with pair ``i``'s own share of the score.
 
     Returns:
@@ -366,13 +366,14 @@ def rope_dial(d_head: int = 16, n_positions: int = 32, *, seed: int = 0) -> Plot
         raise ValueError(f"d_head must be a positive even number, got {d_head}")
     half = d_head // 2
     generator = torch.Generator().manual_seed(seed)
-    q, k = torch.randn(d_head, generator=generator), torch.randn(d_head, generator=generator)
-    unit = torch.zeros(d_head)
-    unit[0] = 1.0
     span = 2 * n_positions
     positions = torch.arange(span)
-    q_at = apply_rope(q.expand(span, d_head), positions)  # (2P, d): q at every position
-    k_at = apply_rope(k.expand(span, d_head), positions)
+    rotated = {}  # tokens -> (q at every position, k at every position), each (2P, d)
+    for n in range(1, 4):
+        q, k = torch.randn(d_head, generator=generator), torch.randn(d_head, generator=generator)
+        rotated[f"query {n} · key {n}"] = (apply_rope(q.expand(span, d_head), positions),
+                                           apply_rope(k.expand(span, d_head), positions))
+    tokens = widgets.Dropdown(options=list(rotated), value=next(iter(rotated)), description="tokens")
     offsets = torch.arange(n_positions)  # the key sits Δ positions after the query
     pair_angle = 10000.0 ** (-torch.arange(half) * 2 / d_head)  # θ_i, (d/2,)
     position_slider = widgets.IntSlider(value=3, min=0, max=n_positions - 1, description="position m")
@@ -380,6 +381,7 @@ def rope_dial(d_head: int = 16, n_positions: int = 32, *, seed: int = 0) -> Plot
 
     def draw(figure: Figure) -> dict[str, float]:
         m, i = position_slider.value, pair_slider.value
+        q_at, k_at = rotated[tokens.value]
         (left, right) = figure.subplots(1, 2, width_ratios=(2, 3))
         trail = torch.arange(m + 1).float() * pair_angle[i]
         left.add_patch(Circle((0, 0), 1.0, fill=False, color="lightgray"))
@@ -405,16 +407,16 @@ def rope_dial(d_head: int = 16, n_positions: int = 32, *, seed: int = 0) -> Plot
         right.axhline(0, color="k", lw=0.5)
         right.set_xlabel("offset Δ = key position − query position")
         right.set_ylabel("score q'·k'")
-        right.set_title("The score depends on the offset only")
+        right.set_title(f"{tokens.value}: the score depends on the offset only")
         right.legend(fontsize=8, loc="upper right")
         return {"angle": angle, "score_gap": float((scores_here - scores_zero).abs().max()),
-                "pair_share": float(pair_scores[1])}
+                "pair_share": float(pair_scores[1]), "score_at_1": float(scores_here[1])}
 
     return FigureWidget("The RoPE dial: a position and a pair turn the vector; the score sees only the offset",
-                        [position_slider, pair_slider], draw, figsize=(11, 4.2))
+                        [tokens, position_slider, pair_slider], draw, figsize=(11, 4.2))
 
 
-def decode_stepper(model: torch.nn.Module, prompt: Tensor, n_new: int = 24) -> PlotWidget:
+def decode_stepper(model: torch.nn.Module, prompt: Tensor, n_new: int = 24) -> FigureWidget:
     """Decode token by token with a growing KV cache (lesson 09): the cache, its bytes, and the work
     of recomputing every step versus reading the cache.
 
@@ -482,15 +484,16 @@ def decode_stepper(model: torch.nn.Module, prompt: Tensor, n_new: int = 24) -> P
         return {"length": float(length), "cache_bytes": float(cache_bytes[step]),
                 "recompute_pairs": float(values[0]), "cached_pairs": float(values[1])}
 
-    return FigureWidget("Decode stepper: the KV cache grows one token per step", [step_slider, count], draw,
+    return FigureWidget("Decode stepper: the KV cache grows one token per step", [count, step_slider], draw,
                         figsize=(13, 4.2))
 
 
-def pattern_picker(n: int = 64, block_size: int = 8, max_layers: int = 6, *, seed: int = 0) -> PlotWidget:
+def pattern_picker(n: int = 64, block_size: int = 8, max_layers: int = 6, *, seed: int = 0) -> FigureWidget:
     """Build a sparse pattern (lesson 10): window, dilation, global tokens and random blocks -> the
     mask, its density, and the receptive field over depth.
 
-    The mask is the union of a dilated window (``window`` keys each side, ``dilation`` apart), the
+    On ``n // 2``, ``n`` or ``2 * n`` tokens (the "tokens" picker), the mask is the union of a dilated
+    window (``window`` keys each side, ``dilation`` apart), the
     first ``global tokens`` positions as global rows and columns, and ``random blocks`` random key
     blocks of ``block_size`` per query block (BigBird's random links).
 
@@ -500,6 +503,7 @@ def pattern_picker(n: int = 64, block_size: int = 8, max_layers: int = 6, *, see
     """
     from ..sparse import bigbird_pattern, dilated_window_pattern, longformer_pattern
 
+    length = widgets.Dropdown(options=[n // 2, n, 2 * n], value=n, description="tokens")
     window = widgets.IntSlider(value=2, min=1, max=8, description="window")
     dilation = widgets.IntSlider(value=1, min=1, max=4, description="dilation")
     n_global = widgets.IntSlider(value=0, min=0, max=4, description="global tokens")
@@ -508,6 +512,7 @@ def pattern_picker(n: int = 64, block_size: int = 8, max_layers: int = 6, *, see
         control.style = {"description_width": "initial"}
 
     def draw(figure: Figure) -> dict[str, float]:
+        n = length.value
         mask = dilated_window_pattern(n, window.value, dilation.value).mask()
         mask = mask | longformer_pattern(n, 0, list(range(n_global.value))).mask()
         if n_random.value:
@@ -534,12 +539,12 @@ def pattern_picker(n: int = 64, block_size: int = 8, max_layers: int = 6, *, see
                                                           else f"not everything within {max_layers} layers"))
         return {"density": density, "layers_to_full": float(full[0] if full else max_layers + 1)}
 
-    return FigureWidget("Pattern picker: build a sparse attention pattern", [window, dilation, n_global, n_random],
+    return FigureWidget("Pattern picker: build a sparse attention pattern", [length, window, dilation, n_global, n_random],
                         draw, figsize=(11, 4.4))
 
 
 def head_view(views: Mapping[str, tuple[Sequence[str], Tensor]], *, sentence: str | None = None,
-              layer: int = 0, head: int = 0) -> PlotWidget:
+              layer: int = 0, head: int = 0) -> FigureWidget:
     """A head view in the manner of BertViz (lesson 12): the tokens twice, side by side, and a line from
     each query token (left) to each key token (right) whose opacity and width grow with the weight.
 
@@ -597,5 +602,5 @@ def head_view(views: Mapping[str, tuple[Sequence[str], Tensor]], *, sentence: st
         return {"layer": float(layer_slider.value), "head": float(head_slider.value), "top_weight": float(flat[top]),
                 "top_query": float(top // n_tokens), "top_key": float(top % n_tokens), "mean_distance": float(distance)}
 
-    return FigureWidget("Head view: a line from each query token to each key token, as strong as its weight",
+    return FigureWidget("Head view: query → key lines, as strong as the weights",
                         [sentence_picker, layer_slider, head_slider], draw, figsize=(6.5, max(4.0, 0.32 * longest + 1.2)))
