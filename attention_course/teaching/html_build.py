@@ -28,7 +28,6 @@ import nbformat
 from nbconvert import HTMLExporter
 
 FOLDERS = ("notebooks", "exercises", "solutions")
-FIGURES = "figures"  # beside the notebooks: pictures their markdown shows, copied next to the pages
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
 MATHJAX_DIR = "_static/mathjax"
@@ -262,9 +261,9 @@ def build(root: Path, out: Path) -> list[Path]:
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(_link_pages(page, source, rendered, broken), encoding="utf-8")
         written.append(target)
-    for folder in FOLDERS:  # the static pictures of widgets that markdown cells show (figures/NN_name.png)
-        if (root / folder / FIGURES).is_dir():
-            shutil.copytree(root / folder / FIGURES, out / folder / FIGURES, dirs_exist_ok=True)
+    for folder in FOLDERS:  # pictures the markdown shows (a widget's static picture: ![...](figures/x.png))
+        if (root / folder / "figures").is_dir():
+            shutil.copytree(root / folder / "figures", out / folder / "figures", dirs_exist_ok=True)
     for line in broken:
         print(f"warning: {line}", file=sys.stderr)
     index = out / "index.html"
