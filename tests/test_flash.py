@@ -10,8 +10,7 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from attention_course import scaled_dot_product_attention, softmax
-from attention_course import flash
+from attention_course import flash, scaled_dot_product_attention, softmax
 from attention_course.flash import (
     flash_attention,
     flash_decoding,
