@@ -13,7 +13,7 @@ LAB_ARGS ?=
 CELL_TIMEOUT ?= 180
 TEST_TIMEOUT ?= 3600
 
-.PHONY: install lab test lint nbval exercises sync html bench browser-deps clean
+.PHONY: install lab test lint nbval exercises sync html bench browser-deps clean induction-weights
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -56,6 +56,10 @@ html: install
 
 bench: install
 	@for script in benchmarks/*.py; do echo "== $$script"; $(BIN)/python $$script || exit 1; done
+
+# Lesson 14: retrain the shipped induction decoder (seeded, one thread; a minute or two on a laptop).
+induction-weights: install
+	PYTHONPATH=. $(BIN)/python scripts/train_induction.py
 
 clean:
 	rm -rf build .pytest_cache

@@ -63,6 +63,8 @@ class CausalSelfAttention(nn.Module):
         # W_Q, W_K and W_V side by side in one matrix (like GPT-2's c_attn): one matmul per step, not three.
         self.qkv_proj = nn.Linear(config.d_model, (config.n_heads + 2 * config.n_kv_heads) * d_head, bias=False)
         self.o_proj = nn.Linear(config.n_heads * d_head, config.d_model, bias=False)
+        # A factor per query head on its output before W_O; None = all ones. Set by heads.ablate_heads (lesson 14).
+        self.head_scale: Tensor | None = None
 
     def forward(self, x: Tensor, cache: KVCache | None = None, layer: int = 0) -> Tensor:
         heads = split_heads(self.qkv_proj(x), self.n_heads + 2 * self.n_kv_heads)  # (B, H + 2 Hkv, T, d_head)
@@ -74,6 +76,8 @@ class CausalSelfAttention(nn.Module):
             heads = cached_attention_step(q, k, v, empty, empty, 0)[0]
         else:
             heads = cache.attend(layer, q, k, v)
+        if self.head_scale is not None:  # (H,) -> scale each head's output (B, H, T, d_head)
+            heads = heads * self.head_scale[:, None, None].to(heads.dtype)
         return self.o_proj(merge_heads(heads))  # (B, T, d_model)
 
 

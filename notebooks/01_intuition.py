@@ -16,7 +16,9 @@
 # 2. compute attention for one word by hand: dot products, then softmax, then a weighted average;
 # 3. write the same computation for a whole sentence as one matrix formula, $Y = \mathrm{softmax}(X X^\top)\,X$;
 # 4. explain why attention connects two distant words in one step, where a network that reads word
-#    by word needs one step per word in between.
+#    by word needs one step per word in between;
+# 5. say which earlier words a language model needs to predict the next one ("The skilled surgeon
+#    operated on the patient with a …"), and why it may look only backwards.
 #
 # **Builds on:** Python, vectors, the dot product and matrix multiplication. Nothing about neural
 # networks or transformers: this lesson starts from zero.
@@ -26,7 +28,14 @@ import matplotlib.pyplot as plt
 import torch
 
 from attention_course import scaled_dot_product_attention, softmax
-from attention_course.teaching.sentences import MOLE_CONTEXTS, MOLE_SENSES, mole_sentence, tiger_sentence
+from attention_course.teaching.sentences import (
+    MOLE_CONTEXTS,
+    MOLE_SENSES,
+    mole_sentence,
+    surgeon_candidates,
+    surgeon_sentence,
+    tiger_sentence,
+)
 from attention_course.teaching.plotting import plot_attention, plot_weights_bar
 from attention_course.teaching.widgets import word_picker
 
@@ -41,8 +50,8 @@ _ = torch.manual_seed(0)  # every random number below is the same on every run
 # looked back eleven words, skipped "tree" and "drink", and borrowed the meaning of "tiger".
 #
 # That is what attention does. Every word looks at every word of the sentence, decides how
-# **relevant** each one is, and replaces itself with a **mix** of the relevant ones. The mix is
-# the word's new, context-aware meaning.
+# **relevant** each one is, and **adds** to itself a **mix** of the relevant ones. The word plus
+# the mix is its new, context-aware meaning: it keeps what it was and gains what it found.
 #
 # To compute any of this, words must be numbers.
 
@@ -147,8 +156,21 @@ print(f"{'it (thirsty)':>16}" + "".join(f"{value:>8.2f}" for value in it_thirsty
 print(f"{'after attention':>16}" + "".join(f"{value:>8.2f}" for value in y.tolist()))
 
 # %% [markdown]
-# The new vector has more "animal" than "plant": "it" has absorbed some of the tiger. Anything
-# that reads this vector later (the next layer of a model) now knows what "it" refers to.
+# The mix $y$ has much more "animal" than "plant": it is mostly the tiger. A transformer does not
+# throw the word away and keep only the mix: it **adds** the mix to the word, $x + y$ (a *residual*
+# connection; every transformer layer has one around its attention):
+
+# %%
+it_after = it_thirsty + y  # (6,): the word, plus what it found
+for label, vector in (("it (thirsty)", it_thirsty), ("+ mix y", y), ("= x + y", it_after)):
+    print(f"{label:>16}" + "".join(f"{value:>8.2f}" for value in vector.tolist()))
+gain = it_after - it_thirsty
+print(f"animal grew by {float(gain[1]):.2f}, plant by {float(gain[2]):.2f}")
+
+# %% [markdown]
+# "it" keeps its own features and gains much more "animal" than "plant": it has absorbed some of
+# the tiger. Anything that reads this vector later (the next layer of a model) now knows what "it"
+# refers to.
 #
 # That is why attention is called a **soft lookup**. A Python dictionary does a *hard* lookup: the
 # key must match exactly and you get exactly one value back. Attention compares the query with
@@ -185,6 +207,15 @@ package_out = scaled_dot_product_attention(x, x, x, scale=1.0)  # (L, d)
 print("largest difference from our three lines:", float((package_out - outputs).abs().max()))
 
 # %% [markdown]
+# And, as for "it", each word's new vector is the word plus its mix, $X + Y$, a matrix of the same
+# shape $(L, d)$ that the next layer reads:
+
+# %%
+new_x = x + outputs  # (L, d): the residual connection, for every word at once
+print("shape:", tuple(new_x.shape), " row of 'it' minus the word is its mix:",
+      torch.allclose(new_x[sentence.index("it")] - x[sentence.index("it")], outputs[sentence.index("it")]))
+
+# %% [markdown]
 # The whole sentence as a heatmap: row $i$ is where word $i$ looks, column $j$ is how much it is looked at.
 
 # %%
@@ -192,16 +223,22 @@ plot_attention(all_weights, sentence.tokens, title="Who attends to whom (plain d
 plt.show()
 
 # %% [markdown]
-# One thing stands out: the bright diagonal. "tiger", "jumped", "tree" and "drink" look almost
-# only at **themselves**. A vector's dot product with itself is large, and nothing here tells a
-# word to look for something *other* than itself. Count the words whose largest weight (ties
-# included) is on themselves:
+# One thing stands out: the bright diagonal. "tiger", "jumped", "tree" and "drink" look mostly at
+# **themselves**. A vector's dot product with itself is large, and nothing here tells a word to
+# look for something *other* than itself. Count carefully, though: a word can give itself
+# strictly more weight than any other word, or tie with another word (the seven little words
+# "The", "of", "a", "to", "a", "because", "was" are the same vector, so each spreads the same
+# weight over all seven; "thirsty" scores "tiger", "drink" and itself equally), or look elsewhere:
 
 # %%
 self_weight = all_weights.diagonal()  # (L,): the weight each word gives itself
-looks_at_itself = self_weight >= all_weights.amax(dim=-1) - 1e-6
-print(f"{int(looks_at_itself.sum())} of {len(sentence)} words give their largest weight to themselves")
-print("the others:", [token for token, own in zip(sentence.tokens, looks_at_itself.tolist()) if not own])
+best_other = all_weights.masked_fill(torch.eye(len(sentence), dtype=torch.bool), -1.0).amax(dim=-1)  # (L,)
+strictly = self_weight > best_other + 1e-6
+tied = (self_weight - best_other).abs() <= 1e-6
+elsewhere = self_weight < best_other - 1e-6
+for label, chosen in (("strictly itself", strictly), ("tied with another word", tied), ("another word", elsewhere)):
+    print(f"largest weight on {label:<22}: {int(chosen.sum()):>2} words "
+          f"{[t for t, c in zip(sentence.tokens, chosen.tolist()) if c]}")
 
 # %% [markdown]
 # Lesson 02 fixes that: each word gets a separate **query** (what it looks for) and **key** (what
@@ -294,9 +331,38 @@ print(f"tiger → it is {distance} words; RNN influence after {distance} steps: 
 
 # %% [markdown]
 # After 11 steps, the memory barely depends on the first word any more, and the curve keeps
-# falling by a constant factor per step: exponentially. In attention, "it" reads "tiger"
-# directly: one step, whatever the distance. How much it takes from "tiger" is the attention
-# weight, which depends on what the two words mean, not on how far apart they are.
+# falling by a constant factor per step: exponentially.
+#
+# Now the same measurement for attention. Take 40 positions of little words, put "tiger" at one
+# of them and "it" (knowing it was thirsty) at the last, and measure how much the attention output
+# of "it" moves when "tiger" moves, $\lVert \partial y_\text{it} / \partial x_\text{tiger} \rVert$,
+# for every distance between them:
+
+# %%
+n_positions = 40
+filler = sentence.vector("of")  # a little word, (6,)
+
+
+def output_of_last(words: torch.Tensor) -> torch.Tensor:
+    """Lesson 01's attention output of the last word, (6,), from all words (40, 6)."""
+    return scaled_dot_product_attention(words[-1:], words, words, scale=1.0)[0]
+
+
+attention_influence = []
+for tiger_position in range(n_positions - 1):
+    words = filler.repeat(n_positions, 1)  # (40, 6)
+    words[tiger_position] = sentence.vector("tiger")
+    words[-1] = it_thirsty
+    jacobian = torch.autograd.functional.jacobian(output_of_last, words)  # (6, 40, 6): d y_it / d every input
+    attention_influence.append(float(jacobian[:, tiger_position].norm()))
+attention_influence = torch.tensor(attention_influence).flip(0)  # index = distance - 1
+print(f"attention influence of 'tiger' on 'it' at distances 1 … 39: "
+      f"min {float(attention_influence.min()):.4f}, max {float(attention_influence.max()):.4f}")
+
+# %% [markdown]
+# The same number at every distance: "it" reads "tiger" directly, in one step, however far apart
+# they are. How much it takes from "tiger" depends on what the two words mean, not on where they
+# stand. (Plain attention does not even know where they stand; lesson 08 adds positions.)
 
 # %%
 figure, (left, right) = plt.subplots(1, 2, figsize=(13, 3.6), width_ratios=(3, 2))
@@ -315,10 +381,12 @@ left.set_xlabel("position in the sentence")
 left.set_yticks([])
 left.set_title("Paths from 'tiger' to 'it'")
 right.semilogy(influence / influence[0], color="tab:red", label="RNN: ‖∂h_t/∂x_0‖ relative to t = 0")
+right.semilogy(range(1, n_positions), attention_influence / attention_influence[0], color="tab:blue",
+               label="attention: ‖∂y_it/∂x_tiger‖ relative to distance 1")
 right.axvline(distance, color="0.6", linestyle=":", label=f"tiger → it ({distance} words)")
 right.set_xlabel("distance t (words)")
 right.set_ylabel("influence of word 0 (log scale)")
-right.set_title("An untrained RNN forgets exponentially")
+right.set_title("An untrained RNN forgets exponentially; attention does not")
 right.legend(fontsize=8)
 figure.tight_layout()
 plt.show()
@@ -329,7 +397,49 @@ plt.show()
 # word 11. Attention has neither problem, which is a large part of why transformers replaced RNNs.
 
 # %% [markdown]
-# ## 10. Experiment: pick a word
+# ## 10. Predicting the next word: which earlier words matter?
+#
+# > The skilled surgeon operated on the patient with a …
+#
+# A *language model* (GPT and its relatives) is trained to guess the next word. You would guess
+# "scalpel". Which earlier words told you? "with a" says an instrument comes next; "surgeon" and
+# "operated" say it is a medical one. "skilled" and "the" do not help at all.
+#
+# Two things follow for attention. First, the guess may use **only the words before** the blank:
+# when the model writes text, the later words do not exist yet. (Lesson 05 builds the *causal
+# mask* that enforces this.) Second, the position that guesses has to look for the words that
+# *help*, which need not resemble it. Here is what lesson 01's attention does from the last word
+# "a", the position that must guess:
+
+# %%
+context = surgeon_sentence()  # 9 words, 5 named features
+candidates = surgeon_candidates()  # scalpel, hammer, nurse, smile
+print("features:", context.features)
+last = context.embeddings[-1]  # "a": the position that predicts the next word
+weights_a = softmax(context.embeddings @ last)  # (9,): only earlier words, nothing after the blank
+for token, weight in zip(context.tokens, weights_a.tolist()):
+    print(f"{token:>9} {weight:.2f}")
+helpful = [context.index(w) for w in ("surgeon", "operated", "with")]
+print(f"weight on the three helpful words: {float(weights_a[helpful].sum()):.2f}; "
+      f"on the four little words: {float(weights_a[[0, 4, 5, 8]].sum()):.2f}")
+
+# %% [markdown]
+# "a" looks mostly at the little words that resemble it, and gives the three words that matter
+# less weight than those four together. Scoring the candidates against its mix (the dot product
+# again) still puts "scalpel" first, but barely:
+
+# %%
+mix_a = weights_a @ context.embeddings  # (5,)
+for word, score in zip(candidates.tokens, (candidates.embeddings @ mix_a).tolist()):
+    print(f"{word:>8}: {score:.2f}")
+
+# %% [markdown]
+# The position that predicts needs to *ask for* "an instrument, in a medical scene", a question
+# different from what the word "a" *is*. Lesson 02 gives every position such a question (its
+# **query**) and finishes this example.
+
+# %% [markdown]
+# ## 11. Experiment: pick a word
 #
 # Pick any word of the sentence (or "it" that knows it was thirsty) and watch its weights, and how
 # the weighted average differs from the word itself. Try "thirsty": what does it look at? Try a
@@ -362,7 +472,10 @@ print(f"'it' that was rotten: weight on tiger {float(weights_rotten[tiger_at]):.
 # - Relevance is a **score**, here the dot product of two embeddings; the **softmax** turns a word's
 #   scores into weights that are positive and sum to 1; the output is the **weighted average**.
 # - For a whole sentence: $Y = \mathrm{softmax}(X X^\top)\, X$, one matrix formula, every word in
-#   parallel, and any two words one step apart.
+#   parallel, and any two words one step apart (their influence is the same at every distance,
+#   where an RNN's fades exponentially). The model then **adds** the mix to each word: $X + Y$.
+# - Predicting the next word may use only the words before it, and needs the ones that *help*
+#   (surgeon, operated, with), not the ones that look alike: the reason for lesson 02's queries.
 # - It is a *soft, content-based* lookup: every word answers a little, in proportion to how well
 #   its content matches.
 #

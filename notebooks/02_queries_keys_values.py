@@ -16,20 +16,30 @@
 #    **key** (the label it can be found by) and its **value** (the content it hands over);
 # 2. compute $Q = X W_Q$, $K = X W_K$, $V = X W_V$ and say the shape of every tensor involved;
 # 3. compute all scores of a sequence at once as $Q K^\top$, and check it against a loop;
-# 4. explain attention as a soft version of a dictionary lookup.
+# 4. explain attention as a soft version of a dictionary lookup;
+# 5. give the position that predicts the next word a query, and measure which earlier words its
+#    prediction depends on.
 #
 # **Builds on:** [lesson 01](01_intuition.ipynb): scores as dot products, the softmax, the
 # weighted average, and $Y = \mathrm{softmax}(X X^\top) X$.
 
 # %%
-import time
+import math
 
 import matplotlib.pyplot as plt
 import torch
 
-from attention_course import attention_scores, qkv_projection, scaled_dot_product_attention
-from attention_course.teaching.sentences import TIGER_FEATURES, tiger_sentence
+from attention_course import attention_scores, qkv_projection, scaled_dot_product_attention, softmax
+from attention_course.measure import best_seconds
 from attention_course.teaching.plotting import plot_attention, plot_weights_bar
+from attention_course.teaching.sentences import (
+    SURGEON_FEATURES,
+    TIGER_FEATURES,
+    surgeon_candidates,
+    surgeon_sentence,
+    tiger_sentence,
+)
+from attention_course.teaching.widgets import query_explorer, save_picture
 
 _ = torch.manual_seed(0)  # every random number below is the same on every run
 
@@ -222,20 +232,28 @@ print("matrix equals attention_scores:", torch.equal(matrix, attention_scores(q_
 
 # %% [markdown]
 # Same numbers (up to float rounding); the matrix form is one call that a CPU or GPU runs in
-# parallel. On a longer sequence:
+# parallel. On a longer sequence, each timed on one CPU core as the fastest of several runs after
+# a warm-up (`best_seconds`: the fastest run is the one least disturbed by other programs):
 
 # %%
 # NBVAL_IGNORE_OUTPUT
 q_long, k_long = torch.randn(128, 16), torch.randn(128, 16)
-attention_scores(q_long, k_long)  # warm-up: the first call pays one-off set-up costs
-start = time.perf_counter()
-scores_by_loop(q_long, k_long)
-loop_seconds = time.perf_counter() - start
-start = time.perf_counter()
-attention_scores(q_long, k_long)
-matrix_seconds = time.perf_counter() - start
-print(f"L = 128: loop {loop_seconds * 1e3:.0f} ms, matrix {matrix_seconds * 1e3:.2f} ms "
-      f"({loop_seconds / matrix_seconds:.0f}× faster)")
+threads = torch.get_num_threads()
+torch.set_num_threads(1)  # one core for both: the loop cannot use more, and a busy machine cannot stall a second thread
+loop_seconds = best_seconds(lambda: scores_by_loop(q_long, k_long), repeats=3)
+matrix_seconds = best_seconds(lambda: attention_scores(q_long, k_long), repeats=50)
+torch.set_num_threads(threads)
+speed_up = loop_seconds / matrix_seconds
+print(f"L = 128: loop {loop_seconds * 1e3:.0f} ms, matrix {matrix_seconds * 1e6:.0f} µs: "
+      f"{speed_up:,.0f}× faster, {math.log10(speed_up):.1f} orders of magnitude")
+
+# %%
+print("the matrix form is more than 100× (two orders of magnitude) faster:", speed_up > 100)
+
+# %% [markdown]
+# The loop makes $128^2 = 16\,384$ separate Python calls, each with its own overhead; the matrix
+# product is one call into optimised code. The exact factor depends on the machine and on what else
+# it is doing, which is why the cell above is not checked digit for digit; the order of magnitude is.
 
 # %% [markdown]
 # For batched inputs, `k.T` would reverse **all** axes of a `(B, S, d_k)` tensor; what we want is to
@@ -267,6 +285,86 @@ print(f"mean weight a word gives itself: {float(weights_x.diagonal().mean()):.2f
 # 06's heads).
 
 # %% [markdown]
+# ## 7. Experiment: one lookup, step by step
+#
+# Pick a word and a way of making Q, K and V. From left to right: the word's query above every
+# key, the scores $q \cdot k_j$, the weights (their softmax) and the output $\sum_j w_j v_j$ next
+# to the word's own value. Try "thirsty" under both choices, then a little word like "of".
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+explorer = query_explorer(sentence.tokens, {"Q = K = V = X (lesson 01)": (x, x, x), "hand-made W_Q": (q, k, v)},
+                          word="thirsty", projection="hand-made W_Q")
+save_picture(explorer, "figures/02_query_explorer.png")  # the picture below: this state, drawn by the widget
+explorer
+
+# %% [markdown]
+# Without a kernel (on GitHub, in the HTML pages) the widget above cannot move; this is what it
+# shows for "thirsty" with the hand-made $W_Q$: its query asks for an animal, the tiger's key
+# answers, and the output is mostly the tiger.
+#
+# ![The query explorer for "thirsty" with the hand-made W_Q](figures/02_query_explorer.png)
+
+# %% [markdown]
+# ## 8. The surgeon, finished: a query for the next word
+#
+# Lesson 01 left a sentence unfinished:
+#
+# > The skilled surgeon operated on the patient with a …
+#
+# The position that predicts the next word is the last one, "a", and it may read only the words
+# before the blank. In lesson 01 its query was its own embedding, a little word, so it looked
+# mostly at the other little words. Give it a question instead: one row of a hand-made $W_Q$ says
+# that a **grammar** word at the end of a phrase asks for **medicine** and **tools** (what the
+# scene is about, and what "with a" announces). Keys and values stay the embeddings.
+
+# %%
+context, candidates = surgeon_sentence(), surgeon_candidates()  # 9 words; scalpel, hammer, nurse, smile
+surgeon_feature = {name: i for i, name in enumerate(SURGEON_FEATURES)}
+w_q_next = torch.zeros(5, 5)  # (d_model, d_k)
+w_q_next[surgeon_feature["grammar"], surgeon_feature["medicine"]] = 1.0
+w_q_next[surgeon_feature["grammar"], surgeon_feature["tool"]] = 1.0
+
+
+def predict_next(words: torch.Tensor, w_q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The last position's weights over ``words`` (S, 5) and each candidate's score against its output."""
+    query = words[-1:] @ w_q  # (1, 5): the question of the position that predicts
+    output, weights = scaled_dot_product_attention(query, words, words, scale=1.0, return_weights=True)
+    return weights[0], candidates.embeddings @ output[0]  # (S,), (4,)
+
+
+weights_next, next_scores = predict_next(context.embeddings, w_q_next)
+weights_own, own_scores = predict_next(context.embeddings, torch.eye(5))  # lesson 01: the query is the word itself
+print("weights of the last position:")
+for token, own, asked in zip(context.tokens, weights_own.tolist(), weights_next.tolist()):
+    print(f"{token:>9}   query = x: {own:.2f}   hand-made W_Q: {asked:.2f}")
+print("next-word probabilities (softmax of the scores):")
+for word, own, asked in zip(candidates.tokens, softmax(own_scores).tolist(), softmax(next_scores).tolist()):
+    print(f"{word:>9}   query = x: {own:.2f}   hand-made W_Q: {asked:.2f}")
+
+# %% [markdown]
+# With a query of its own, the last position puts its weight on "surgeon", "with", "operated" and
+# "patient", and "scalpel" becomes the clear favourite. Which earlier words does the prediction
+# really depend on? Delete each one in turn and predict again:
+
+# %%
+print(f"{'without':>10} " + "".join(f"{w:>9}" for w in candidates.tokens) + "   winner")
+for i, token in enumerate(context.tokens[:-1]):
+    kept = [j for j in range(len(context)) if j != i]
+    _, scores_without = predict_next(context.embeddings[kept], w_q_next)
+    print(f"{token:>10} " + "".join(f"{v:>9.2f}" for v in scores_without.tolist())
+          + f"   {candidates.tokens[int(scores_without.argmax())]}")
+print(f"{'(nothing)':>10} " + "".join(f"{v:>9.2f}" for v in next_scores.tolist())
+      + f"   {candidates.tokens[int(next_scores.argmax())]}")
+
+# %% [markdown]
+# Deleting "The", "skilled", "on" or "the" barely moves a score. Deleting "with" hands the win to
+# "nurse" (nothing announces an instrument any more); deleting "surgeon" leaves "scalpel" ahead of
+# "hammer" by much less. The words that matter for the next word are the ones the query finds,
+# wherever they stand, and only words *before* the blank take part: lesson 05's causal mask makes
+# sure of that when a model learns from whole sentences.
+
+# %% [markdown]
 # ## Your turn
 #
 # Open [the exercise notebook](../exercises/02_queries_keys_values.ipynb) and write
@@ -286,6 +384,9 @@ print(f"mean weight a word gives itself: {float(weights_x.diagonal().mean()):.2f
 #   $X X^\top$ it need not be symmetric, and a word need not find itself.
 # - Attention is a soft dictionary lookup: every value comes back, weighted by the softmax of how
 #   well its key matches the query.
+# - The position that predicts the next word needs a query of its own: with one, "The skilled
+#   surgeon operated on the patient with a …" looks back at "surgeon", "operated" and "with", and
+#   predicts "scalpel"; without "with", it predicts "nurse".
 #
 # **Next:** [lesson 03](03_scaling.ipynb) shows why real models divide these scores by
 # $\sqrt{d_k}$ before the softmax, and what goes wrong when they don't.

@@ -45,7 +45,9 @@ _ = torch.manual_seed(0)  # every random number below is the same on every run
 # ## 1. Intuition: a dot product is a sum of $d_k$ terms
 #
 # $q \cdot k = q_1 k_1 + q_2 k_2 + \dots + q_{d_k} k_{d_k}$. Before training, the entries of
-# queries and keys are roughly independent, with mean 0 and variance 1. Each term $q_c k_c$ is
+# queries and keys are roughly independent, with mean 0 and some variance $\sigma^2$. We take
+# $\sigma^2 = 1$ to keep the arithmetic simple (section 5 measures what PyTorch's layers really
+# give: about 1/3; nothing below changes but a constant factor). Each term $q_c k_c$ is
 # then a small random number, and adding up more of them gives a wider spread, just like the total
 # of many coin flips spreads wider than one. Wider vectors give bigger scores, whether or not the
 # query and key actually match.
@@ -149,8 +151,28 @@ plt.show()
 
 # %% [markdown]
 # Without scaling, the wider the vectors, the closer attention gets to a hard lookup (one key,
-# entropy near 0), at random, before the model has learned anything. With scaling, the weights
-# look the same at every width.
+# entropy near 0), at random, before the model has learned anything. With scaling the softmax stays
+# far from saturated at every width, but it is not quite the same everywhere: the mean largest
+# weight still moves, from 0.15 at $d_k = 1$ to 0.24 at $d_k = 1024$ (against 0.96 without
+# scaling). Scaling fixes the **variance** of the scores over all queries, not how widely *one*
+# query's scores spread over its keys. That spread is $\lVert q \rVert / \sqrt{d_k}$ times a
+# unit-variance number: at $d_k = 1$ it is $|q_1|$, which differs a lot from query to query and is
+# often small (a flatter softmax); at large $d_k$ it is close to 1 for every query. Measured:
+
+# %%
+for d_k in (1, 4, 64, 1024):
+    q, k = torch.randn(n_queries, d_k), torch.randn(n_keys, d_k)
+    spread = scaled_attention_scores(q, k).std(dim=-1)  # (n_queries,): spread of each query's 16 scores
+    at = all_widths.index(d_k)
+    print(f"d_k = {d_k:>4}: spread of one query's scaled scores {float(spread.mean()):.2f} ± {float(spread.std()):.2f} "
+          f"(over queries); mean largest weight {saturation['scaled'][0][at]:.2f}")
+
+# %% [markdown]
+# The mean spread is about 1 at every width: that is what the scaling fixes. What shrinks with the
+# width is how much the spread varies from query to query (± 0.76 at $d_k = 1$, ± 0.2 from
+# $d_k = 64$ on, where what remains is mostly the noise of measuring a spread from 16 scores). The
+# largest weight moves between $d_k = 1$ and $4$ and then stays near 0.24, including at the widths
+# real heads use (64, 128).
 
 # %% [markdown]
 # ## 4. A saturated softmax stops learning
@@ -216,9 +238,34 @@ for label, divisor in (("√d_k", math.sqrt(d_k)), ("d_k", d_k)):
           f"largest weight {float(weights.amax(dim=-1).mean()):.3f} (even spread: {1 / n_keys:.3f})")
 
 # %% [markdown]
-# The analysis assumes unit-variance entries, which is roughly true at initialisation (that is what
-# weight initialisation and layer normalisation aim for). Training then moves the scores wherever
-# they need to be; the scaling makes sure it *starts* from a softmax that can learn.
+# ## 5b. What PyTorch's layers really give at initialisation
+#
+# The analysis assumed queries and keys with unit-variance entries. A default
+# `nn.Linear(d_model, d_k)` draws its weights uniformly from $\pm 1/\sqrt{d_\text{model}}$, a
+# variance of $1 / (3 d_\text{model})$; a unit-variance input summed over $d_\text{model}$ entries
+# then gives entries of variance about $1/3$, and scores of variance about
+# $d_k \cdot (1/3)^2 = d_k / 9$. Not 1, but still **in proportion to $d_k$**, and that is all the
+# argument needs: dividing by $\sqrt{d_k}$ makes the variance the same at every width (about
+# $1/9$ here). Measured, with inputs of unit variance (what layer normalisation hands over):
+
+# %%
+d_model, n_tokens = 256, 4_000
+inputs = torch.randn(2, n_tokens, d_model)  # two independent sets of tokens: queries from one, keys from the other
+print(f"{'d_k':>6} {'Var(q entry)':>13} {'Var(q·k)':>9} {'Var / d_k':>10} {'Var(q·k / √d_k)':>16}")
+with torch.no_grad():
+    for d_k in (16, 64, 256, 1024):
+        to_q, to_k = torch.nn.Linear(d_model, d_k), torch.nn.Linear(d_model, d_k)  # PyTorch's default initialisation
+        q, k = to_q(inputs[0]), to_k(inputs[1])  # (n_tokens, d_k) each
+        dots = (q * k).sum(dim=-1)  # (n_tokens,)
+        print(f"{d_k:>6} {float(q.var()):>13.3f} {float(dots.var()):>9.1f} {float(dots.var()) / d_k:>10.3f} "
+              f"{float((dots / math.sqrt(d_k)).var()):>16.3f}")
+
+# %% [markdown]
+# Entries of variance about 1/3 (not 1), score variance about $d_k/9$: the ratio Var / $d_k$ is
+# the same at every width, so the scores still grow in proportion to $d_k$, and $1/\sqrt{d_k}$
+# still makes them width-independent. (Real models also differ in how they initialise, and
+# training then moves the scores wherever they need to be; the scaling makes sure training
+# *starts* from a softmax whose saturation does not depend on the width.)
 
 # %% [markdown]
 # ## 6. In code
@@ -266,8 +313,10 @@ scaling_explorer()
 #   from $d_k = 1$ to $1024$).
 # - Large scores saturate the softmax: at $d_k = 1024$ over 16 keys, the top key takes almost all
 #   the weight, and most queries pass back almost no gradient.
-# - Dividing by $\sqrt{d_k}$ restores unit variance at every width; dividing by $d_k$ flattens the
-#   softmax instead.
+# - Dividing by $\sqrt{d_k}$ makes the score variance the same at every width (1 for unit-variance
+#   entries; about 1/9 with PyTorch's default `nn.Linear`, whose outputs have variance about 1/3);
+#   dividing by $d_k$ flattens the softmax instead. Scaled, the largest weight still moves a little
+#   at tiny widths (0.15 → 0.24 from $d_k = 1$ to 1024), because one query's spread varies there.
 #
 # **Next:** [lesson 04](04_softmax.ipynb) opens up the softmax itself: temperature, and why the
 # textbook formula overflows in float16 and how to fix it.

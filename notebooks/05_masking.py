@@ -40,6 +40,7 @@ from attention_course import (
 )
 from attention_course.teaching.sentences import PAD, padded_batch, tiger_sentence
 from attention_course.teaching.plotting import plot_attention
+from attention_course.teaching.widgets import mask_builder, save_picture
 
 _ = torch.manual_seed(0)  # every random number below is the same on every run
 
@@ -78,13 +79,34 @@ print(causal.int())
 # %%
 _, weights = scaled_dot_product_attention(x, x, x, causal, return_weights=True)  # weights (L, L)
 figure, (left, right) = plt.subplots(1, 2, figsize=(13, 5))
-plot_attention(causal.float(), tokens, title="Causal mask (1 = may attend)", ax=left, cmap="Greys")
+plot_attention(causal.float(), tokens, title="Causal mask (1 = may attend)", ax=left, cmap="Greys",
+               colorbar_label="1 = may attend, 0 = hidden")
 plot_attention(weights, tokens, title="Attention weights under the causal mask", ax=right)
 figure.tight_layout()
 plt.show()
 
 # %% [markdown]
 # Everything above the diagonal is 0; "The" can see only itself.
+#
+# **Above or below the diagonal?** Some texts say the causal mask hides everything *below* the
+# diagonal. Both are right: it is one mask in two layouts. This course (and PyTorch) puts queries
+# on the rows and keys on the columns, so the hidden future keys ($j > i$) sit **above** the
+# diagonal; a layout with keys on the rows and queries on the columns is the transpose, and there
+# the same hidden pairs sit **below** it.
+
+# %%
+hidden = ~causal  # (L, L): True where query i may NOT see key j
+figure, (left, right) = plt.subplots(1, 2, figsize=(13, 5))
+plot_attention(hidden.float(), tokens, title="rows = queries, columns = keys (this course):\nhidden pairs above the diagonal",
+               ax=left, cmap="Reds", annotate=False, colorbar_label="1 = hidden (score set to -∞)")
+plot_attention(hidden.T.float(), tokens, title="rows = keys, columns = queries (transposed):\nthe same pairs below the diagonal",
+               ax=right, cmap="Reds", annotate=False, colorbar_label="1 = hidden (score set to -∞)")
+right.set_xlabel("query (attending)")
+right.set_ylabel("key (attended to)")
+figure.tight_layout()
+plt.show()
+print("hidden pairs strictly above the diagonal in the course's layout:", torch.equal(hidden, hidden.triu(1)))
+print("the same pairs strictly below it in the transposed layout:     ", torch.equal(hidden.T, hidden.T.tril(-1)))
 #
 # **The payoff: parallel equals sequential.** The output at position $i$ with the causal mask is
 # exactly what attention computes if it is only ever shown the first $i + 1$ words. So one pass
@@ -157,7 +179,8 @@ print("combined mask", tuple(both.shape))
 _, weights_both = masked_attention(q, k, v, both)
 figure, axes = plt.subplots(2, 3, figsize=(16, 8))
 for b in range(3):
-    plot_attention(both[b].float(), batch_tokens[b], title=f"sentence {b}: causal AND padding (1 = may attend)", ax=axes[0, b], cmap="Greys")
+    plot_attention(both[b].float(), batch_tokens[b], title=f"sentence {b}: causal AND padding", ax=axes[0, b],
+                   cmap="Greys", colorbar_label="1 = may attend, 0 = hidden")
     plot_attention(weights_both[b], batch_tokens[b], title=f"sentence {b}: weights", ax=axes[1, b])
 figure.tight_layout()
 plt.show()
@@ -249,6 +272,30 @@ print("next layer on the course output contains NaN:  ", bool((next_weights @ co
 # `softmax` does for an all $-\infty$ row, so `masked_attention` inherits it.
 
 # %% [markdown]
+# ## 7. Experiment: build a mask
+#
+# Switch the causal mask on and off, choose how many of the 8 positions hold real words and on which
+# side the padding goes, and add a sliding window (each query sees keys at most $w$ positions
+# away; lesson 10 builds on it). Left: the combined mask. Right: the weights it gives. A query row
+# that sees no key at all is named in red and gets zero weights (and a zero output). Try left
+# padding with the causal mask on; then a window of 0 with right padding.
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+builder = mask_builder(sentence.tokens[:8], sentence.embeddings[:8], causal=True, pad_side="left", n_real=5,
+                       window=2, use_window=True)
+save_picture(builder, "figures/05_mask_builder.png")  # the picture below: this state, drawn by the widget
+builder
+
+# %% [markdown]
+# Without a kernel (on GitHub, in the HTML pages) the widget above cannot move; this is its
+# starting state: five words padded on the left, causal, window 2. The three pads see nothing
+# (only earlier pads), so their rows are zero; every real word sees itself and at most two words
+# before it.
+#
+# ![The mask builder: causal, left padding, window 2](figures/05_mask_builder.png)
+
+# %% [markdown]
 # ## Your turn
 #
 # Open [the exercise notebook](../exercises/05_masking.ipynb) and write `causal_mask`,
@@ -261,7 +308,8 @@ print("next layer on the course output contains NaN:  ", bool((next_weights @ co
 # - A mask says which keys each query may see (`True` = allowed); hidden scores become $-\infty$,
 #   so their weight is exactly 0 and the visible keys share all of it.
 # - The **causal** mask (lower triangle) lets a decoder train every position at once: the result
-#   equals running attention one prefix at a time.
+#   equals running attention one prefix at a time. With queries on the rows its hidden pairs sit
+#   above the diagonal; texts that put keys on the rows draw the same mask hidden below it.
 # - The **padding** mask hides padded *keys*, `(B, S)` → `(B, 1, S)`; changing the padding then
 #   cannot change any real token's output. Masks combine with AND.
 # - $-10^9$ instead of $-\infty$ works until a row is fully masked (it then attends evenly to

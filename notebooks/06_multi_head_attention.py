@@ -36,6 +36,7 @@ from attention_course import (
     split_heads,
 )
 from attention_course.teaching.plotting import plot_attention
+from attention_course.teaching.widgets import head_explorer, save_picture
 
 _ = torch.manual_seed(0)  # every random number below is the same on every run
 
@@ -49,6 +50,14 @@ _ = torch.manual_seed(0)  # every random number below is the same on every run
 #
 # Let us build the two lookups by hand. Each token's embedding has 12 numbers: 6 describe the
 # word (a constant 1, then determiner, noun, verb, preposition, unused) and 6 say its position.
+#
+# Why positions? Attention compares contents only: nothing in $\mathrm{softmax}(QK^\top)V$ knows
+# where a token stands, so the two "the"s would be indistinguishable and "the word just before me"
+# could not even be asked. So we write each token's position into its embedding by hand, as a
+# one-hot vector in columns 6–11. This is the simplest kind of *position embedding*;
+# [lesson 08](08_positional_encodings.ipynb) shows why attention needs one and how real models
+# make theirs (sinusoids, learned tables, rotations). Section 1b below checks what goes wrong
+# without it.
 
 # %%
 tokens = ["the", "cat", "sat", "on", "the", "mat"]
@@ -109,6 +118,19 @@ print(f"'mat' -> 'sat':            head 1 {weights[0, 1, 5, sat]:.2f}, single he
 # on one relation (the previous token, the verb, the subject, a matching bracket, ...) and
 # report it in its own slice of the output. Trained models learn such heads by themselves
 # (lesson 12 reads some from a real model).
+
+# %% [markdown]
+# ## 1b. Without the position columns
+#
+# Zero columns 6–11 and run the same two heads. Head 0 now has nothing to ask about, and the two
+# "the"s, the same word with the same neighbours' *contents*, get exactly the same output:
+
+# %%
+x_no_position = x.clone()
+x_no_position[..., 6:] = 0.0  # forget where each token stands
+output_no_position, _ = multi_head_attention(x_no_position, x_no_position, x_no_position, w_q, w_k, w_v, w_o, n_heads=2)
+print("without positions, the two 'the's have equal outputs:", torch.equal(output_no_position[0, 0], output_no_position[0, 4]))
+print("with positions, they differ:                          ", not torch.equal(output[0, 0], output[0, 4]))
 
 # %% [markdown]
 # ## 2. The equations
@@ -252,6 +274,25 @@ for head in range(n_heads):
 print("sum over heads equals the module's output:", torch.allclose(total, out, atol=1e-5))
 
 # %% [markdown]
+# So each head has a **value-down** matrix $W_V^{(i)}$ ($d_\text{model} \times d_\text{head}$, its
+# columns of $W_V$) and a **value-up** matrix $W_O^{(i)}$ ($d_\text{head} \times d_\text{model}$,
+# its rows of $W_O$). Read backwards, that says what $W_O$ *is*: the $h$ value-up matrices stacked
+# on top of each other, just as $W_V$ is the $h$ value-down matrices side by side. Nothing else is
+# in it:
+
+# %%
+value_down = [w_v_eq[:, head * d_head:(head + 1) * d_head] for head in range(n_heads)]  # h × (d_model, d_head)
+value_up = [w_o_eq[head * d_head:(head + 1) * d_head, :] for head in range(n_heads)]  # h × (d_head, d_model)
+print("W_O == the value-up matrices stacked (rows):      ", torch.equal(torch.cat(value_up, dim=0), w_o_eq))
+print("W_V == the value-down matrices side by side (cols):", torch.equal(torch.cat(value_down, dim=1), w_v_eq))
+print("each head's value map = value-down @ value-up:     ",
+      all(torch.linalg.matrix_rank(down @ up) <= d_head for down, up in zip(value_down, value_up)))
+
+# %% [markdown]
+# This view comes back in [lesson 13](13_modern_kv_caches.ipynb): some recent models (DeepSeek's multi-head latent attention)
+# store a shared "value-down" result in their cache and fold the "value-up" matrices into $W_O$.
+
+# %% [markdown]
 # ## 7. Matching `torch.nn.MultiheadAttention`
 #
 # PyTorch's module stores $W_Q, W_K, W_V$ stacked in one `in_proj_weight` of shape
@@ -286,6 +327,29 @@ with torch.no_grad():
 print("causal + padding, outputs agree within 1e-6:", torch.allclose(mine, theirs, atol=1e-6))
 
 # %% [markdown]
+# ## 8. Experiment: the same weights, cut into heads
+#
+# Section 1's weights (with its position columns), cut into $h$ heads for every $h$ that divides
+# $d_\text{model} = 12$. Top: every head's pattern; bottom left: the chosen head's weights; bottom
+# right: the merged heads, with the chosen head's columns framed ($W_O = I$ here, so this is also
+# the output). The title counts the parameters: per head they shrink as $h$ grows, in all they
+# stay $4 \cdot 12^2$. With $h = 2$ the cut matches the two questions the weights were written
+# for; with $h = 1$ one softmax must answer both; with $h = 4$ each question is cut in half.
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+explorer = head_explorer(tokens, x[0], w_q, w_k, w_v, w_o, n_heads=2, head=1)
+save_picture(explorer, "figures/06_head_explorer.png")  # the picture below: this state, drawn by the widget
+explorer
+
+# %% [markdown]
+# Without a kernel (on GitHub, in the HTML pages) the widget above cannot move; this is its
+# starting state: two heads, head 1 chosen. Every word finds the verb "sat", and head 1's answer
+# fills columns 6–11 of the merged output.
+#
+# ![The head explorer: two heads, head 1 (the verb) chosen](figures/06_head_explorer.png)
+
+# %% [markdown]
 # ## Your turn
 #
 # Open [the exercise notebook](../exercises/06_multi_head_attention.ipynb) and write
@@ -304,7 +368,10 @@ print("causal + padding, outputs agree within 1e-6:", torch.allclose(mine, their
 # - Split = reshape to `(B, L, h, d_head)` **then** transpose to `(B, h, L, d_head)`; a reshape
 #   alone scrambles tokens without any error. Merge = transpose back, then reshape.
 # - $W_O$ mixes the heads: the output is a sum of each head's contribution; each head's value path
-#   $W_V^{(i)} W_O^{(i)}$ has rank at most $d_\text{head}$.
+#   $W_V^{(i)} W_O^{(i)}$ (value-down, then value-up) has rank at most $d_\text{head}$, and $W_O$ is
+#   exactly the $h$ value-up matrices stacked.
+# - Attention alone does not know positions; section 1 wrote them into the embeddings by hand
+#   (lesson 08 does it properly).
 # - The parameter count, $4 d_\text{model}^2$ (+ biases), does not depend on $h$.
 #
 # **Next:** [lesson 07](07_cross_attention.ipynb) lets the queries come from one sequence and the

@@ -75,3 +75,136 @@ def test_temperature_explorer_flattens_as_t_grows() -> None:
     assert hot["entropy"] == pytest.approx(math.log(3), abs=0.01)
     with pytest.raises(ValueError, match="one token per score"):
         temperature_explorer(torch.zeros(3), ["a"])
+
+
+# --- Lessons 02, 05, 06 (issue 20): query explorer, mask builder, head explorer ---------------------------
+
+from pathlib import Path  # noqa: E402  (kept with the tests of this block, which the lead merges as one)
+
+from attention_course.qkv import qkv_projection  # noqa: E402
+from attention_course.teaching.widgets import head_explorer, mask_builder, query_explorer, save_picture  # noqa: E402
+
+FIGURES = Path(__file__).resolve().parent.parent / "notebooks" / "figures"
+
+
+def _assert_every_move_changes_the_readout(widget) -> None:
+    """Each move changes the numbers shown, and the picture (the PNG bytes of the widget's image)."""
+    before, picture = dict(widget.readout), widget._image.value
+    for control in widget._controls:
+        options = list(getattr(control, "options", [])) or list(range(control.min, control.max + 1))
+        values = [value[1] if isinstance(value, tuple) else value for value in options]
+        control.value = values[(values.index(control.value) + 1) % len(values)]
+        assert widget.readout != before and widget._image.value != picture, control.description
+        before, picture = dict(widget.readout), widget._image.value
+
+
+def _hand_made_qkv() -> tuple:
+    sentence = tiger_sentence()
+    w_q = torch.zeros(6, 6)
+    w_q[3, 1] = w_q[1, 0] = 1.0  # water -> animal, animal -> thing, as in lesson 02
+    return sentence, qkv_projection(sentence.embeddings, w_q, torch.eye(6), torch.eye(6))
+
+
+def test_query_explorer_shows_the_lookup_of_the_picked_word() -> None:
+    sentence, (q, k, v) = _hand_made_qkv()
+    x = sentence.embeddings
+    widget = query_explorer(sentence.tokens, {"x": (x, x, x), "hand-made": (q, k, v)}, word="thirsty",
+                            projection="hand-made")
+    i = sentence.index("thirsty")
+    weights = torch.softmax(k @ q[i], dim=-1)  # the oracle: one query's softmax over its scores
+    assert widget.readout["position"] == i and widget.readout["top_position"] == sentence.index("tiger")
+    assert [widget.readout[f"weight_{j}"] for j in range(len(sentence))] == pytest.approx(weights.tolist(), abs=1e-6)
+    assert [widget.readout[f"out_{c}"] for c in range(6)] == pytest.approx((weights @ v).tolist(), abs=1e-6)
+    _assert_every_move_changes_the_readout(widget)
+    with pytest.raises(ValueError, match="one row per token"):
+        query_explorer(["a"], {"x": (x, x, x)})
+
+
+def test_mask_builder_combines_masks_and_zeroes_fully_masked_rows() -> None:
+    sentence = tiger_sentence()
+    widget = mask_builder(sentence.tokens[:8], sentence.embeddings[:8], causal=True, pad_side="left", n_real=5,
+                          window=2, use_window=True)
+    # Three pads in front, causal: each pad query sees only pads before it, which are hidden.
+    assert widget.readout["fully_masked"] == 3
+    assert [widget.readout[f"row_sum_{i}"] for i in range(8)] == pytest.approx([0, 0, 0, 1, 1, 1, 1, 1], abs=1e-6)
+    assert widget.readout["masked_weight"] == 0.0
+    # 5 real keys; causal window of half-width 2: query i sees keys max(3, i-2)..i -> 1+2+3+3+3.
+    assert widget.readout["allowed"] == 12
+    _assert_every_move_changes_the_readout(widget)
+    causal, side, length, _, window = widget._controls
+    causal.value, window.value = False, False  # no causal mask, no window
+    side.value, length.value = "right", 6
+    assert widget.readout["allowed"] == 8 * 6 and widget.readout["fully_masked"] == 0  # padding alone
+
+
+def test_head_explorer_cuts_the_same_weights_into_heads() -> None:
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(5, 12, generator=generator)
+    w_q, w_k, w_v, w_o = (torch.randn(12, 12, generator=generator) for _ in range(4))
+    widget = head_explorer(list("abcde"), x, w_q, w_k, w_v, w_o, n_heads=4, head=3)
+    heads, head = widget._controls
+    assert widget.readout["params_per_head"] == 3 * 12 * 3 + 3 * 12
+    assert widget.readout["params_total"] == 4 * 12**2
+    oracle = torch.nn.MultiheadAttention(12, 4, bias=False, batch_first=True)
+    with torch.no_grad():
+        oracle.in_proj_weight.copy_(torch.cat([w_q.T, w_k.T, w_v.T]))
+        oracle.out_proj.weight.copy_(w_o.T)
+        expected, expected_weights = oracle(x[None], x[None], x[None], average_attn_weights=False)
+    # float32, different order of operations: agreement to a few ulps of values of size ~10.
+    assert [widget.readout[f"out_{i}_{c}"] for i in range(5) for c in range(12)] == pytest.approx(
+        expected[0].flatten().tolist(), abs=1e-4)
+    assert [widget.readout[f"weight_{i}_{j}"] for i in range(5) for j in range(5)] == pytest.approx(
+        expected_weights[0, 3].flatten().tolist(), abs=1e-5)
+    draws = []
+    draw = widget._draw
+    widget._draw = lambda: draws.append(1) or draw()
+    heads.value = 2  # fewer heads: the head slider is clamped to the last head, and the figure drawn once
+    assert head.max == 1 and head.value == 1 and widget.readout["head"] == 1
+    assert len(draws) == 1
+    assert widget.readout["params_total"] == 4 * 12**2 and widget.readout["params_per_head"] == 2 * 4 * 12 * 6 / 2
+    _assert_every_move_changes_the_readout(widget)
+    with pytest.raises(ValueError, match="must divide"):
+        head_explorer(list("abcde"), x, w_q, w_k, w_v, w_o, n_heads=5)
+
+
+def test_save_picture_draws_the_widget_state(tmp_path: Path) -> None:
+    sentence = tiger_sentence()
+    widget = mask_builder(sentence.tokens[:8], sentence.embeddings[:8])
+    path = save_picture(widget, tmp_path / "mask.png")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert save_picture(widget, tmp_path / "again.png").read_bytes() == path.read_bytes()  # no time stamp
+
+
+@pytest.mark.parametrize("lesson, name", [("02", "query_explorer"), ("05", "mask_builder"), ("06", "head_explorer")])
+def test_each_widget_has_its_static_picture_under_it(lesson: str, name: str) -> None:
+    picture = f"figures/{lesson}_{name}.png"
+    assert (FIGURES.parent / picture).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    notebook = next((FIGURES.parent).glob(f"{lesson}_*.py")).read_text(encoding="utf-8")
+    assert f"{name}(" in notebook and f"]({picture})" in notebook
+
+
+def test_the_html_build_carries_the_static_pictures(tmp_path: Path) -> None:
+    import nbformat
+
+    from attention_course.teaching import html_build
+
+    (tmp_path / "notebooks" / "figures").mkdir(parents=True)
+    (tmp_path / "notebooks" / "figures" / "01_x.png").write_bytes(b"\x89PNG\r\n\x1a\n")
+    lesson = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell("# 01 · X\n\n![x](figures/01_x.png)")])
+    nbformat.write(lesson, tmp_path / "notebooks" / "01_x.ipynb")
+    html_build.build(tmp_path, tmp_path / "html")
+    assert 'src="figures/01_x.png"' in (tmp_path / "html" / "notebooks" / "01_x.html").read_text(encoding="utf-8")
+    assert (tmp_path / "html" / "notebooks" / "figures" / "01_x.png").exists()
+
+
+@pytest.mark.parametrize("lesson", ["02_queries_keys_values", "05_masking", "06_multi_head_attention"])
+def test_the_static_html_keeps_no_live_widget(lesson: str) -> None:
+    import json
+
+    import nbformat
+
+    from attention_course.teaching import html_build
+
+    nb = nbformat.read(FIGURES.parent / f"{lesson}.ipynb", as_version=4)
+    assert html_build.static_widgets(nb) >= 1
+    assert html_build.WIDGET_VIEW not in json.dumps(nb)

@@ -261,6 +261,9 @@ def build(root: Path, out: Path) -> list[Path]:
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(_link_pages(page, source, rendered, broken), encoding="utf-8")
         written.append(target)
+    for folder in FOLDERS:  # pictures the markdown shows (a widget's static picture: ![...](figures/x.png))
+        if (root / folder / "figures").is_dir():
+            shutil.copytree(root / folder / "figures", out / folder / "figures", dirs_exist_ok=True)
     for line in broken:
         print(f"warning: {line}", file=sys.stderr)
     index = out / "index.html"

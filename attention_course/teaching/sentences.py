@@ -200,3 +200,44 @@ def padded_batch(
     ids = torch.tensor([[vocabulary.index(word) for word in row] for row in tokens])  # (B, S)
     lengths = torch.tensor([len(words) for words in split])
     return tokens, table[ids], lengths
+
+
+# --- "The skilled surgeon operated on the patient with a …": next-word prediction (lessons 01–02) ---------
+
+SURGEON_FEATURES: tuple[str, ...] = ("person", "medicine", "tool", "skill", "grammar")
+"""The named dimensions of the surgeon sentence's embeddings."""
+
+SURGEON_TEXT = "The skilled surgeon operated on the patient with a"
+"""The context; the next word is what a language model predicts."""
+
+_SURGEON_VOCABULARY: dict[str, dict[str, float]] = {
+    "The": {"grammar": 1.0},
+    "the": {"grammar": 1.0},
+    "on": {"grammar": 1.0},
+    "a": {"grammar": 1.0},
+    "skilled": {"skill": 1.5},
+    "surgeon": {"person": 1.0, "medicine": 2.0, "skill": 0.5},
+    "operated": {"medicine": 1.5},
+    "patient": {"person": 1.0, "medicine": 1.0},
+    "with": {"tool": 2.0, "grammar": 0.5},  # "with a ..." announces an instrument
+    # candidates for the next word
+    "scalpel": {"tool": 1.5, "medicine": 1.5},
+    "hammer": {"tool": 2.0},
+    "nurse": {"person": 1.0, "medicine": 1.5},
+    "smile": {"person": 1.0, "skill": 0.5},
+}
+
+SURGEON_CANDIDATES: tuple[str, ...] = ("scalpel", "hammer", "nurse", "smile")
+"""Next words to choose from: a medical tool, a tool, a medical person, something else."""
+
+
+def surgeon_sentence() -> Sentence:
+    """"The skilled surgeon operated on the patient with a": 9 tokens, d_model 5 over :data:`SURGEON_FEATURES`."""
+    tokens = tuple(SURGEON_TEXT.split())
+    return Sentence(tokens, embed(tokens, _SURGEON_VOCABULARY, SURGEON_FEATURES), SURGEON_FEATURES)
+
+
+def surgeon_candidates() -> Sentence:
+    """The candidate next words of :data:`SURGEON_CANDIDATES` as a :class:`Sentence` (their embeddings ``(4, 5)``)."""
+    return Sentence(SURGEON_CANDIDATES, embed(SURGEON_CANDIDATES, _SURGEON_VOCABULARY, SURGEON_FEATURES),
+                    SURGEON_FEATURES)

@@ -11,8 +11,10 @@ learners) can read them without looking at pixels.
 
 from __future__ import annotations
 
+import io
 import math
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 
 import ipywidgets as widgets
 import matplotlib.pyplot as plt
@@ -23,7 +25,7 @@ from .._validation import require_float, require_rank, shape_of
 from ..attention import scaled_dot_product_attention
 from ..qkv import attention_scores, scaled_attention_scores
 from ..softmax import entropy, softmax
-from .plotting import plot_weights_bar
+from .plotting import plot_attention, plot_weights_bar
 from .sentences import Sentence
 
 
@@ -260,3 +262,416 @@ def tile_stepper(q: Tensor, k: Tensor, v: Tensor, block_q: int = 4, block_k: int
                 "distance": distance}
 
     return PlotWidget([slider, causal_box], draw)
+# --- Lessons 02, 05, 06 (issue 20): query explorer, mask builder, head explorer -------------------------
+#
+# Each builder takes the state it starts in as keyword arguments, so :func:`save_picture` can draw the
+# committed static picture of a lesson with the very draw function its widget uses.
+
+
+class _StatefulPlotWidget(PlotWidget):
+    """A :class:`PlotWidget` that draws once per new state of its controls, into an image it updates in place.
+
+    One move can change two controls (a head slider clamped when the number of heads drops), which
+    would otherwise draw the same figure twice. The figure is shown as an ``Image`` widget whose
+    bytes are replaced on each move, rather than cleared and displayed again in the output area:
+    fast moves (a slider dragged) then cannot leave the area empty, and one draw (no tight
+    bounding-box pass, as the inline backend makes) halves the time a move takes.
+    """
+
+    def __init__(self, controls: Sequence[widgets.ValueWidget], draw: Callable[[], dict[str, float]]) -> None:
+        self._controls = list(controls)
+        self._drawn_state: tuple[object, ...] | None = None
+        self._image = widgets.Image(format="png")
+        super().__init__(controls, draw)
+        # The image is a child of the box, not a view displayed inside the output area: the static
+        # HTML build (html_build.static_widgets) then has no nested widget view left to render.
+        self.children = (*self._controls, self._image, self.output)
+
+    def _state(self) -> tuple[object, ...]:
+        return tuple(control.value for control in self._controls)
+
+    def _on_change(self, change: object) -> None:
+        if self._state() != self._drawn_state:
+            self.redraw()
+
+    def redraw(self) -> None:
+        """Draw the figure for the controls' values, put it in the image, and refresh ``readout``."""
+        self._drawn_state = self._state()
+        with self.output:  # an error in draw shows in the output area, as in PlotWidget
+            self.readout = self._draw()
+            figure = plt.gcf()
+            buffer = io.BytesIO()
+            figure.savefig(buffer, format="png", dpi=80)  # as the committed pictures; fewer pixels to encode
+            plt.close(figure)
+            self._image.value = buffer.getvalue()
+
+
+def save_picture(widget: PlotWidget, path: str | Path, *, dpi: int = 80) -> Path:
+    """Draw ``widget``'s current state with its own draw function and save it as a PNG.
+
+    The lessons commit one such picture under each widget, for readers without a kernel (the static
+    HTML, GitHub). The file carries no time stamp or software version, so redrawing an unchanged
+    state rewrites the same bytes.
+
+    Args:
+        widget: a widget built by this module, in the state to picture.
+        path: where the PNG goes (its folder is created).
+        dpi: resolution; 80 keeps the committed files small.
+
+    Returns:
+        the path written.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    widget.readout = widget._draw()
+    figure = plt.gcf()
+    figure.savefig(path, dpi=dpi, metadata={"Software": None})
+    plt.close(figure)
+    return path
+
+
+def query_explorer(
+    tokens: Sequence[str],
+    projections: Mapping[str, tuple[Tensor, Tensor, Tensor]],
+    *,
+    word: str | None = None,
+    projection: str | None = None,
+) -> PlotWidget:
+    r"""Pick a word (and a set of queries, keys, values): its query against every key, the scores, the weights, the output.
+
+    Lesson 02's one lookup, laid out left to right: the query $q_i$ above the keys $K$ (one row per
+    token), the scores $q_i \cdot k_j$, the weights $\mathrm{softmax}_j$ (unscaled, as in lessons
+    01–02) and the output $\sum_j w_j v_j$ next to the word's own value.
+
+    Args:
+        tokens: the L tokens.
+        projections: label -> ``(q, k, v)``, each ``(L, d)`` (e.g. "Q = K = V = X" and "hand-made W_Q").
+            Everything is computed here, once; a control move only redraws.
+        word: the word picked first (default: the first token), as ``"i: token"`` or a token.
+        projection: the label picked first (default: the first).
+
+    Returns:
+        a :class:`PlotWidget` with a word and a projection drop-down; ``readout`` has ``position``,
+        ``top_position``, ``top_weight``, ``score_<j>`` and ``weight_<j>`` per key, and ``out_<c>`` per
+        output feature.
+    """
+    if not projections:
+        raise ValueError("projections must hold at least one (q, k, v), got none")
+    computed: dict[str, tuple[Tensor, Tensor, Tensor, Tensor, Tensor]] = {}
+    for label, (q, k, v) in projections.items():
+        for name, t in (("q", q), ("k", k), ("v", v)):
+            require_float(f"projections[{label!r}] {name}", t)
+            require_rank(f"projections[{label!r}] {name}", t, 2, "(L, d)")
+            if t.shape[0] != len(tokens):
+                raise ValueError(f"projections[{label!r}] {name} must have one row per token ({len(tokens)}), "
+                                 f"got shape {shape_of(t)}")
+        _, weights = scaled_dot_product_attention(q, k, v, scale=1.0, return_weights=True)
+        computed[label] = (q, k, v, attention_scores(q, k), weights)  # scores and weights (L, L)
+    options = [f"{i}: {token}" for i, token in enumerate(tokens)]
+    first = options[0] if word is None else next(o for o in options if word in (o, o.split(": ", 1)[1]))
+    word_picker_ = widgets.Dropdown(options=options, value=first, description="query word")
+    projection_picker = widgets.Dropdown(options=list(projections), value=projection or list(projections)[0],
+                                         description="Q, K, V", style={"description_width": "initial"})
+    positions = list(range(len(tokens)))
+
+    def draw() -> dict[str, float]:
+        i = options.index(word_picker_.value)
+        q, k, v, scores, weights = computed[projection_picker.value]
+        row_scores, row_weights = scores[i], weights[i]  # (L,), (L,)
+        output = row_weights @ v  # (d_v,)
+        figure, axes = plt.subplots(1, 4, figsize=(14, 3.6), width_ratios=(1.3, 1, 1, 1.2))
+        lookup, score_ax, weight_ax, out_ax = axes
+        table = torch.cat([q[i:i + 1], torch.full((1, q.shape[1]), float("nan")), k])  # query, gap, keys
+        limit = float(max(table.nan_to_num().abs().max(), 1e-6))
+        lookup.imshow(table.numpy(), cmap="RdBu_r", vmin=-limit, vmax=limit, aspect="auto")
+        lookup.set_yticks([0, *range(2, len(tokens) + 2)], [f"query {tokens[i]}", *(f"key {t}" for t in tokens)],
+                          fontsize=7)
+        lookup.set_xticks(range(q.shape[1]))
+        lookup.set_xlabel("feature of q and k")
+        lookup.set_title(f"q of {tokens[i]!r} against every key")
+        score_ax.barh(positions, row_scores.numpy(), color="tab:gray")
+        weight_ax.barh(positions, row_weights.numpy(), color="tab:blue")
+        for ax, title, label in ((score_ax, "scores q·k", "score"), (weight_ax, "weights softmax(scores)", "weight")):
+            ax.set_yticks(positions, list(tokens) if ax is score_ax else [], fontsize=7)  # one set of labels is enough
+            ax.invert_yaxis()
+            ax.set_xlabel(label)
+            ax.set_title(title)
+        weight_ax.set_xlim(0, 1)
+        features = torch.arange(v.shape[1])
+        out_ax.bar(features - 0.2, v[i].numpy(), width=0.4, color="0.6", label=f"value of {tokens[i]!r}")
+        out_ax.bar(features + 0.2, output.numpy(), width=0.4, color="tab:orange", label="output Σ w·v")
+        out_ax.set_xticks(features.tolist())
+        out_ax.set_xlabel("feature of v")
+        out_ax.set_title("output vector")
+        out_ax.legend(fontsize=7)
+        figure.suptitle(f"{projection_picker.value}: the lookup of {tokens[i]!r}", fontsize=11)
+        # Fixed margins: tight_layout would cost about a third of each redraw.
+        figure.subplots_adjust(left=0.09, right=0.99, bottom=0.15, top=0.83, wspace=0.3)
+        top = int(row_weights.argmax())
+        return ({"position": float(i), "top_position": float(top), "top_weight": float(row_weights[top])}
+                | {f"score_{j}": float(s) for j, s in enumerate(row_scores)}
+                | {f"weight_{j}": float(w) for j, w in enumerate(row_weights)}
+                | {f"out_{c}": float(o) for c, o in enumerate(output)})
+
+    return _StatefulPlotWidget([word_picker_, projection_picker], draw)
+
+
+_ON_OFF = [("on", True), ("off", False)]
+
+
+def mask_builder(
+    tokens: Sequence[str],
+    embeddings: Tensor,
+    *,
+    causal: bool = True,
+    pad_side: str = "right",
+    n_real: int | None = None,
+    window: int = 2,
+    use_window: bool = True,
+    seed: int = 0,
+) -> PlotWidget:
+    r"""Build a mask from a causal switch, a padding length and side, and a sliding window; see the weights it gives.
+
+    The sequence has ``len(tokens)`` slots: the first ``n_real`` tokens, and ``<pad>`` in the other
+    slots (after them with right padding, before them with left padding). The mask is the AND of the
+    causal mask, the padding mask over keys (lesson 05) and a window $|i - j| \le w$ (lesson 10). A
+    query row with no visible key gets zero weights, drawn as an empty row and named on the left.
+
+    Args:
+        tokens: the L tokens of the full sentence.
+        embeddings: ``(L, d_model)``, their embeddings (the queries, keys and values).
+        causal, pad_side, n_real, window, use_window: the state the widget starts in
+            (``n_real`` defaults to ``L - 2``).
+        seed: seeds the embedding of ``<pad>``.
+
+    Returns:
+        a :class:`PlotWidget`; ``readout`` has ``allowed`` (visible pairs), ``density`` (their share of
+        L²), ``fully_masked`` (rows with no visible key), ``masked_weight`` (total weight on hidden
+        keys: 0) and ``row_sum_<i>`` per query.
+    """
+    from ..attention import masked_attention
+    from ..masking import causal_mask, combine_masks, key_mask_to_attention_mask, padding_mask
+    from ..sparse import sliding_window_mask
+    from .sentences import PAD
+
+    require_float("embeddings", embeddings)
+    require_rank("embeddings", embeddings, 2, "(L, d_model)")
+    n = len(tokens)
+    if embeddings.shape[0] != n or n < 2:
+        raise ValueError(f"need at least 2 tokens and one embedding row each, got {n} tokens and "
+                         f"embeddings {shape_of(embeddings)}")
+    pad_vector = torch.randn(embeddings.shape[1], generator=torch.Generator().manual_seed(seed))
+    causal_picker = widgets.Dropdown(options=_ON_OFF, value=causal, description="causal")
+    side_picker = widgets.Dropdown(options=["right", "left"], value=pad_side, description="padding")
+    # continuous_update=False: a drag sends one value when released, not one redraw per step
+    length_slider = widgets.IntSlider(value=n - 2 if n_real is None else n_real, min=1, max=n,
+                                      description="real tokens", continuous_update=False)
+    window_slider = widgets.IntSlider(value=window, min=0, max=n - 1, description="window w", continuous_update=False)
+    window_picker = widgets.Dropdown(options=_ON_OFF, value=use_window, description="window")
+
+    def draw() -> dict[str, float]:
+        n_real_now = length_slider.value
+        n_pad = n - n_real_now
+        real = list(tokens[:n_real_now])
+        if side_picker.value == "right":
+            labels, x = real + [PAD] * n_pad, torch.cat([embeddings[:n_real_now], pad_vector.expand(n_pad, -1)])
+            lengths_mask = padding_mask(torch.tensor([n_real_now]), n)  # (1, L): True at real tokens
+        else:
+            labels, x = [PAD] * n_pad + real, torch.cat([pad_vector.expand(n_pad, -1), embeddings[:n_real_now]])
+            lengths_mask = padding_mask(torch.tensor([n_real_now]), n).flip(-1)
+        parts = [key_mask_to_attention_mask(lengths_mask)[0]]  # (1, L) over keys
+        if causal_picker.value:
+            parts.append(causal_mask(n))
+        if window_picker.value:
+            parts.append(sliding_window_mask(n, window_slider.value))
+        mask = combine_masks(*parts).expand(n, n)  # (L, L)
+        _, weights = masked_attention(x, x, x, mask)  # (L, L)
+        empty = [i for i in range(n) if not bool(mask[i].any())]
+        figure = plt.figure(figsize=(12, 5))
+        # Fixed axes instead of tight_layout, which would cost about a third of each redraw.
+        left, right = figure.add_axes((0.07, 0.2, 0.36, 0.62)), figure.add_axes((0.55, 0.2, 0.36, 0.62))
+        plot_attention(mask.float(), labels, title="combined mask", ax=left, cmap="Greys", annotate=False,
+                       colorbar_label="1 = may attend, 0 = hidden")
+        plot_attention(weights, labels, title="weights softmax(QKᵀ/√d + M)", ax=right, annotate=False)
+        for ax in (left, right):
+            for i in empty:
+                ax.get_yticklabels()[i].set_color("tab:red")
+        for i in empty:  # one label per row rather than n numbers: each cell of text costs time on every redraw
+            right.text((n - 1) / 2, i, "all weights 0, output 0", ha="center", va="center", color="white", fontsize=8)
+        settings_line = (f"causal {'on' if causal_picker.value else 'off'} · {n_real_now} real tokens, "
+                         f"{n_pad} pads on the {side_picker.value} · window "
+                         + (f"w = {window_slider.value}" if window_picker.value else f"off (w = {window_slider.value} unused)"))
+        empty_line = (f"; {len(empty)} red rows see no key: their weights and output are 0" if empty
+                      else "; every row sees at least one key")
+        figure.suptitle(f"{settings_line}\n{int(mask.sum())} of {n * n} pairs visible{empty_line}", fontsize=10)
+        return ({"allowed": float(mask.sum()), "density": float(mask.float().mean()),
+                 "fully_masked": float(len(empty)), "masked_weight": float(weights[~mask].sum())}
+                | {f"row_sum_{i}": float(s) for i, s in enumerate(weights.sum(-1))})
+
+    return _StatefulPlotWidget([causal_picker, side_picker, length_slider, window_slider, window_picker], draw)
+
+
+def head_explorer(
+    tokens: Sequence[str],
+    x: Tensor,
+    w_q: Tensor,
+    w_k: Tensor,
+    w_v: Tensor,
+    w_o: Tensor,
+    *,
+    n_heads: int = 2,
+    head: int = 0,
+) -> PlotWidget:
+    r"""Cut the same $W_Q, W_K, W_V, W_O$ into 1, 2, … heads and look at each head's pattern and the merged output.
+
+    Top: every head's weights as a thumbnail (the chosen one framed). Bottom: the chosen head's
+    weights with tokens on both axes, and the output $\mathrm{Concat}(\mathrm{head}_1, \dots)\,W_O$
+    with the chosen head's columns of the concatenation framed. The title counts the parameters: per
+    head $3\,d_\text{model} d_\text{head} + d_\text{head} d_\text{model}$, in all $4 d_\text{model}^2$
+    whatever the number of heads.
+
+    Args:
+        tokens: the L tokens.
+        x: ``(L, d_model)``, their embeddings.
+        w_q, w_k, w_v, w_o: ``(d_model, d_model)``, in the equations' layout (``q = x @ w_q``).
+        n_heads, head: the state the widget starts in.
+
+    Returns:
+        a :class:`PlotWidget` with a number-of-heads slider (the divisors of d_model) and a head
+        slider; ``readout`` has ``n_heads``, ``head``, ``params_per_head``, ``params_total``,
+        ``weight_<i>_<j>`` of the chosen head, and ``out_<i>_<c>`` of the output.
+    """
+    from ..multihead import merge_heads, multi_head_attention, split_heads
+
+    require_float("x", x)
+    require_rank("x", x, 2, "(L, d_model)")
+    d_model = x.shape[1]
+    if x.shape[0] != len(tokens):
+        raise ValueError(f"x must have one row per token ({len(tokens)}), got shape {shape_of(x)}")
+    divisors = [h for h in range(1, d_model + 1) if d_model % h == 0]
+    if n_heads not in divisors:
+        raise ValueError(f"n_heads must divide d_model={d_model} (one of {divisors}), got {n_heads}")
+    computed = {}  # n_heads -> (weights (h, L, L), heads (h, L, d_head), output (L, d_model))
+    with torch.no_grad():
+        for h in divisors:
+            output, weights = multi_head_attention(x[None], x[None], x[None], w_q, w_k, w_v, w_o, n_heads=h)
+            heads = weights[0] @ split_heads((x @ w_v)[None], h)[0]  # (h, L, d_head): each head's output
+            computed[h] = (weights[0], heads, output[0])
+    # continuous_update=False: a drag sends one value when released, not one redraw per step
+    heads_slider = widgets.SelectionSlider(options=divisors, value=n_heads, description="heads h",
+                                           continuous_update=False)
+    head_slider = widgets.IntSlider(value=head, min=0, max=n_heads - 1, description="head", continuous_update=False)
+
+    def clamp_head(change: dict) -> None:
+        head_slider.max = change["new"] - 1  # ipywidgets clamps the value into the new range
+
+    heads_slider.observe(clamp_head, names="value")
+    n_thumbs = max(divisors)
+
+    def draw() -> dict[str, float]:
+        h, chosen = heads_slider.value, head_slider.value
+        d_head = d_model // h
+        weights, heads, output = computed[h]
+        per_head = 3 * d_model * d_head + d_head * d_model
+        figure = plt.figure(figsize=(13, 6.2))
+        # Fixed axes instead of tight_layout, which would cost about a third of each redraw.
+        width = min(0.07, 0.86 / n_thumbs)
+        for i in range(h):
+            thumb = figure.add_axes((0.06 + i * (width + 0.005), 0.76, width, 0.1))
+            thumb.imshow(weights[i].numpy(), cmap="viridis", vmin=0, vmax=1)
+            thumb.set_xticks([])
+            thumb.set_yticks([])
+            thumb.set_title(f"head {i}", fontsize=7, color="tab:red" if i == chosen else "black")
+            if i == chosen:
+                for spine in thumb.spines.values():
+                    spine.set_color("tab:red")
+                    spine.set_linewidth(3)
+        pattern = figure.add_axes((0.08, 0.1, 0.34, 0.56))
+        plot_attention(weights[chosen], tokens, title=f"head {chosen} of {h} (d_head = {d_head})", ax=pattern,
+                       annotate=len(tokens) <= 8)
+        merged = figure.add_axes((0.56, 0.1, 0.36, 0.56))
+        concat = merge_heads(heads[None])[0]  # (L, d_model): head i in columns i*d_head .. (i+1)*d_head - 1
+        limit = float(max(concat.abs().max(), 1e-6))
+        image = merged.imshow(concat.numpy(), cmap="RdBu_r", vmin=-limit, vmax=limit, aspect="auto")
+        merged.add_patch(plt.Rectangle((chosen * d_head - 0.5, -0.5), d_head, len(tokens), fill=False,
+                                       edgecolor="tab:red", linewidth=2.5))
+        merged.set_yticks(range(len(tokens)), list(tokens))
+        merged.set_xlabel(f"feature (head {chosen} wrote columns {chosen * d_head}–{(chosen + 1) * d_head - 1})")
+        merged.set_title("merged heads Concat(head 0, …); W_O then mixes the columns", fontsize=10)
+        figure.colorbar(image, ax=merged, fraction=0.046, pad=0.04, label="value")
+        figure.suptitle(f"h = {h} heads of width {d_head}: {per_head} parameters per head "
+                        f"(3·{d_model}·{d_head} + {d_head}·{d_model}), {h * per_head} in all = 4·{d_model}² "
+                        "for every h (biases left out)", fontsize=10)
+        return ({"n_heads": float(h), "head": float(chosen), "params_per_head": float(per_head),
+                 "params_total": float(h * per_head)}
+                | {f"weight_{i}_{j}": float(weights[chosen, i, j]) for i in range(len(tokens)) for j in range(len(tokens))}
+                | {f"out_{i}_{c}": float(output[i, c]) for i in range(len(tokens)) for c in range(d_model)})
+
+    return _StatefulPlotWidget([heads_slider, head_slider], draw)
+def draw_rolling_buffer(ax: plt.Axes, step: int, n_sinks: int, window: int, history: int = 10) -> dict[str, float]:
+    """Draw a sink + window rolling buffer (lesson 13) as it wraps: one row per step, one column per slot.
+
+    Row ``t`` shows which token each slot holds after token ``t`` was written: sinks in one colour,
+    window tokens in another, the token just written outlined. The last ``history`` steps up to
+    ``step`` are drawn.
+
+    Returns:
+        ``slot`` (where token ``step`` went), ``oldest`` (the oldest window token still cached) and
+        ``filled`` (slots in use).
+    """
+    from ..rolling_cache import ring_slot
+
+    capacity = n_sinks + window
+    first = max(0, step - history + 1)
+    holder = [-1] * capacity  # token in each slot
+    rows = []
+    for t in range(step + 1):
+        holder[ring_slot(t, n_sinks, window)] = t
+        if t >= first:
+            rows.append(list(holder))
+    for r, row in enumerate(rows):
+        t = first + r
+        for slot, token in enumerate(row):
+            colour = "#f2f2f2" if token < 0 else ("#f4a259" if slot < n_sinks else "#8cb8e0")
+            ax.add_patch(plt.Rectangle((slot, r), 1, 1, facecolor=colour, edgecolor="white"))
+            if token >= 0:
+                ax.text(slot + 0.5, r + 0.5, str(token), ha="center", va="center", fontsize=9,
+                        fontweight="bold" if token == t else "normal")
+        new_slot = ring_slot(t, n_sinks, window)
+        ax.add_patch(plt.Rectangle((new_slot, r), 1, 1, fill=False, edgecolor="crimson", linewidth=2))
+    ax.set_xlim(0, capacity)
+    ax.set_ylim(len(rows), 0)
+    ax.set_xticks([s + 0.5 for s in range(capacity)], [f"slot {s}" + (" (sink)" if s < n_sinks else "")
+                                                      for s in range(capacity)], rotation=45, ha="right", fontsize=8)
+    ax.set_yticks([r + 0.5 for r in range(len(rows))], [f"after token {first + r}" for r in range(len(rows))],
+                  fontsize=8)
+    ax.set_xlabel("buffer slot")
+    ax.set_ylabel("step")
+    oldest = max(n_sinks, step - window + 1)
+    ax.set_title(f"{n_sinks} sinks + window {window}: token {step} went to slot {ring_slot(step, n_sinks, window)}"
+                 f" (red); oldest window token kept: {oldest}", fontsize=10)
+    return {"slot": float(ring_slot(step, n_sinks, window)), "oldest": float(oldest),
+            "filled": float(min(step + 1, capacity))}
+
+
+def rolling_buffer_explorer(n_sinks: int = 2, window: int = 5, n_tokens: int = 30) -> PlotWidget:
+    """A step slider over a sink + window rolling buffer (lesson 13): the buffer as it wraps, and the
+    positions each scheme gives the cached keys at that step (their token order, for ``"in_cache"``).
+
+    Returns:
+        a :class:`PlotWidget`; ``readout`` has ``slot``, ``oldest`` and ``filled``.
+    """
+    from ..rolling_cache import chronological_slots
+
+    slider = widgets.IntSlider(value=min(n_tokens - 1, n_sinks + 2 * window), min=0, max=n_tokens - 1,
+                               description="token")
+
+    def draw() -> dict[str, float]:
+        figure, ax = plt.subplots(figsize=(8, 4.2))
+        readout = draw_rolling_buffer(ax, slider.value, n_sinks, window)
+        order = chronological_slots(slider.value, n_sinks, window).tolist()
+        ax.set_xlabel(f"buffer slot\nslots in token order {order}: positions 0..{len(order) - 1} under 'in_cache'")
+        figure.tight_layout()
+        return readout
+
+    return PlotWidget([slider], draw)
