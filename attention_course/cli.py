@@ -16,10 +16,15 @@ def _grade(args: argparse.Namespace) -> int:
         fmt = "csv" if args.report and args.report.endswith(".csv") else "md"
         table = class_table(by_learner, fmt)
         print(table, end="")
+        for learner, grades in by_learner.items():  # refused attempts, cells that failed: the instructor sees them
+            for grade in grades:
+                for note in grade.notes:
+                    print(f"{learner}/{grade.path.name}: note: {note}")
         if args.report:
             Path(args.report).write_text(table, encoding="utf-8")
             print(f"wrote {args.report}")
-        return 0 if all(score(g)[0] == score(g)[1] and score(g)[1] for g in by_learner.values()) else 1
+        return 0 if all(score(g)[0] == score(g)[1] and score(g)[1] and all(n.complete for n in g)
+                        for g in by_learner.values()) else 1
     try:
         notebooks = find_notebooks(args.paths or ["exercises"])
     except FileNotFoundError as error:
@@ -31,7 +36,7 @@ def _grade(args: argparse.Namespace) -> int:
     grades = grade_notebooks(notebooks)
     print(format_report(grades))
     passed, total = score(grades)
-    return 0 if total and passed == total else 1
+    return 0 if total and passed == total and all(g.complete for g in grades) else 1
 
 
 def _make_exercises(args: argparse.Namespace) -> int:

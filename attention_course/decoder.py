@@ -11,6 +11,7 @@ empty cache and all tokens new, so recomputing and caching run exactly the same 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from torch import Tensor, nn
@@ -28,8 +29,9 @@ class DecoderConfig:
     d_model: int = 64
     n_layers: int = 2
     n_heads: int = 4
-    n_kv_heads: int | None = None
-    d_ff: int | None = None
+    # None picks the default; __post_init__ replaces it, so every reader sees an int.
+    n_kv_heads: int = None  # type: ignore[assignment]
+    d_ff: int = None  # type: ignore[assignment]
     max_seq_len: int = 256
 
     def __post_init__(self) -> None:
@@ -106,11 +108,13 @@ class Decoder(nn.Module):
     cached ones, and the cache is advanced by ``T``.
     """
 
+    blocks: Sequence[DecoderBlock]  # for the type checker: an nn.ModuleList of DecoderBlock at run time
+
     def __init__(self, config: DecoderConfig) -> None:
         super().__init__()
         self.config = config
         self.embed = nn.Embedding(config.vocab_size, config.d_model)
-        self.blocks = nn.ModuleList(DecoderBlock(config) for _ in range(config.n_layers))
+        self.blocks = nn.ModuleList(DecoderBlock(config) for _ in range(config.n_layers))  # type: ignore[assignment]
         self.norm = nn.LayerNorm(config.d_model)
         self.lm_head = nn.Linear(config.d_model, config.vocab_size, bias=False)
 

@@ -330,9 +330,9 @@ def encoder_head_ablation(layers: Sequence[object], heads: Sequence[tuple[int, i
     """A ``self_attention`` plug-in for :func:`attention_course.pretrained.encode` that zeroes the
     outputs of the ``(layer, head)`` pairs before ``W_O``; ``layers`` is ``encoder.weights.layers``."""
     from .attention import masked_attention
-    from .pretrained import encoder_self_attention
+    from .pretrained import EncoderLayerWeights, encoder_self_attention
 
-    def self_attention(hidden: Tensor, layer: object, key_mask: Tensor, n_heads: int) -> tuple[Tensor, Tensor]:
+    def self_attention(hidden: Tensor, layer: EncoderLayerWeights, key_mask: Tensor, n_heads: int) -> tuple[Tensor, Tensor]:
         index = next(i for i, candidate in enumerate(layers) if candidate is layer)
         off = [head for at, head in heads if at == index]
         for head in off:

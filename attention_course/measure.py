@@ -15,6 +15,8 @@ from torch.profiler import ProfilerActivity, profile
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
+from ._environment import scoped_environ
+
 
 def best_seconds(fn: Callable[[], object], repeats: int = 3) -> float:
     """Fastest wall-clock time of ``repeats`` calls of ``fn()``, after one untimed warm-up call.
@@ -58,8 +60,10 @@ def peak_memory_bytes(fn: Callable[[], object]) -> int:
         raise TypeError(f"fn must be a function of no arguments, got {type(fn).__name__}")
     # Kineto (the profiler's backend) otherwise prints timestamped start/stop lines on stderr,
     # which would land in notebook outputs; 6 keeps it quiet unless the caller chose a level.
-    os.environ.setdefault("KINETO_LOG_LEVEL", "6")
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+    with (
+        scoped_environ(KINETO_LOG_LEVEL=os.environ.get("KINETO_LOG_LEVEL", "6")),
+        profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof,
+    ):
         fn()
     events = [e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]" and e.device_type() == DeviceType.CPU]
     live = peak = 0

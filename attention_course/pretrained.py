@@ -26,7 +26,6 @@ import functools
 import importlib.resources
 import importlib.util
 import json
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -36,6 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ._environment import scoped_environ
 from ._validation import require_float, require_rank, require_tensor, shape_of
 from .attention import masked_attention
 from .masking import key_mask_to_attention_mask
@@ -480,16 +480,16 @@ def load_sentence_transformer(attn_implementation: str = "sdpa") -> SentenceTran
         attn_implementation: ``"sdpa"`` (the library's default) or ``"eager"``, which transformers
             needs to return attention weights (``model[0].auto_model(..., output_attentions=True)``).
     """
-    os.environ["HF_HUB_OFFLINE"] = "1"  # the files are local: never ask the Hub
-    os.environ["TRANSFORMERS_OFFLINE"] = "1"
-    from sentence_transformers import SentenceTransformer
-    from transformers.utils import logging
+    # The files are local: never ask the Hub (set while loading only; see attention_course._environment).
+    with scoped_environ(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1"):
+        from sentence_transformers import SentenceTransformer
+        from transformers.utils import logging
 
-    logging.disable_progress_bar()  # a "Loading weights" bar would be a widget in notebook outputs
-    try:
-        return SentenceTransformer(
-            str(model_dir()), device="cpu", local_files_only=True,
-            model_kwargs={"attn_implementation": attn_implementation},
-        )
-    finally:
-        logging.enable_progress_bar()
+        logging.disable_progress_bar()  # a "Loading weights" bar would be a widget in notebook outputs
+        try:
+            return SentenceTransformer(
+                str(model_dir()), device="cpu", local_files_only=True,
+                model_kwargs={"attn_implementation": attn_implementation},
+            )
+        finally:
+            logging.enable_progress_bar()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 import torch.nn.functional as F
 from hypothesis import given, settings
@@ -138,3 +139,37 @@ def test_scores_and_projection() -> None:
     loop = torch.tensor([[[float(q[b, i] @ k[b, j]) for j in range(5)] for i in range(5)] for b in range(2)])
     torch.testing.assert_close(attention_scores(q, k), loop, **F32)
     torch.testing.assert_close(scaled_attention_scores(q, k), loop / 2.0, **F32)  # sqrt(d_k = 4) = 2
+
+
+def test_no_keys_gives_zeros_like_pytorch() -> None:
+    """S = 0: nothing to attend to. PyTorch's SDPA returns a zero output; so does the course (no IndexError)."""
+    q, k, v = _qkv(4, (2,), 3, 0, 4, 5)
+    out, weights = scaled_dot_product_attention(q, k, v, return_weights=True)
+    assert out.shape == (2, 3, 5) and weights.shape == (2, 3, 0)
+    torch.testing.assert_close(out, F.scaled_dot_product_attention(q, k, v), rtol=0, atol=0)
+    assert (scaled_dot_product_attention(q, k, v, causal=True) == 0).all()
+
+
+def _max_error(out: torch.Tensor, exact: torch.Tensor) -> float:
+    return float((out.double() - exact).abs().max())
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_precision_is_as_accurate_as_pytorch(dtype: torch.dtype) -> None:
+    """bf16/fp16 inputs: scores and softmax in float32, as PyTorch's kernels do, cast back at the end.
+
+    The exact answer is float64 attention on the same (rounded) inputs. Scores of size ~10 (inputs
+    scaled by 3, d = 64) make rounding QKᵀ to the half type before the softmax visible: that costs
+    about 10x PyTorch's error (measured: bf16 0.30-0.36 vs 0.031, fp16 0.04-0.05 vs 0.0044), while
+    float32 inside gives at most PyTorch's error, which is about one rounding of the output. 1.1x
+    leaves room for the two summation orders.
+    """
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(4, 8, 64, 64, generator=g).mul(3).to(dtype) for _ in range(3))
+    exact = F.scaled_dot_product_attention(q.double(), k.double(), v.double(), is_causal=True)
+    ours = scaled_dot_product_attention(q, k, v, causal=True)
+    theirs = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+    assert ours.dtype == dtype
+    rounded_scores = torch.softmax((q @ k.transpose(-2, -1) / 8).masked_fill(~causal_mask(64), float("-inf")).float(), -1)
+    assert _max_error(rounded_scores.to(dtype) @ v, exact) > 3 * _max_error(theirs, exact)  # the old way, visibly worse
+    assert _max_error(ours, exact) <= 1.1 * _max_error(theirs, exact)

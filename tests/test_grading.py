@@ -12,7 +12,7 @@ import torch
 from grading_helpers import SOLUTIONS, with_replacement
 
 from attention_course.cli import main
-from attention_course.grading import Status, check, get_exercise, run_check
+from attention_course.grading import Case, Exercise, Mistake, Status, check, get_exercise, run_check
 from attention_course.grading.generate import strip_solution
 from attention_course.grading.grade import grade_notebooks
 
@@ -193,3 +193,128 @@ def test_inputs_inside_dataclasses_are_copied_and_watched() -> None:
     copy.w.add_(1.0)  # what a learner's in-place edit of a weight would do
     assert torch.equal(original.w, torch.ones(2)), "the case's own tensors must stay untouched"
     assert not same(original, copy) and same(original, clone(original))
+
+
+# ---------------------------------------------------------------- contracts beyond values (spec.Case fields)
+
+
+def _linear(x, w):
+    return x @ w
+
+
+def _linear_cases():
+    generator = torch.Generator().manual_seed(0)
+    x, w = torch.randn(3, 4, generator=generator), torch.randn(4, 2, generator=generator)
+    return [Case((x, w), label="x (3, 4), w (4, 2)", check_grad=True)]
+
+
+def _detached(x, w):
+    return (x @ w).detach()
+
+
+LINEAR = Exercise("linear_demo", "00_demo", _linear, _linear_cases,
+                  mistakes=(Mistake("detached", "do not detach the output: gradients must reach x and w.", _detached),))
+
+
+def test_gradients_must_reach_every_input() -> None:
+    assert run_check(LINEAR, lambda x, w: torch.einsum("ld,dk->lk", x, w)).passed
+    result = run_check(LINEAR, lambda x, w: (x @ w).detach())
+    assert result.status is Status.FAILED and "no gradient reaches `argument 1`" in result.message
+    assert "Hint: do not detach the output" in result.message
+    half = run_check(LINEAR, lambda x, w: x @ w.detach())
+    assert half.status is Status.FAILED and "no gradient reaches `argument 2`" in half.message
+    assert "Hint" not in half.message  # the catalogued mistake cuts both, this code only one
+
+
+def test_wrong_gradients_are_reported() -> None:
+    class Twice(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x, w):
+            ctx.save_for_backward(x, w)
+            return x @ w
+
+        @staticmethod
+        def backward(ctx, grad):
+            x, w = ctx.saved_tensors
+            return 2 * grad @ w.T, x.T @ grad
+
+    result = run_check(LINEAR, Twice.apply)
+    assert result.status is Status.FAILED and "gradient w.r.t. `argument 1`" in result.message
+
+
+def _row_sums(q, k):
+    out = torch.empty(q.shape[0])
+    for start in range(0, k.shape[0], 2):  # two keys at a time: never the full (L, S) matrix
+        part = q @ k[start:start + 2].T
+        out = out + part.sum(-1) if start else part.sum(-1)
+    return out
+
+
+def _alloc_cases():
+    generator = torch.Generator().manual_seed(0)
+    q, k = torch.randn(16, 8, generator=generator), torch.randn(16, 8, generator=generator)
+    return [Case((q, k), label="q, k (16, 8)", max_alloc_bytes=16 * 2 * 4, atol=1e-4)]
+
+
+def test_the_largest_allocation_is_bounded() -> None:
+    exercise = Exercise("row_sums_demo", "00_demo", _row_sums, _alloc_cases)
+    assert run_check(exercise, _row_sums, forbid_reference=False).passed
+    result = run_check(exercise, lambda q, k: (q @ k.T).sum(-1))
+    assert result.status is Status.FAILED and "must not build a tensor as large as the full L x S" in result.message
+
+
+def test_select_compares_only_what_the_exercise_defines() -> None:
+    def reference(x):
+        return torch.cat([x[:2] * 2, torch.zeros_like(x[2:])])
+
+    cases = lambda: [Case((torch.arange(4.0),), label="x = arange(4)", select=lambda out: out[:2])]  # noqa: E731
+    exercise = Exercise("select_demo", "00_demo", reference, cases)
+    assert run_check(exercise, lambda x: x * 2).passed  # rows 2 and 3 are undefined: anything goes there
+    assert run_check(exercise, lambda x: x * 3).status is Status.FAILED
+
+
+def test_a_list_changed_in_place_is_reported() -> None:
+    def reference(blocks):
+        return torch.stack(list(blocks)).sum(0)
+
+    def pops(blocks):
+        total = blocks.pop()
+        for block in blocks:
+            total = total + block
+        return total
+
+    cases = lambda: [Case(([torch.ones(2), torch.ones(2) * 2],), label="two blocks")]  # noqa: E731
+    exercise = Exercise("list_demo", "00_demo", reference, cases)
+    result = run_check(exercise, pops)
+    assert result.status is Status.FAILED and "changed its inputs in place" in result.message
+
+
+def test_a_hint_for_code_that_raises_needs_the_same_message() -> None:
+    def mistake(x, dim=-1, temperature=1.0):
+        raise ValueError("temperature must be positive")
+
+    exercise = dataclasses.replace(SOFTMAX, mistakes=(Mistake("raises", "the catalogued hint.", mistake),))
+
+    def same_error(x, dim=-1, temperature=1.0):
+        raise ValueError("temperature must be positive")
+
+    def other_error(x, dim=-1, temperature=1.0):
+        raise ValueError("dim out of range")
+
+    assert "Hint: the catalogued hint." in run_check(exercise, same_error).message
+    assert "Hint" not in run_check(exercise, other_error).message
+
+
+def test_calling_the_reference_in_process_fails() -> None:
+    from attention_course.softmax import softmax as course_softmax
+
+    result = run_check(SOFTMAX, lambda x, dim=-1, temperature=1.0: course_softmax(x, dim, temperature))
+    assert result.status is Status.FAILED and "your function calls the course's" in result.message
+    assert run_check(SOFTMAX, SOFTMAX.reference).passed  # the reference itself (the catalogue tests grade it)
+
+
+def test_exit_inside_a_function_is_an_error() -> None:
+    import sys
+
+    result = run_check(SOFTMAX, lambda x, dim=-1, temperature=1.0: sys.exit(0))
+    assert result.status is Status.FAILED and "raised SystemExit" in result.message

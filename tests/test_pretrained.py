@@ -9,6 +9,7 @@ tokens 4e-6.
 
 from __future__ import annotations
 
+import os
 import socket
 
 import pytest
@@ -71,6 +72,15 @@ def libraries() -> dict[str, object]:
         patch.setattr(socket.socket, "connect", _no_network)
         patch.setattr(socket, "create_connection", _no_network)
         return {"sdpa": load_sentence_transformer(), "eager": load_sentence_transformer("eager")}
+
+
+def test_loading_the_library_model_leaves_the_environment_as_it_found_it(
+        libraries: dict[str, object], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
+    before = dict(os.environ)
+    load_sentence_transformer()
+    assert dict(os.environ) == before  # the offline switches are set only while loading
 
 
 def _assert_embeddings_close(ours: torch.Tensor, theirs: torch.Tensor) -> None:

@@ -88,3 +88,17 @@ def test_lab_command_serves_the_course() -> None:
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=30)
+
+
+def test_license_file_and_the_supported_pythons() -> None:
+    """MIT, as pyproject says, in a LICENSE file; requires-python admits 3.11 to 3.13 and the classifiers agree."""
+    from packaging.specifiers import SpecifierSet
+
+    license_text = (ROOT / "LICENSE").read_text()
+    assert license_text.startswith("MIT License") and "Copyright (c) 2026 attention_course contributors" in license_text
+    assert PYPROJECT["project"]["license"] == {"text": "MIT"}
+    supported = SpecifierSet(PYPROJECT["project"]["requires-python"])
+    assert [v for v in ("3.10", "3.11", "3.12", "3.13", "3.14") if v in supported] == ["3.11", "3.12", "3.13"]
+    classifiers = PYPROJECT["project"]["classifiers"]
+    assert [c.rsplit(" ", 1)[1] for c in classifiers if c.startswith("Programming Language :: Python :: 3.")] == [
+        "3.11", "3.12", "3.13"]

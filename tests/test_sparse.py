@@ -378,3 +378,18 @@ def test_bad_attention_arguments() -> None:
         sliding_window_attention(q.long(), k, v, 2)
     with pytest.raises(ValueError, match="window must be >= 0"):
         sliding_window_attention(q, k, v, -1)
+
+
+def test_block_sparse_checks_its_inputs_once_not_once_per_block(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The NaN scan of q, k and v runs at the public call; the per-block loop uses the unchecked core."""
+    import attention_course._validation as validation
+
+    scanned: list[tuple[int, ...]] = []
+    original = validation.require_no_nan
+    monkeypatch.setattr(validation, "require_no_nan", lambda name, x: (scanned.append(tuple(x.shape)), original(name, x)))
+    q = k = v = torch.randn(1, 64, 8)
+    layout = sliding_window_pattern(64, 8).layout(8)  # 8 query blocks
+    out = block_sparse_attention(q, k, v, layout, 8)
+    assert out.shape == (1, 64, 8) and scanned == [(1, 64, 8)] * 3  # q, k and v, once each
+    with pytest.raises(ValueError, match="v contains NaN"):
+        block_sparse_attention(q, k, torch.full_like(v, float("nan")), layout, 8)

@@ -34,6 +34,7 @@ from attention_course.grading.triton_sandbox import (  # noqa: E402
     load_kernel,
     unmasked_memory_ops,
 )
+from attention_course.triton_compile import kernel_signature, parameter_type  # noqa: E402
 from attention_course.triton_flash import (  # noqa: E402
     GpuCompileError,
     compile_for_gpu,
@@ -247,3 +248,38 @@ def test_the_package_imports_without_triton_and_says_how_to_install_it() -> None
     done = subprocess.run([sys.executable, "-c", WITHOUT_TRITON], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert "pip install 'attention_course[triton]'" in done.stdout
+
+
+def _parameters(kernel) -> list[tuple[str, str]]:
+    """(name, annotation) of each parameter, as the compile child reads them from a compiled JITFunction."""
+    from triton.runtime.jit import JITFunction
+
+    return [(param.name, param.annotation) for param in JITFunction(kernel.fn if hasattr(kernel, "fn") else kernel).params]
+
+
+def test_compile_step_types_parameters_by_name_and_annotation_not_position() -> None:
+    config = {"dtype": "bf16", "head_dim": 32, "block_m": 64, "block_n": 16, "causal": False}
+    params = _parameters(flash_attention_kernel)
+    signature, constants, attrs = kernel_signature(params, config)
+    assert signature["q_ptr"] == "*bf16" and signature["stride_kn"] == "i32" and signature["n_keys"] == "i32"
+    assert signature["qk_scale_log2e"] == "fp32"
+    assert constants == {"stride_qd": 1, "stride_kd": 1, "stride_vd": 1, "stride_od": 1,
+                         "D_HEAD": 32, "BLOCK_M": 64, "BLOCK_N": 16, "CAUSAL": False}
+    assert sorted(attrs) == sorted((i,) for i, (name, _) in enumerate(params)
+                                   if name.endswith("_ptr") or name[-1] in "hn" and name.startswith("stride_"))
+    reordered, _, _ = kernel_signature(params[::-1], config)
+    assert reordered == signature  # the same type for each name, wherever it stands
+    assert parameter_type("n_keys", "i64", config) == ("i64", None)  # an annotation wins over the name
+    with pytest.raises(ValueError, match="cannot tell the type of kernel parameter alpha"):
+        parameter_type("alpha", "", config)
+    with pytest.raises(ValueError, match="constexpr parameter WIDTH"):
+        parameter_type("WIDTH", "constexpr", config)
+
+
+def test_a_kernel_with_its_parameters_in_another_order_compiles() -> None:
+    source = _mutant("    q_ptr, k_ptr, v_ptr, out_ptr,\n", "    qk_scale_log2e, q_ptr, k_ptr, v_ptr, out_ptr,\n")
+    source = source.replace("n_queries, n_keys, qk_scale_log2e,", "n_queries, n_keys,")
+    kernel = load_kernel(source, "flash_attention_kernel", "kernel with the scale first")
+    assert [name for name, _ in _parameters(kernel)][:2] == ["qk_scale_log2e", "q_ptr"]
+    (build,) = compile_for_gpu(kernel, archs=(80,), block_sizes=((64, 32),), num_stages=2)
+    assert build.arch == 80 and build.fits

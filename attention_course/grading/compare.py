@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from typing import Any
 
@@ -22,7 +23,96 @@ def clone(value: Any) -> Any:
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return dataclasses.replace(value, **{f.name: clone(getattr(value, f.name))
                                               for f in dataclasses.fields(value) if f.init})
+    if isinstance(value, torch.nn.Module):
+        return copy.deepcopy(value)
     return value
+
+
+@dataclasses.dataclass(frozen=True)
+class Opaque:
+    """Something a learner's function returned that is neither a tensor nor a plain value.
+
+    The worker sends its type's name and a short rendering instead of the object, so the grader
+    never has to load (or run) anything the learner made. Two are ``same`` when their types match.
+    """
+
+    type_name: str
+    text: str
+
+    def __repr__(self) -> str:
+        return self.text
+
+
+_OPAQUE_KEY = "__opaque__"
+_MAX_DEPTH = 32
+_MAX_ITEMS = 100_000
+
+
+def to_wire(value: Any, depth: int = 0) -> Any:
+    """``value`` as plain data that ``torch.load(weights_only=True)`` reads back without running code.
+
+    Tensors become detached, plain, strided CPU tensors; numbers, strings, ``None``, tuples, lists and
+    dicts keep their shape; a dataclass becomes a dict of its fields plus its type's name; anything
+    else becomes a marker holding its type's name and a short rendering (see :class:`Opaque`).
+    """
+    if depth > _MAX_DEPTH:
+        return {_OPAQUE_KEY: "object nested too deeply", "text": "..."}
+    if isinstance(value, Tensor):
+        if value.layout != torch.strided or value.device.type == "meta":
+            return {_OPAQUE_KEY: f"{value.layout} tensor", "text": f"tensor of shape {tuple(value.shape)}"}
+        plain = value.detach().to("cpu").clone()
+        return plain if type(plain) is Tensor else plain.as_subclass(Tensor)
+    if value is None or isinstance(value, bool):
+        return value
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, float):
+        return float(value)
+    if isinstance(value, str):
+        return str(value)[:10_000]
+    if isinstance(value, torch.Size):
+        return tuple(int(v) for v in value)
+    if isinstance(value, tuple | list):
+        if len(value) > _MAX_ITEMS:
+            return {_OPAQUE_KEY: type(value).__name__, "text": f"a {type(value).__name__} of {len(value)} items"}
+        items = [to_wire(v, depth + 1) for v in value]
+        return tuple(items) if isinstance(value, tuple) else items
+    if isinstance(value, dict) and len(value) <= _MAX_ITEMS:
+        return {(k if isinstance(k, str | int) and not isinstance(k, bool) else repr(k)): to_wire(v, depth + 1)
+                for k, v in value.items()}
+    if isinstance(value, Opaque):
+        return {_OPAQUE_KEY: value.type_name, "text": value.text}
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        fields = {f.name: to_wire(getattr(value, f.name, None), depth + 1) for f in dataclasses.fields(value)}
+        return {"__dataclass__": type(value).__name__, **fields}
+    name = getattr(value, "__qualname__", None) if callable(value) else None
+    text = f"<{type(value).__name__} {name}>" if isinstance(name, str) else _safe_repr(value)
+    return {_OPAQUE_KEY: type(value).__name__, "text": text}
+
+
+def _safe_repr(value: Any) -> str:
+    try:
+        text = repr(value)
+    except Exception:
+        text = f"<{type(value).__name__}>"
+    return text if len(text) <= 120 else text[:117] + "..."
+
+
+def from_wire(value: Any) -> Any:
+    """The inverse of :func:`to_wire` for what it turned into markers (markers become :class:`Opaque`)."""
+    if isinstance(value, tuple | list):
+        items = [from_wire(v) for v in value]
+        return tuple(items) if isinstance(value, tuple) else items
+    if isinstance(value, dict):
+        if set(value) == {_OPAQUE_KEY, "text"}:
+            return Opaque(str(value[_OPAQUE_KEY]), str(value["text"]))
+        return {k: from_wire(v) for k, v in value.items()}
+    return value
+
+
+def plain(value: Any) -> Any:
+    """What the worker would send for ``value``, as the parent sees it (used for reference outputs)."""
+    return from_wire(to_wire(value))
 
 
 def same(a: Any, b: Any) -> bool:
@@ -35,7 +125,11 @@ def same(a: Any, b: Any) -> bool:
         return a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
     if dataclasses.is_dataclass(a) and not isinstance(a, type) and type(a) is type(b):
         return all(same(getattr(a, f.name), getattr(b, f.name)) for f in dataclasses.fields(a))
-    return True
+    if isinstance(a, Opaque) or isinstance(b, Opaque):
+        return isinstance(a, Opaque) and isinstance(b, Opaque) and a.type_name == b.type_name
+    if isinstance(a, bool | int | float | str | None) or isinstance(b, bool | int | float | str | None):
+        return type(a) is type(b) and (a == b or (a != a and b != b))  # a Python list changed in place
+    return type(a) is type(b)
 
 
 def _nan_equal(a: Tensor, b: Tensor) -> bool:
@@ -63,6 +157,8 @@ def short(value: Any) -> str:
 
 
 def describe_type(value: Any) -> str:
+    if isinstance(value, Opaque):
+        return f"a {value.type_name}"
     if isinstance(value, Tensor):
         return f"a tensor of shape {tuple(value.shape)}"
     if isinstance(value, tuple | list):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import contextlib
 import linecache
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -69,25 +70,41 @@ def parse_notebook(path: str | Path) -> ParsedNotebook:
     return parsed
 
 
-def execute_cells(parsed: ParsedNotebook, namespace: dict[str, Any]) -> list[str]:
+def execute_cells(parsed: ParsedNotebook, namespace: dict[str, Any],
+                  on_cell: Callable[[int], None] | None = None) -> list[str]:
     """Run the notebook's code cells in ``namespace``; return one line per cell that failed."""
+    return run_cells(parsed.code_cells, parsed.path.name, namespace, on_cell)
+
+
+def run_cells(cells: list[tuple[int, str]], notebook_name: str, namespace: dict[str, Any],
+              on_cell: Callable[[int], None] | None = None) -> list[str]:
+    """Run ``(cell number, source)`` pairs in ``namespace``; one line per cell that failed.
+
+    ``exit()``/``sys.exit()`` in a cell ends that cell only (a notebook that stops early is not a
+    notebook that finished); ``on_cell(number)`` is called as each cell starts.
+    """
     problems = []
-    for number, source in parsed.code_cells:
-        filename = f"<{parsed.path.name} cell {number}>"
+    for number, source in cells:
+        if on_cell is not None:
+            on_cell(number)
+        filename = f"<{notebook_name} cell {number}>"
         # Register the cell's text like IPython does, so inspect.getsource works on what it defines
         # (a Triton kernel needs its own source).
         linecache.cache[filename] = (len(source), None, source.splitlines(keepends=True), filename)
         try:
             code = compile(source, filename, "exec")
-        except SyntaxError as error:
-            problems.append(f"cell {number} has a syntax error (line {error.lineno}): {error.msg}")
+        except (SyntaxError, ValueError) as error:
+            line = getattr(error, "lineno", None)
+            problems.append(f"cell {number} has a syntax error (line {line}): {getattr(error, 'msg', error)}")
             continue
         try:
             with time_limit(CELL_TIME_LIMIT), contextlib.redirect_stdout(_Discard()), contextlib.redirect_stderr(_Discard()):
                 exec(code, namespace)
         except TimeLimitExceeded:
             problems.append(f"cell {number} ran longer than {CELL_TIME_LIMIT:g} s and was stopped")
-        except Exception as error:
+        except SystemExit:
+            problems.append(f"cell {number} called exit(): the grader ignored it and ran the next cells")
+        except (Exception, KeyboardInterrupt) as error:
             problems.append(f"cell {number} raised {_first_line(error)}")
     return problems
 

@@ -1,46 +1,51 @@
 """Run a learner's Triton flash kernel away from the grader, and say what is wrong with it.
 
 Two kinds of subprocess, because one Python process cannot both interpret and compile Triton
-(the choice is made when ``triton.language`` is first imported):
+(``@triton.jit`` picks one from ``TRITON_INTERPRET`` when it decorates):
 
-* **numerics** (``TRITON_INTERPRET=1``): the kernel runs on CPU tensors over ``FLASH_CASES`` and is
+* **numerics** (``TRITON_INTERPRET=1``, this module as ``-m attention_course.grading.triton_sandbox
+  JOB_DIR``): the kernel runs on CPU tensors over ``FLASH_CASES`` and is
   compared with PyTorch's ``scaled_dot_product_attention``. The interpreter never checks memory
   bounds, so every input lies in a buffer whose gaps (between heads, after the last row, around
   the tensor) hold NaN, and the output in one whose gaps hold a sentinel: reading past a tensor
   puts NaN in the result, writing past it changes the sentinel. On the first failing case, the
   catalogued mistakes run on the same case; one that writes the same buffer names the mistake.
-* **compile** (no interpreter): ``triton.compile`` for CUDA targets (sm_80, sm_90) without a GPU,
-  which rejects what only the interpreter accepts (``break``, calls to plain Python functions).
+* **compile** (no interpreter): ``attention_course.triton_compile`` runs ``triton.compile`` for
+  CUDA targets (sm_80, sm_90) without a GPU, which rejects what only the interpreter accepts
+  (``break``, calls to plain Python functions). Its names are re-exported here for the grader.
 
 A kernel that crashes (a wild pointer can kill the interpreter) or hangs ends its subprocess, not
-the grader. This module imports only the standard library at the top, so the compile subprocess
-starts without PyTorch.
+the grader. PyTorch is imported only inside the numerics child's functions.
 """
 
 from __future__ import annotations
 
 import ast
-import inspect
 import json
-import os
-import signal
-import subprocess
 import sys
 import tempfile
-import textwrap
-import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from types import CodeType, FunctionType, ModuleType
 from typing import Any
 
-HEADER = ("import math", "import triton", "import triton.language as tl")
-# Most shared memory one program (thread block) may use, by compute capability
-# (CUDA C++ Programming Guide, "Technical Specifications per Compute Capability").
-SHARED_MEMORY_LIMIT = {80: 163 * 1024, 86: 99 * 1024, 89: 99 * 1024, 90: 227 * 1024}
+from ..triton_compile import (
+    GpuBuild,
+    GpuCompileError,
+    compile_in_subprocess,
+    describe_exit,
+    is_jitted,
+    kernel_module_source,
+    load_module_file,
+    run_child,
+)
+
+__all__ = [
+    "FLASH_CASES", "FlashCase", "GpuBuild", "GpuCompileError", "Verdict", "check_flash_kernel", "compile_in_subprocess",
+    "is_jitted", "kernel_module_source", "load_kernel", "unmasked_memory_ops",
+]
+
 SENTINEL = -10000.0  # fills the output's guard memory; exactly representable in float16
-PACKAGE_ROOT = Path(__file__).resolve().parents[2]
 
 
 @dataclass(frozen=True)
@@ -96,107 +101,9 @@ class Verdict:
     mistake: str | None = None
 
 
-@dataclass(frozen=True)
-class GpuBuild:
-    """One kernel compiled for one GPU: the shared memory each program (thread block) needs."""
-
-    arch: int
-    block_m: int
-    block_n: int
-    num_warps: int
-    num_stages: int
-    shared_bytes: int
-    shared_limit_bytes: int | None
-    seconds: float
-
-    @property
-    def fits(self) -> bool:
-        return self.shared_limit_bytes is None or self.shared_bytes <= self.shared_limit_bytes
-
-
-class GpuCompileError(RuntimeError):
-    """Triton's GPU compiler rejected a kernel; ``reason`` is its last line, ``line`` the code it points at."""
-
-    def __init__(self, text: str, arch: int) -> None:
-        super().__init__(text)
-        self.arch = arch
-        lines = [line for line in text.strip().splitlines() if line.strip()]
-        self.reason = lines[-1].strip() if lines else "unknown error"
-        caret = next((i for i, line in enumerate(lines) if set(line.strip()) == {"^"}), None)
-        self.line = lines[caret - 1].strip() if caret else ""
-
-    def summary(self) -> str:
-        where = f" at `{self.line}`" if self.line else ""
-        return f"the GPU compiler (sm_{self.arch}) rejects the kernel{where}: {self.reason}"
-
-
 # ---------------------------------------------------------------------------------------------
-# Parent side: turn a kernel object into a module's source; start and read the subprocesses.
+# Parent side: load a kernel from source, check its memory operations, start and read the numerics child.
 # ---------------------------------------------------------------------------------------------
-
-
-def is_jitted(obj: Any) -> bool:
-    """Whether ``obj`` is a ``@triton.jit`` function (compiled, or run by the interpreter)."""
-    return type(obj).__name__ in ("JITFunction", "InterpretedFunction") and isinstance(getattr(obj, "fn", None), FunctionType)
-
-
-def _function_source(fn: FunctionType, jitted: bool) -> str:
-    source = textwrap.dedent(inspect.getsource(fn))
-    tree = ast.parse(source)
-    start = tree.body[0].lineno  # the `def` line, after any decorators
-    body = "\n".join(source.splitlines()[start - 1:])
-    return ("@triton.jit\n" if jitted else "") + body + "\n"
-
-
-def _global_names(code: CodeType) -> set[str]:
-    names = set(code.co_names)
-    for const in code.co_consts:
-        if isinstance(const, CodeType):
-            names |= _global_names(const)
-    return names
-
-
-def kernel_module_source(kernel: Any) -> str:
-    """A self-contained module defining ``kernel``: imports, helpers it calls, constants it reads.
-
-    Args:
-        kernel: a ``@triton.jit`` function (JITFunction or InterpretedFunction) or a plain function.
-
-    Returns:
-        Python source; the kernel keeps its name and gets a ``@triton.jit`` decorator if it had one.
-
-    Raises:
-        TypeError: ``kernel`` is not a function; OSError: its source cannot be read.
-    """
-    fn = kernel.fn if is_jitted(kernel) else kernel
-    if not isinstance(fn, FunctionType):
-        raise TypeError(f"kernel must be a function decorated with @triton.jit, got {type(kernel).__name__}")
-    imports: list[str] = list(HEADER)
-    definitions: list[str] = []
-    seen: set[str] = set()
-
-    def add(name: str, obj: Any) -> None:
-        if name in seen:
-            return
-        seen.add(name)
-        if isinstance(obj, ModuleType):
-            line = f"import {obj.__name__} as {name}" if name != obj.__name__ else f"import {name}"
-            if line not in imports:
-                imports.append(line)
-            return
-        inner = obj.fn if is_jitted(obj) else obj
-        if isinstance(inner, FunctionType):
-            for dependency in sorted(_global_names(inner.__code__)):
-                if dependency in inner.__globals__:
-                    add(dependency, inner.__globals__[dependency])
-            definitions.append(_function_source(inner, is_jitted(obj)))
-        elif type(obj).__name__ == "constexpr":
-            definitions.append(f"{name} = tl.constexpr({obj.value!r})\n")
-        elif isinstance(obj, int | float | bool | str):
-            definitions.append(f"{name} = {obj!r}\n")
-
-    add(fn.__name__, kernel)
-    return "\n".join(imports) + "\n\n\n" + "\n\n".join(definitions)
 
 
 def load_kernel(source: str, kernel_name: str, label: str) -> Any:
@@ -232,41 +139,6 @@ def unmasked_memory_ops(source: str) -> list[str]:
     return found
 
 
-def _child_env(interpret: bool) -> dict[str, str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PACKAGE_ROOT), env.get("PYTHONPATH")]))
-    env["TRITON_DEFAULT_FP_FUSION"] = "1"  # Triton 3.9's default, set to silence its warning
-    env.pop("TRITON_INTERPRET", None)
-    if interpret:
-        env["TRITON_INTERPRET"] = "1"
-    return env
-
-
-def _run_child(mode: str, job_dir: Path, timeout: float) -> tuple[int | None, str]:
-    """Run this module as ``MODE JOB_DIR`` in a subprocess; return (exit code or None on time-out, stderr tail).
-
-    The numerics child needs the package (``-m``); the compile child runs this file alone (``-P``:
-    without its folder on ``sys.path``), so that it starts without importing PyTorch.
-    """
-    entry = ["-m", "attention_course.grading.triton_sandbox"] if mode == "numerics" else ["-P", __file__]
-    process = subprocess.Popen(
-        [sys.executable, *entry, mode, str(job_dir)],
-        env=_child_env(interpret=mode == "numerics"), cwd=job_dir, stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True,
-    )
-    try:
-        _, stderr = process.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)  # the child and anything it started (ptxas)
-        process.communicate()
-        return None, ""
-    return process.returncode, stderr.decode(errors="replace")[-2000:]
-
-
-def _death(code: int) -> str:
-    return f"signal {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
-
-
 def check_flash_kernel(source: str, kernel_name: str, mistakes: Mapping[str, str] | None = None,
                        *, timeout: float = 120.0) -> Verdict:
     """Run the kernel ``kernel_name`` defined in ``source`` over ``FLASH_CASES`` under the interpreter.
@@ -287,7 +159,7 @@ def check_flash_kernel(source: str, kernel_name: str, mistakes: Mapping[str, str
         for index, mistake_source in enumerate(mistakes.values()):
             (job_dir / f"mistake_{index}.py").write_text(mistake_source, encoding="utf-8")
         (job_dir / "job.json").write_text(json.dumps({"kernel": kernel_name, "mistakes": list(mistakes)}))
-        code, stderr = _run_child("numerics", job_dir, timeout)
+        code, stderr = run_child(["-m", "attention_course.grading.triton_sandbox"], job_dir, timeout, interpret=True)
         verdict_file, progress_file = job_dir / "verdict.json", job_dir / "progress.txt"
         if verdict_file.exists():  # written before any diagnosis, so it survives a mistake that crashes
             return Verdict(**json.loads(verdict_file.read_text()))
@@ -298,45 +170,13 @@ def check_flash_kernel(source: str, kernel_name: str, mistakes: Mapping[str, str
         if code == 0:
             return Verdict(False, f"the sandbox ended without a verdict{where}; please report this")
         last = stderr.strip().splitlines()[-1:] or [""]
-        return Verdict(False, f"crashed the Triton interpreter ({_death(code)}){where}: a load or store far outside "
+        return Verdict(False, f"crashed the Triton interpreter ({describe_exit(code)}){where}: a load or store far outside "
                               f"a tensor (check strides and offsets) can do that. {last[0][:200]}".strip())
 
 
-def compile_in_subprocess(source: str, kernel_name: str, configs: Sequence[Mapping[str, Any]],
-                          *, timeout: float = 300.0) -> list[GpuBuild]:
-    """Compile ``kernel_name`` from ``source`` for each config (keys as built by ``compile_for_gpu``).
-
-    Raises:
-        GpuCompileError: the compiler rejected the kernel, crashed, or ran out of time.
-    """
-    with tempfile.TemporaryDirectory(prefix="flash_compile_") as folder:
-        job_dir = Path(folder)
-        (job_dir / "kernel.py").write_text(source, encoding="utf-8")
-        (job_dir / "job.json").write_text(json.dumps({"kernel": kernel_name, "configs": list(configs)}))
-        code, stderr = _run_child("compile", job_dir, timeout)
-        result_file = job_dir / "result.json"
-        if code is None or not result_file.exists():
-            arch = configs[0]["arch"] if configs else 0
-            why = f"ran longer than {timeout:g} s" if code is None else f"died ({_death(code)}): {stderr[-500:]}"
-            raise GpuCompileError(f"the compiler subprocess {why}", arch)
-        result = json.loads(result_file.read_text())
-    if "error" in result:
-        raise GpuCompileError(result["error"], result["arch"])
-    return [GpuBuild(**build) for build in result["builds"]]
-
-
 # ---------------------------------------------------------------------------------------------
-# Child side: ``python -m attention_course.grading.triton_sandbox numerics|compile JOB_DIR``.
+# Child side: ``python -m attention_course.grading.triton_sandbox JOB_DIR`` (under TRITON_INTERPRET=1).
 # ---------------------------------------------------------------------------------------------
-
-
-def _load_module(path: Path) -> ModuleType:
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location(path.stem, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _guarded(case: FlashCase, n_rows: int, fill: float, dtype: Any) -> tuple[Any, Any, Any]:
@@ -455,7 +295,7 @@ def _behaves_like(mistake: Any, ours: tuple[Any, Any, Any], failing: int) -> boo
 def _numerics_child(job_dir: Path) -> None:
     job = json.loads((job_dir / "job.json").read_text())
     progress = (job_dir / "progress.txt").open("a", encoding="utf-8")
-    kernel = getattr(_load_module(job_dir / "learner_kernel.py"), job["kernel"])
+    kernel = getattr(load_module_file(job_dir / "learner_kernel.py"), job["kernel"])
     for index, case in enumerate(FLASH_CASES):
         progress.write(case.label + "\n")
         progress.flush()
@@ -469,7 +309,7 @@ def _numerics_child(job_dir: Path) -> None:
         verdict = Verdict(False, f"{problem}, for {case.label}.")
         _write_verdict(job_dir, verdict)
         for number, name in enumerate(job["mistakes"]):
-            if _behaves_like(getattr(_load_module(job_dir / f"mistake_{number}.py"), job["kernel"]), ours, index):
+            if _behaves_like(getattr(load_module_file(job_dir / f"mistake_{number}.py"), job["kernel"]), ours, index):
                 _write_verdict(job_dir, Verdict(False, verdict.message, name))
                 return
         return
@@ -482,49 +322,5 @@ def _write_verdict(job_dir: Path, verdict: Verdict) -> None:
     partial.replace(job_dir / "verdict.json")  # atomic: the parent never reads half a verdict
 
 
-def _compile_child(job_dir: Path) -> None:
-    import triton
-    from triton.backends.compiler import GPUTarget
-
-    job = json.loads((job_dir / "job.json").read_text())
-    kernel = getattr(_load_module(job_dir / "kernel.py"), job["kernel"])
-    names = kernel.arg_names
-    if len(names) != 23:
-        message = f"{job['kernel']} has {len(names)} parameters; the flash kernel's signature has 23"
-        (job_dir / "result.json").write_text(json.dumps({"error": message, "arch": job["configs"][0]["arch"]}))
-        return
-    builds = []
-    for config in job["configs"]:
-        pointer = "*" + config["dtype"]
-        signature = {name: pointer for name in names[:4]}
-        signature |= {name: "i32" for name in names[4:18]} | {names[18]: "fp32"}
-        unit_strides = names[6:18:3]  # stride_qd, stride_kd, stride_vd, stride_od: 1 for contiguous tensors
-        constants = {names[19]: config["head_dim"], names[20]: config["block_m"], names[21]: config["block_n"],
-                     names[22]: config["causal"]} | {name: 1 for name in unit_strides}
-        signature |= {name: "constexpr" for name in constants}
-        # Like a launch on contiguous tensors: pointers and head/row strides are multiples of 16.
-        aligned = [i for i, name in enumerate(names[:16]) if name not in unit_strides]
-        attrs = {(i,): [["tt.divisibility", 16]] for i in aligned}
-        start = time.perf_counter()
-        try:
-            compiled = triton.compile(
-                triton.compiler.ASTSource(fn=kernel, signature=signature, constexprs=constants, attrs=attrs),
-                target=GPUTarget("cuda", config["arch"], 32),
-                options={"num_warps": config["num_warps"], "num_stages": config["num_stages"]},
-            )
-        except Exception as error:
-            (job_dir / "result.json").write_text(json.dumps({"error": str(error), "arch": config["arch"]}))
-            return
-        builds.append({
-            "arch": config["arch"], "block_m": config["block_m"], "block_n": config["block_n"],
-            "num_warps": config["num_warps"], "num_stages": config["num_stages"],
-            "shared_bytes": int(compiled.metadata.shared),
-            "shared_limit_bytes": SHARED_MEMORY_LIMIT.get(config["arch"]),
-            "seconds": time.perf_counter() - start,
-        })
-    (job_dir / "result.json").write_text(json.dumps({"builds": builds}))
-
-
 if __name__ == "__main__":
-    _mode, _job = sys.argv[1], Path(sys.argv[2])
-    {"numerics": _numerics_child, "compile": _compile_child}[_mode](_job)
+    _numerics_child(Path(sys.argv[1]))

@@ -604,6 +604,70 @@ def head_view(views: Mapping[str, tuple[Sequence[str], Tensor]], *, sentence: st
 
     return FigureWidget("Head view: query → key lines, as strong as the weights",
                         [sentence_picker, layer_slider, head_slider], draw, figsize=(6.5, max(4.0, 0.32 * longest + 1.2)))
+def tile_stepper(q: Tensor, k: Tensor, v: Tensor, block_q: int = 4, block_k: int = 4) -> PlotWidget:
+    r"""Step through ``tiled_attention`` on one head, tile by tile (lesson 11).
+
+    Left: the tiles visited so far (grey) and the current one (red), over the final attention
+    weights. Middle: the running maximum $m$ and sum $\ell$ of the current query tile's rows. Right:
+    the partial output $o / \ell$ of those rows (dots) against the final output (crosses).
+
+    Args:
+        q: ``(L, 2)``; k: ``(S, 2)``; v: ``(S, 2)``: one head with two features, so outputs are points.
+        block_q, block_k: tile sizes.
+
+    Returns:
+        a :class:`PlotWidget` with a tile slider and a *causal* box; ``readout`` has ``tiles`` (visited
+        in this mode), ``q_start``, ``k_start`` and ``distance``, the largest distance of the current
+        query tile's partial outputs from their final values.
+    """
+    from matplotlib.patches import Rectangle
+
+    from ..flash import tiled_attention_steps
+
+    for name, t in (("q", q), ("k", k), ("v", v)):
+        require_float(name, t)
+        require_rank(name, t, 2, "(positions, 2)")
+    if v.shape[1] != 2:
+        raise ValueError(f"v must have 2 features (the outputs are drawn as points), got shape {shape_of(v)}")
+    steps = {causal: tiled_attention_steps(q, k, v, causal, block_q, block_k) for causal in (False, True)}
+    slider = widgets.IntSlider(value=1, min=1, max=len(steps[False]), description="tile")
+    causal_box = widgets.Checkbox(value=False, description="causal")
+    causal_box.observe(lambda change: setattr(slider, "max", len(steps[change["new"]])), names="value")
+
+    def draw() -> dict[str, float]:
+        visited = steps[causal_box.value]
+        step = min(slider.value, len(visited))
+        current = visited[step - 1]
+        final, weights = scaled_dot_product_attention(q, k, v, causal=causal_box.value, return_weights=True)
+        rows = torch.arange(current.q_start, current.q_stop)
+        figure, (ax_map, ax_stats, ax_out) = plt.subplots(1, 3, figsize=(14, 3.8))
+        ax_map.imshow(weights, cmap="Blues", vmin=0, vmax=float(weights.max()))
+        for seen in visited[:step]:
+            is_current = seen is current
+            ax_map.add_patch(Rectangle((seen.k_start - 0.5, seen.q_start - 0.5), seen.k_stop - seen.k_start,
+                                       seen.q_stop - seen.q_start, fill=not is_current, alpha=1 if is_current else 0.35,
+                                       facecolor="grey", edgecolor="red" if is_current else "grey", linewidth=3))
+        ax_map.set(title=f"tile {step} of {len(visited)}: queries {current.q_start}-{current.q_stop - 1}, "
+                   f"keys {current.k_start}-{current.k_stop - 1}", xlabel="key", ylabel="query")
+        width = 0.4
+        ax_stats.bar(rows - width / 2, current.running_max, width, label="running max m")
+        ax_stats.bar(rows + width / 2, current.running_sum, width, label="running sum ℓ")
+        ax_stats.set(title="m and ℓ of this query tile", xlabel="query", ylabel="value", xticks=rows.tolist())
+        ax_stats.legend()
+        ax_out.scatter(*current.partial_output.T, label="partial output o / ℓ")
+        ax_out.scatter(*final[rows].T, marker="x", s=80, label="final output")
+        for row, (x, y), (fx, fy) in zip(rows.tolist(), current.partial_output.tolist(), final[rows].tolist(),
+                                         strict=True):
+            ax_out.plot([x, fx], [y, fy], ":", color="grey")  # how far this row still has to go
+            ax_out.annotate(str(row), (x, y), textcoords="offset points", xytext=(4, 4))
+        ax_out.set(title="partial against final output", xlabel="output feature 0", ylabel="output feature 1")
+        ax_out.legend()
+        figure.tight_layout()
+        distance = float((current.partial_output - final[rows]).norm(dim=-1).max())
+        return {"tiles": float(len(visited)), "q_start": float(current.q_start), "k_start": float(current.k_start),
+                "distance": distance}
+
+    return PlotWidget([slider, causal_box], draw)
 # --- Lessons 02, 05, 06 (issue 20): query explorer, mask builder, head explorer -------------------------
 #
 # Each builder takes the state it starts in as keyword arguments, so :func:`save_picture` can draw the
@@ -724,7 +788,7 @@ def query_explorer(
         figure, axes = plt.subplots(1, 4, figsize=(14, 3.6), width_ratios=(1.3, 1, 1, 1.2))
         lookup, score_ax, weight_ax, out_ax = axes
         table = torch.cat([q[i:i + 1], torch.full((1, q.shape[1]), float("nan")), k])  # query, gap, keys
-        limit = float(max(table.nan_to_num().abs().max(), 1e-6))
+        limit = max(float(table.nan_to_num().abs().max()), 1e-6)
         lookup.imshow(table.numpy(), cmap="RdBu_r", vmin=-limit, vmax=limit, aspect="auto")
         lookup.set_yticks([0, *range(2, len(tokens) + 2)], [f"query {tokens[i]}", *(f"key {t}" for t in tokens)],
                           fontsize=7)
@@ -826,7 +890,7 @@ def mask_builder(
             parts.append(causal_mask(n))
         if window_picker.value:
             parts.append(sliding_window_mask(n, window_slider.value))
-        mask = combine_masks(*parts).expand(n, n)  # (L, L)
+        mask = combine_masks(*parts).expand(n, n)  # type: ignore[union-attr]  # (L, L); never None: parts holds the key mask
         _, weights = masked_attention(x, x, x, mask)  # (L, L)
         empty = [i for i in range(n) if not bool(mask[i].any())]
         figure = plt.figure(figsize=(12, 5))
@@ -933,7 +997,7 @@ def head_explorer(
                        annotate=len(tokens) <= 8)
         merged = figure.add_axes((0.56, 0.1, 0.36, 0.56))
         concat = merge_heads(heads[None])[0]  # (L, d_model): head i in columns i*d_head .. (i+1)*d_head - 1
-        limit = float(max(concat.abs().max(), 1e-6))
+        limit = max(float(concat.abs().max()), 1e-6)
         image = merged.imshow(concat.numpy(), cmap="RdBu_r", vmin=-limit, vmax=limit, aspect="auto")
         merged.add_patch(plt.Rectangle((chosen * d_head - 0.5, -0.5), d_head, len(tokens), fill=False,
                                        edgecolor="tab:red", linewidth=2.5))
