@@ -214,7 +214,7 @@ FIGURES = Path(__file__).resolve().parent.parent / "notebooks" / "figures"
 def _assert_every_move_changes_the_readout(widget) -> None:
     """Each move changes the numbers shown, and the picture (the PNG bytes of the widget's image)."""
     before, picture = dict(widget.readout), widget._image.value
-    for control in widget._controls:
+    for control in widget.controls:
         options = list(getattr(control, "options", [])) or list(range(control.min, control.max + 1))
         values = [value[1] if isinstance(value, tuple) else value for value in options]
         control.value = values[(values.index(control.value) + 1) % len(values)]
@@ -255,7 +255,7 @@ def test_mask_builder_combines_masks_and_zeroes_fully_masked_rows() -> None:
     # 5 real keys; causal window of half-width 2: query i sees keys max(3, i-2)..i -> 1+2+3+3+3.
     assert widget.readout["allowed"] == 12
     _assert_every_move_changes_the_readout(widget)
-    causal, side, length, _, window = widget._controls
+    causal, side, length, _, window = widget.controls
     causal.value, window.value = False, False  # no causal mask, no window
     side.value, length.value = "right", 6
     assert widget.readout["allowed"] == 8 * 6 and widget.readout["fully_masked"] == 0  # padding alone
@@ -266,7 +266,7 @@ def test_head_explorer_cuts_the_same_weights_into_heads() -> None:
     x = torch.randn(5, 12, generator=generator)
     w_q, w_k, w_v, w_o = (torch.randn(12, 12, generator=generator) for _ in range(4))
     widget = head_explorer(list("abcde"), x, w_q, w_k, w_v, w_o, n_heads=4, head=3)
-    heads, head = widget._controls
+    heads, head = widget.controls
     assert widget.readout["params_per_head"] == 3 * 12 * 3 + 3 * 12
     assert widget.readout["params_total"] == 4 * 12**2
     oracle = torch.nn.MultiheadAttention(12, 4, bias=False, batch_first=True)

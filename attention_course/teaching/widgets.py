@@ -45,6 +45,7 @@ class PlotWidget(widgets.VBox):
 
     def __init__(self, controls: Sequence[widgets.ValueWidget], draw: Callable[[], dict[str, float]]) -> None:
         self.output = widgets.Output()
+        self.controls = list(controls)
         super().__init__([*controls, self.output])
         self._draw = draw
         self.readout: dict[str, float] = {}
@@ -685,16 +686,15 @@ class _StatefulPlotWidget(PlotWidget):
     """
 
     def __init__(self, controls: Sequence[widgets.ValueWidget], draw: Callable[[], dict[str, float]]) -> None:
-        self._controls = list(controls)
         self._drawn_state: tuple[object, ...] | None = None
         self._image = widgets.Image(format="png")
         super().__init__(controls, draw)
         # The image is a child of the box, not a view displayed inside the output area: the static
         # HTML build (html_build.static_widgets) then has no nested widget view left to render.
-        self.children = (*self._controls, self._image, self.output)
+        self.children = (*self.controls, self._image, self.output)
 
     def _state(self) -> tuple[object, ...]:
-        return tuple(control.value for control in self._controls)
+        return tuple(control.value for control in self.controls)
 
     def _on_change(self, change: object) -> None:
         if self._state() != self._drawn_state:
