@@ -13,6 +13,7 @@ keys and values (the *memory*) are computed once and reused at every decoding st
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -220,6 +221,7 @@ def train_toy(
     batch_size: int = 64,
     lr: float = 3e-3,
     seed: int = 0,
+    on_step: Callable[[int, ToySeq2Seq], None] | None = None,
 ) -> tuple[ToySeq2Seq, list[float]]:
     """Train a :class:`ToySeq2Seq` on ``task`` with Adam for a fixed number of steps.
 
@@ -228,6 +230,8 @@ def train_toy(
         length, d_model, n_heads: the model's size.
         steps, batch_size, lr: the training budget.
         seed: seeds the initial weights and the data.
+        on_step: called as ``on_step(step, model)`` before training (step 0) and after each step
+            (1 .. ``steps``), e.g. to save snapshots of the alignment; it must not train the model.
 
     Returns:
         the trained model (in eval mode) and the loss at every step.
@@ -240,7 +244,9 @@ def train_toy(
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # 32-wide matrices: more threads cost more in hand-offs than they save
     try:
-        for _ in range(steps):
+        if on_step is not None:
+            on_step(0, model)
+        for step in range(1, steps + 1):
             src, tgt = make_batch(task, batch_size, length, generator)
             logits, _ = model(src, teacher_forcing_input(tgt))
             loss = F.cross_entropy(logits.reshape(-1, VOCAB_SIZE), tgt.reshape(-1))
@@ -248,6 +254,8 @@ def train_toy(
             loss.backward()
             optimizer.step()
             losses.append(loss.item())
+            if on_step is not None:
+                on_step(step, model)
     finally:
         torch.set_num_threads(threads)
     return model.eval(), losses

@@ -135,6 +135,26 @@ def _key_tiles(q_start: int, q_stop: int, n_keys: int, block_k: int, causal: boo
         yield k_start, k_stop, causal and k_stop - 1 > q_start
 
 
+def visited_tiles(n_queries: int, n_keys: int, block_q: int, block_k: int, causal: bool) -> list[tuple[int, int, bool]]:
+    """The tiles the tiled loops visit, in order: ``(query tile index, key tile index, masked)``.
+
+    Without ``causal`` every one of the ``ceil(L / block_q) * ceil(S / block_k)`` tiles. With it,
+    tiles wholly above the diagonal (every key after every query) are never visited, tiles wholly
+    below it are visited without a mask, and only the tiles the diagonal crosses carry one.
+
+    Args:
+        n_queries, n_keys: ``L`` and ``S``; block_q, block_k: the tile sizes; causal: as in ``tiled_attention``.
+
+    Returns:
+        one ``(i, j, masked)`` per visited tile, query tiles outer.
+    """
+    require_count("block_q", block_q)
+    require_count("block_k", block_k)
+    return [(q_start // block_q, k_start // block_k, masked)
+            for q_start in range(0, n_queries, block_q)
+            for k_start, _, masked in _key_tiles(q_start, min(q_start + block_q, n_queries), n_keys, block_k, causal)]
+
+
 def _tile_scores(q_tile: Tensor, k: Tensor, q_start: int, k_start: int, k_stop: int, masked: bool) -> Tensor:
     """Scores ``(B, bq, bk)`` of pre-scaled queries ``q_tile (B, bq, d)`` against ``k[:, k_start:k_stop]``.
 
@@ -313,6 +333,73 @@ def _tiled_backward(
             grad_q[:, rows].baddbmm_(grad_scores, k[:, cols], alpha=scale)
             grad_k[:, cols].baddbmm_(grad_scores.transpose(1, 2), q_scaled[:, rows])
     return grad_q, grad_k, grad_v
+
+
+def tiled_attention_backward(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    out: Tensor,
+    lse: Tensor,
+    grad_out: Tensor,
+    causal: bool = False,
+    block_q: int = BLOCK_Q,
+    block_k: int = BLOCK_K,
+) -> tuple[Tensor, Tensor, Tensor]:
+    r"""FlashAttention-2's backward pass: the gradients of ``tiled_attention``'s output, tile by tile.
+
+    Recomputes each tile's weights $P = e^{S - \mathrm{lse}}$ from the saved log-sum-exp instead of
+    storing them; with $D_i = \sum_c dO_{ic} O_{ic}$:
+    $dV \mathrel{+}= P^\top dO$, $dP = dO\,V^\top$, $dS = P \odot (dP - D)$,
+    $dQ \mathrel{+}= dS\,K / \sqrt{d_k}$, $dK \mathrel{+}= dS^\top Q / \sqrt{d_k}$.
+    Never allocates more than one ``block_q × block_k`` tile of scores per batch entry.
+
+    Args:
+        q: ``(..., L, d_k)``; k: ``(..., S, d_k)``; v: ``(..., S, d_v)``, with the same leading dimensions.
+        out: ``(..., L, d_v)`` and lse: ``(..., L)``, what ``tiled_attention(q, k, v, causal)`` returned.
+        grad_out: ``(..., L, d_v)``, the gradient of the loss with respect to ``out``.
+        causal, block_q, block_k: as in ``tiled_attention``.
+
+    Returns:
+        ``(grad_q, grad_k, grad_v)``, shaped like ``q``, ``k`` and ``v``.
+    """
+    q_flat, k_flat, v_flat = _flatten_qkv(q, k, v, block_q, block_k)
+    for name, t, shape in (("out", out, (*q.shape[:-1], v.shape[-1])), ("lse", lse, q.shape[:-1]),
+                           ("grad_out", grad_out, (*q.shape[:-1], v.shape[-1]))):
+        require_float(name, t)
+        if t.shape != shape or q.shape[:-2] != k.shape[:-2] or q.shape[:-2] != v.shape[:-2]:
+            raise ValueError(f"{name} must have shape {tuple(shape)} for q {shape_of(q)}, k {shape_of(k)} and "
+                             f"v {shape_of(v)} (all with the same leading dimensions), got {shape_of(t)}")
+    n_batch, n_queries = q_flat.shape[:2]
+    grads = _tiled_backward(q_flat, k_flat, v_flat, out.reshape(n_batch, n_queries, -1), lse.reshape(n_batch, n_queries),
+                            grad_out.reshape(n_batch, n_queries, -1).contiguous(), bool(causal), block_q, block_k)
+    return tuple(g.reshape(t.shape) for g, t in zip(grads, (q, k, v), strict=True))  # type: ignore[return-value]
+
+
+def flash_decoding(q: Tensor, k: Tensor, v: Tensor, n_splits: int) -> tuple[Tensor, Tensor]:
+    r"""Attention of a few queries (one new token) over a long key/value cache, split along the keys.
+
+    Flash-decoding (split-KV): the cache is cut into ``n_splits`` chunks; each chunk's attention
+    ``(o_c, lse_c)`` depends on that chunk only, so the chunks can run in parallel (one GPU block
+    each), and ``merge_attention_partials`` then combines them exactly. With one query per head
+    there is nothing else to split: without this, a long cache is read by one block per head.
+
+    Args:
+        q: ``(..., L, d_k)``, usually ``L = 1``; k: ``(..., S, d_k)``; v: ``(..., S, d_v)``.
+        n_splits: how many chunks of (nearly) equal size to cut the ``S`` keys into.
+
+    Returns:
+        ``output (..., L, d_v)`` and ``lse (..., L)``, equal to ``tiled_attention(q, k, v)``.
+    """
+    require_qkv(q, k, v)
+    require_count("n_splits", n_splits)
+    chunk = max(1, math.ceil(k.shape[-2] / n_splits))
+    partials = [tiled_attention(q, k[..., start:start + chunk, :], v[..., start:start + chunk, :])
+                for start in range(0, k.shape[-2], chunk)] or [tiled_attention(q, k, v)]  # independent of one another
+    out, lse = partials[0]
+    for part_out, part_lse in partials[1:]:
+        out, lse = merge_attention_partials(out, lse, part_out, part_lse)
+    return out, lse
 
 
 class TiledAttentionFunction(torch.autograd.Function):

@@ -37,18 +37,47 @@ from .softmax import softmax
 StepFn = Callable[[Tensor, Tensor, Tensor, Tensor, Tensor, int], tuple[Tensor, Tensor, Tensor]]
 
 
+def _grouped_mask(mask: Tensor, batch: int, n_heads: int, n_kv_heads: int, length: int, n_keys: int) -> Tensor:
+    """``mask`` in the grouped layout ``(B|1, Hkv|1, group|1, L|1, S|1)`` of the scores' 5-D view.
+
+    A mask of rank 1 or 2 is ``(S,)`` or ``(L, S)``; a mask of rank 4 is ``(B|1, n_heads|1, L|1, S|1)``.
+    Anything else is refused: a ``(B, 1, 1, S)`` padding mask must not line its batch axis up with
+    the key/value heads (which broadcasting it against 5-D scores would silently do).
+    """
+    if mask.dim() <= 2:
+        return mask
+    if mask.dim() != 4:
+        raise ValueError(
+            f"mask must be (S,), (L, S) or (B, heads, L, S) with 1 for any broadcast axis, got mask {shape_of(mask)} "
+            f"for q with B={batch}, {n_heads} heads, L={length} and S={n_keys}"
+        )
+    mask_batch, mask_heads, mask_rows, mask_keys = mask.shape
+    if mask_batch not in (1, batch) or mask_heads not in (1, n_heads) or mask_rows not in (1, length) or \
+            mask_keys not in (1, n_keys):
+        raise ValueError(
+            f"mask {shape_of(mask)} does not broadcast to (B, heads, L, S) = ({batch}, {n_heads}, {length}, {n_keys})"
+        )
+    if mask_heads == 1:
+        return mask[:, :, None]  # (B|1, 1, 1, L|1, S|1)
+    return mask.reshape(mask_batch, n_kv_heads, n_heads // n_kv_heads, mask_rows, mask_keys)
+
+
 def grouped_query_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None) -> Tensor:
     """Attention where each key/value head serves a group of ``n_heads // n_kv_heads`` query heads.
 
     Query heads ``g * group .. (g + 1) * group - 1`` share key/value head ``g`` (the layout of
-    Llama 2/3 and Mistral). The shared heads are broadcast, never copied.
-    ``n_kv_heads == n_heads`` is ordinary multi-head attention, ``n_kv_heads == 1`` multi-query.
+    Llama 2/3 and Mistral). The group is folded into the query rows: the ``group`` query heads of
+    key/value head ``g`` become ``group * L`` rows of one matrix multiplied by that head's keys, so
+    no key or value is copied per query head (a broadcast ``k[:, :, None]`` would be materialised
+    by ``matmul``, ``group`` times the cache). ``n_kv_heads == n_heads`` is ordinary multi-head
+    attention, ``n_kv_heads == 1`` multi-query.
 
     Args:
         q: ``(B, n_heads, L, d_head)``.
         k: ``(B, n_kv_heads, S, d_head)``.
         v: ``(B, n_kv_heads, S, d_head)``.
-        mask: bool broadcastable to ``(L, S)``, ``True`` = may attend.
+        mask: bool, ``True`` = may attend: ``(S,)``, ``(L, S)``, or ``(B, n_heads, L, S)`` with 1 on
+            any axis it broadcasts over (e.g. a ``(B, 1, 1, S)`` padding mask).
 
     Returns:
         ``(B, n_heads, L, d_head)``.
@@ -56,18 +85,23 @@ def grouped_query_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None
     for name, t in (("q", q), ("k", k), ("v", v)):
         require_rank(name, require_tensor(name, t), 4, "(B, heads, positions, d_head)")
     batch, n_heads, length, d_head = q.shape
-    n_kv_heads = k.shape[1]
+    n_kv_heads, n_keys = k.shape[1], k.shape[2]
     if n_kv_heads == 0 or n_heads % n_kv_heads or v.shape[1] != n_kv_heads:
         raise ValueError(
             f"the number of key/value heads must divide the number of query heads, got q {shape_of(q)}, "
             f"k {shape_of(k)} and v {shape_of(v)}"
         )
     group = n_heads // n_kv_heads
-    grouped_q = q.reshape(batch, n_kv_heads, group, length, d_head)  # (B, Hkv, group, L, d_head)
+    folded_q = q.reshape(batch, n_kv_heads, group * length, d_head)  # (B, Hkv, group * L, d_head): a view
     # The steps of scaled_dot_product_attention without its NaN scan of q, k and v: this runs once
     # per layer per generated token, and three extra passes over the cache would cost more than the step.
-    scores = apply_mask(scaled_attention_scores(grouped_q, k[:, :, None]), mask)  # (B, Hkv, group, L, S)
-    out = softmax(scores, dim=-1) @ v[:, :, None]  # (B, Hkv, group, L, d_head)
+    scores = scaled_attention_scores(folded_q, k)  # (B, Hkv, group * L, S): k is read, never copied
+    if mask is not None:
+        require_tensor("mask", mask)
+        grouped = scores.view(batch, n_kv_heads, group, length, n_keys)  # the same numbers, one axis per head
+        scores = apply_mask(grouped, _grouped_mask(mask, batch, n_heads, n_kv_heads, length, n_keys))
+        scores = scores.view(batch, n_kv_heads, group * length, n_keys)
+    out = softmax(scores, dim=-1) @ v  # (B, Hkv, group * L, d_head)
     return out.reshape(batch, n_heads, length, d_head)
 
 

@@ -7,9 +7,10 @@ Two ways to put order back:
   $PE_{p, 2i} = \sin(p / b^{2i/d})$, $PE_{p, 2i+1} = \cos(p / b^{2i/d})$ with $b = 10000$.
 * **RoPE** (Su et al., 2021), applied to queries and keys: rotate each pair of coordinates by the
   angle $p\,\theta_i$, $\theta_i = b^{-2i/d}$, so that $q_m \cdot k_n$ depends on $m - n$ only.
-  The pairs follow the **half-split** convention of GPT-NeoX, Llama and Hugging Face
-  ``rotate_half``: coordinate $i$ is paired with $i + d/2$ (not with its neighbour $i+1$, the
-  interleaved layout of the original paper and GPT-J).
+  The pairs follow the **half-split** convention of GPT-NeoX and Hugging Face's ``rotate_half``
+  (used by its port of Llama, whose converted $W_Q$, $W_K$ rows are permuted to match):
+  coordinate $i$ is paired with $i + d/2$, not with its neighbour $i+1$ (the interleaved layout
+  of the original paper, GPT-J and Meta's own Llama code).
 """
 
 from __future__ import annotations

@@ -8,7 +8,9 @@ a sparse *kernel* computes only those pairs.
   ``True`` where query ``i`` may attend to key ``j``. ``SparsePattern.mask()`` evaluates it on the
   full grid, giving the boolean ``(N, N)`` mask the dense reference understands;
   ``SparsePattern.layout(block_size)`` says which ``block_size × block_size`` tiles hold at least
-  one allowed pair, and is computed one block row at a time, never as an ``N × N`` tensor.
+  one allowed pair. Window, Longformer and BigBird patterns build it from block bounds alone
+  (``(N / B)^2`` tiles, no pair visited); other patterns scan the pairs one block row at a time,
+  never as an ``N × N`` tensor.
 - ``block_sparse_attention`` visits only the tiles the layout marks, applies the element-level
   predicate inside them, and normalises each query's softmax over all the keys it visited.
 - ``sliding_window_attention`` is the special case of a band: each query block reads one
@@ -29,7 +31,7 @@ Patterns (all have causal variants, top-left aligned like ``causal_mask``):
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -56,6 +58,48 @@ def _causal_allows(q_idx: Tensor, k_idx: Tensor) -> Tensor:
     return k_idx <= q_idx
 
 
+BlockLayoutFn = Callable[[int], Tensor]
+"""``block_layout(block_size) -> (n_blocks, n_blocks)`` bool: a pattern's tile layout from block bounds."""
+
+
+def _block_bounds(n: int, block_size: int) -> tuple[Tensor, Tensor]:
+    """First and last position of every block: two ``(n_blocks,)`` tensors (the last block may be short)."""
+    first = torch.arange(_n_blocks(n, block_size)) * block_size
+    return first, (first + block_size - 1).clamp_max(n - 1)
+
+
+def _window_layout(n: int, block_size: int, window: int, causal: bool) -> Tensor:
+    """Tiles ``(I, J)`` holding a pair within ``window`` of each other (and ``j <= i`` when causal).
+
+    Query block ``[a, b]`` and key block ``[c, d]`` hold offsets ``i - j`` from ``a - d`` to ``b - c``;
+    the tile is needed when that range meets ``[-w, w]`` (``[0, w]`` when causal). ``(N / B)^2`` work.
+    """
+    first, last = _block_bounds(n, block_size)
+    lowest = first[:, None] - last[None, :]  # (I, J): the smallest offset i - j in the tile
+    highest = last[:, None] - first[None, :]  # the largest
+    low_end = 0 if causal else -window
+    return (highest >= low_end) & (lowest <= window)
+
+
+def _global_layout(n: int, block_size: int, window: int, is_global: Tensor, causal: bool) -> Tensor:
+    """Longformer's tiles: the window's, plus the rows and columns of the blocks holding a global token."""
+    layout = _window_layout(n, block_size, window, causal)
+    first, last = _block_bounds(n, block_size)
+    positions = torch.nonzero(is_global).flatten()  # (n_global,)
+    block_of = torch.div(positions, block_size, rounding_mode="floor")
+    # A global query g reads every key j (j <= g when causal); a global key g is read by every query.
+    if causal:
+        row_tiles = first[None, :] <= positions[:, None]  # (n_global, J): key block starts at or before g
+        column_tiles = last[None, :] >= positions[:, None]  # (n_global, I): query block ends at or after g
+    else:
+        row_tiles = torch.ones(len(positions), len(first), dtype=torch.bool)
+        column_tiles = row_tiles
+    for block, rows, columns in zip(block_of.tolist(), row_tiles, column_tiles, strict=True):
+        layout[block] |= rows
+        layout[:, block] |= columns
+    return layout
+
+
 @dataclass(frozen=True)
 class SparsePattern:
     """A sparsity pattern over a sequence of ``n`` tokens (self-attention: ``n`` queries, ``n`` keys).
@@ -69,6 +113,7 @@ class SparsePattern:
     name: str
     n: int
     allows: MaskFn
+    block_layout: BlockLayoutFn | None = field(default=None, compare=False, repr=False)
 
     def mask(self, device: torch.device | str | None = None) -> Tensor:
         """The dense boolean mask, for the dense reference and for pictures: ``(N, N)``, ``True`` = may attend."""
@@ -78,8 +123,9 @@ class SparsePattern:
     def layout(self, block_size: int) -> Tensor:
         """Which tiles of the mask hold at least one allowed pair.
 
-        Evaluated one query-block row at a time (``block_size × N`` booleans), never ``N × N``.
-        It tests every pair once, like a kernel's set-up step: compute it once per length and
+        Window, Longformer and BigBird patterns (``block_layout`` set) compute it from the blocks'
+        first and last positions: ``(N / B)^2`` tiles, no pair visited. Other patterns fall back to
+        :meth:`scan_layout`, which tests every pair. Either way, compute it once per length and
         reuse it for every layer, head and batch.
 
         Args:
@@ -89,6 +135,15 @@ class SparsePattern:
             bool ``(ceil(N / B), ceil(N / B))``; ``layout[I, J]`` is ``True`` when some query of
             block ``I`` may attend to some key of block ``J``.
         """
+        require_count("block_size", block_size, 1)
+        if self.block_layout is not None and self.n > 0:
+            return self.block_layout(block_size)
+        return self.scan_layout(block_size)
+
+    def scan_layout(self, block_size: int) -> Tensor:
+        """The layout by testing every pair, one query-block row at a time (``block_size × N``
+        booleans, never ``N × N``): ``O(N^2)`` work, what :meth:`layout` does for patterns with no
+        ``block_layout``. Same arguments and result as :meth:`layout`."""
         require_count("block_size", block_size, 1)
         n_blocks = _n_blocks(self.n, block_size)
         padded = torch.arange(n_blocks * block_size)
@@ -137,7 +192,8 @@ def sliding_window_pattern(n: int, window: int, causal: bool = False) -> SparseP
     require_count("n", n, 0)
     require_count("window", window, 0)
     return SparsePattern(
-        f"sliding window w={window}", n, lambda i, j: _window_allows(i, j, window, causal)
+        f"sliding window w={window}", n, lambda i, j: _window_allows(i, j, window, causal),
+        lambda block_size: _window_layout(n, block_size, window, causal),
     )
 
 
@@ -258,7 +314,8 @@ def longformer_pattern(n: int, window: int, global_tokens: Sequence[int], causal
         allowed = _window_allows(i, j, window, False) | globals_[i] | globals_[j]
         return allowed & _causal_allows(i, j) if causal else allowed
 
-    return SparsePattern(f"longformer w={window}, {int(is_global.sum())} global", n, allows)
+    return SparsePattern(f"longformer w={window}, {int(is_global.sum())} global", n, allows,
+                         lambda block_size: _global_layout(n, block_size, window, is_global, causal))
 
 
 def bigbird_pattern(
@@ -305,7 +362,19 @@ def bigbird_pattern(
                                              torch.div(j, block_size, rounding_mode="floor")]
         return allowed & _causal_allows(i, j) if causal else allowed
 
-    return SparsePattern(f"bigbird w={window}, r={n_random}", n, allows)
+    pattern = SparsePattern(f"bigbird w={window}, r={n_random}", n, allows)
+    is_global = _global_index(n, global_tokens)
+
+    def block_layout(layout_block: int) -> Tensor:
+        if layout_block != block_size:  # random links drawn on other tiles: test the pairs
+            return pattern.scan_layout(layout_block)
+        links = random_links.clone()
+        if causal:  # a linked tile is needed when it holds some j <= i: its key block starts by the query block's end
+            first, last = _block_bounds(n, block_size)
+            links &= first[None, :] <= last[:, None]
+        return _global_layout(n, block_size, window, is_global, causal) | links
+
+    return SparsePattern(pattern.name, n, allows, block_layout)
 
 
 def _check_block_args(q: Tensor, k: Tensor, v: Tensor, block_size: int, scale: float | None) -> None:

@@ -53,7 +53,8 @@ INSTALL_HINT = "lesson 11b needs Triton: pip install 'attention_course[triton]' 
 
 __all__ = [
     "GpuBuild", "GpuCompileError", "HEAD_DIMS", "LOG2E", "compile_for_gpu", "flash_attention_kernel",
-    "interpreting", "launch_flash_kernel", "require_triton", "triton_attention",
+    "flash_forward_kernel", "interpreting", "launch_flash_kernel", "require_triton", "triton_attention",
+    "triton_attention_with_lse",
 ]
 
 
@@ -116,9 +117,91 @@ if triton is not None:
         tl.store(out_ptr + head * stride_oh + rows[:, None] * stride_on + dims[None, :] * stride_od,
                  out.to(out_ptr.dtype.element_ty), mask=rows[:, None] < n_queries)
 
+    @triton.jit
+    def _attend_key_blocks(
+        acc, row_sum, row_max, q, k_ptr, v_ptr, stride_kn, stride_kd, stride_vn, stride_vd,
+        rows, dims, start, end, n_keys, qk_scale_log2e,
+        BLOCK_N: tl.constexpr, MASKED: tl.constexpr, CAUSAL: tl.constexpr,
+    ):
+        """Fold the key blocks ``[start, end)`` into one program's running state; masks only if ``MASKED``."""
+        for block_start in range(start, end, BLOCK_N):
+            cols = block_start + tl.arange(0, BLOCK_N)  # (BLOCK_N,) key positions
+            k_offsets = cols[None, :] * stride_kn + dims[:, None] * stride_kd  # K transposed: (D_HEAD, BLOCK_N)
+            v_offsets = cols[:, None] * stride_vn + dims[None, :] * stride_vd  # (BLOCK_N, D_HEAD)
+            if MASKED:
+                k_t = tl.load(k_ptr + k_offsets, mask=cols[None, :] < n_keys, other=0.0)
+                v = tl.load(v_ptr + v_offsets, mask=cols[:, None] < n_keys, other=0.0)
+            else:  # every key of the block exists and precedes every query of the program
+                k_t = tl.load(k_ptr + k_offsets)
+                v = tl.load(v_ptr + v_offsets)
+            scores = tl.dot(q, k_t) * qk_scale_log2e  # (BLOCK_M, BLOCK_N), base 2
+            if MASKED:
+                allowed = cols[None, :] < n_keys
+                if CAUSAL:
+                    allowed = allowed & (cols[None, :] <= rows[:, None])
+                scores = tl.where(allowed, scores, float("-inf"))
+            new_max = tl.maximum(row_max, tl.max(scores, axis=1))
+            alpha = tl.exp2(row_max - new_max)
+            p = tl.exp2(scores - new_max[:, None])
+            row_sum = row_sum * alpha + tl.sum(p, axis=1)
+            acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
+            row_max = new_max
+        return acc, row_sum, row_max
+
+    @triton.jit
+    def flash_forward_kernel(
+        q_ptr, k_ptr, v_ptr, out_ptr, lse_ptr,
+        stride_qh, stride_qn, stride_qd,
+        stride_kh, stride_kn, stride_kd,
+        stride_vh, stride_vn, stride_vd,
+        stride_oh, stride_on, stride_od,
+        stride_lh, stride_ln,
+        n_queries, n_keys, qk_scale_log2e,
+        D_HEAD: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, CAUSAL: tl.constexpr,
+    ):
+        """``flash_attention_kernel`` as FlashAttention-2 runs it: a two-stage loop, and the log-sum-exp stored.
+
+        Stage 1 visits the key blocks that lie wholly before the program's first query (and before
+        ``n_keys``): no mask, no comparison. Stage 2 visits the rest up to the diagonal (causal) or
+        to ``n_keys``, with the masks. Key blocks after the diagonal are never visited. Each row's
+        log-sum-exp of the scaled scores, (m + log2(l)) * ln(2), goes to ``lse (heads, n_queries)``:
+        all a backward pass needs to recompute the weights.
+        """
+        block_m = tl.program_id(0)
+        head = tl.program_id(1)
+        rows = block_m * BLOCK_M + tl.arange(0, BLOCK_M)
+        dims = tl.arange(0, D_HEAD)
+        q = tl.load(q_ptr + head * stride_qh + rows[:, None] * stride_qn + dims[None, :] * stride_qd,
+                    mask=rows[:, None] < n_queries, other=0.0)
+        row_max = tl.full([BLOCK_M], float("-inf"), tl.float32)
+        row_sum = tl.zeros([BLOCK_M], tl.float32)
+        acc = tl.zeros([BLOCK_M, D_HEAD], tl.float32)
+        k_head = k_ptr + head * stride_kh
+        v_head = v_ptr + head * stride_vh
+        end = n_keys
+        unmasked_end = (n_keys // BLOCK_N) * BLOCK_N  # the full key blocks
+        if CAUSAL:
+            end = tl.minimum((block_m + 1) * BLOCK_M, n_keys)
+            unmasked_end = (tl.minimum(block_m * BLOCK_M, n_keys) // BLOCK_N) * BLOCK_N  # ... before the first query
+        acc, row_sum, row_max = _attend_key_blocks(
+            acc, row_sum, row_max, q, k_head, v_head, stride_kn, stride_kd, stride_vn, stride_vd,
+            rows, dims, 0, unmasked_end, n_keys, qk_scale_log2e, BLOCK_N, False, CAUSAL)
+        acc, row_sum, row_max = _attend_key_blocks(
+            acc, row_sum, row_max, q, k_head, v_head, stride_kn, stride_kd, stride_vn, stride_vd,
+            rows, dims, unmasked_end, end, n_keys, qk_scale_log2e, BLOCK_N, True, CAUSAL)
+        out = acc / row_sum[:, None]
+        tl.store(out_ptr + head * stride_oh + rows[:, None] * stride_on + dims[None, :] * stride_od,
+                 out.to(out_ptr.dtype.element_ty), mask=rows[:, None] < n_queries)
+        lse = (row_max + tl.log2(row_sum)) * 0.6931471805599453  # back to base e: log2(x) * ln(2)
+        tl.store(lse_ptr + head * stride_lh + rows * stride_ln, lse, mask=rows < n_queries)
+
 else:
 
     def flash_attention_kernel(*args: Any, **kwargs: Any) -> None:
+        """Placeholder when Triton is not installed: raises the install hint."""
+        require_triton()
+
+    def flash_forward_kernel(*args: Any, **kwargs: Any) -> None:
         """Placeholder when Triton is not installed: raises the install hint."""
         require_triton()
 
@@ -233,6 +316,45 @@ def triton_attention(
         out.view(-1, n_queries, d_head), causal=causal, scale=scale, block_m=block_m, block_n=block_n,
     )
     return out
+
+
+def triton_attention_with_lse(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    *,
+    causal: bool = False,
+    scale: float | None = None,
+    block_m: int = 64,
+    block_n: int = 64,
+) -> tuple[Tensor, Tensor]:
+    """Attention by ``flash_forward_kernel``: the output and each query's log-sum-exp.
+
+    Args:
+        q, k, v, causal, scale, block_m, block_n: as in ``triton_attention``.
+
+    Returns:
+        ``output (..., L, d)`` in the dtype of ``q`` and ``lse (..., L)`` in float32, the log-sum-exp
+        (base e) of each query's scaled, masked scores.
+    """
+    require_triton()
+    _check_launch(q, k, v, None, False, block_m, block_n)
+    if q.device.type == "cpu" and not interpreting():
+        raise RuntimeError("CPU tensors run only under Triton's interpreter: set os.environ['TRITON_INTERPRET'] = '1' "
+                           "before the first `import triton` (restart the kernel), or move the tensors to a GPU")
+    n_queries, d_head = q.shape[-2:]
+    scale = 1.0 / math.sqrt(d_head) if scale is None else scale
+    out = torch.empty_like(q, memory_format=torch.contiguous_format)
+    lse = torch.empty(q.shape[:-1], dtype=torch.float32, device=q.device)
+    q3, k3, v3 = q.reshape(-1, n_queries, d_head), k.reshape(-1, k.shape[-2], d_head), v.reshape(-1, v.shape[-2], d_head)
+    out3, lse2 = out.view(-1, n_queries, d_head), lse.view(-1, n_queries)
+    grid = (triton.cdiv(n_queries, block_m), q3.shape[0])
+    flash_forward_kernel[grid](
+        q3, k3, v3, out3, lse2, *q3.stride(), *k3.stride(), *v3.stride(), *out3.stride(), *lse2.stride(),
+        n_queries, k3.shape[1], scale * LOG2E,
+        D_HEAD=d_head, BLOCK_M=block_m, BLOCK_N=block_n, CAUSAL=causal,
+    )
+    return out, lse
 
 
 def compile_for_gpu(

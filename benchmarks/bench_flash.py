@@ -1,22 +1,31 @@
-"""Tiled (flash) attention against PyTorch's fused SDPA and dense attention: time and peak memory.
+"""Tiled (flash) attention against PyTorch's fused SDPA and dense attention: time, peak memory, backward, load.
 
-For N = 1k ... 8k (batch 1, 8 heads, d = 64, float32 by default) prints, measured in this one run:
-the time of ``torch.nn.functional.scaled_dot_product_attention`` (a fused C++ flash kernel on
-CPU), of dense attention (``attention_course.scaled_dot_product_attention``, which builds the
-N × N matrices) and of ``attention_course.flash.tiled_attention``; the tiled / SDPA time ratio;
-and the peak memory of dense and tiled attention (``peak_memory_bytes``).
+In one run prints, for batch 1, 8 heads, d = 64, float32:
 
-Timings interleave the three implementations and keep each one's fastest run, so a burst of load
-from other processes hurts all three alike; the ratios are what to compare across machines.
+1. the forward pass for N = 1k ... 16k, causal and not: the time of
+   ``torch.nn.functional.scaled_dot_product_attention`` (a fused C++ flash kernel on CPU), of
+   ``attention_course.flash.tiled_attention`` and (N <= 4096) of dense attention
+   (``attention_course.scaled_dot_product_attention``, which builds the N × N matrices); the
+   tiled / SDPA ratio; the peak memory of tiled (and dense) attention (``peak_memory_bytes``);
+2. the backward pass at N = 4096 (``--backward-size``): autograd's backward through
+   ``flash_attention`` (``tiled_attention_backward``) against SDPA's, and the ratio;
+3. with ``--load``, every forward ratio again while a second process keeps one core busy with a
+   one-thread matrix-multiply loop (what a neighbour on a shared machine does), beside the quiet one.
 
-    .venv/bin/python benchmarks/bench_flash.py                     # the table
-    .venv/bin/python benchmarks/bench_flash.py --sizes 4096 --repeats 9
-    .venv/bin/python benchmarks/bench_flash.py --causal --block-q 256 --block-k 256
+Timings interleave the implementations and keep each one's fastest run, so a burst of load from
+other processes hurts all alike; the ratios are what to compare across machines. Print the machine's
+load average with the table (it is in the header line).
+
+    .venv/bin/python benchmarks/bench_flash.py                         # the whole table
+    .venv/bin/python benchmarks/bench_flash.py --load --threads 1      # one thread, quiet and loaded
+    .venv/bin/python benchmarks/bench_flash.py --sizes 4096 --repeats 9 --block-q 256 --block-k 256
 """
 
 from __future__ import annotations
 
 import argparse
+import multiprocessing
+import os
 import time
 from collections.abc import Callable
 
@@ -24,8 +33,10 @@ import torch
 import torch.nn.functional as F
 
 from attention_course import scaled_dot_product_attention
-from attention_course.flash import BLOCK_K, BLOCK_Q, tiled_attention
+from attention_course.flash import BLOCK_K, BLOCK_Q, flash_attention, tiled_attention
 from attention_course.measure import peak_memory_bytes
+
+DENSE_MAX_N = 4096  # dense attention at N = 8192 needs 8 heads x 3 x N^2 floats = 6 GiB
 
 
 def fastest_times(fns: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
@@ -41,47 +52,109 @@ def fastest_times(fns: dict[str, Callable[[], object]], repeats: int) -> dict[st
     return best
 
 
-def implementations(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-                    args: argparse.Namespace) -> dict[str, Callable[[], object]]:
-    """The calls to time, each a function of no arguments."""
+def _busy_core(stop: multiprocessing.synchronize.Event) -> None:
+    """The neighbour: one thread multiplying 256 x 256 matrices until told to stop."""
+    torch.set_num_threads(1)
+    a = torch.randn(256, 256)
+    while not stop.is_set():
+        for _ in range(50):
+            a = torch.tanh(a @ a)
+
+
+class OneCoreBusy:
+    """Context manager: a second process keeps one core busy while the block runs."""
+
+    def __enter__(self) -> OneCoreBusy:
+        context = multiprocessing.get_context("spawn")
+        self.stop = context.Event()
+        self.process = context.Process(target=_busy_core, args=(self.stop,), daemon=True)
+        self.process.start()
+        time.sleep(1.0)  # let it start spinning
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.process.join(timeout=10)
+        if self.process.is_alive():
+            self.process.terminate()
+
+
+def forward_ratio(n: int, causal: bool, args: argparse.Namespace, with_dense: bool) -> dict[str, float]:
+    """Times (s) of SDPA, tiled (and dense) at length ``n``."""
+    generator = torch.Generator().manual_seed(n)
+    q, k, v = (torch.randn(1, args.heads, n, args.d, generator=generator) for _ in range(3))
     fns: dict[str, Callable[[], object]] = {
-        "sdpa": lambda: F.scaled_dot_product_attention(q, k, v, is_causal=args.causal),
-        "tiled": lambda: tiled_attention(q, k, v, args.causal, args.block_q, args.block_k),
+        "sdpa": lambda: F.scaled_dot_product_attention(q, k, v, is_causal=causal),
+        "tiled": lambda: tiled_attention(q, k, v, causal, args.block_q, args.block_k),
     }
-    if not args.no_dense:
-        fns["dense"] = lambda: scaled_dot_product_attention(q, k, v, causal=args.causal)
-    return fns
+    if with_dense:
+        fns["dense"] = lambda: scaled_dot_product_attention(q, k, v, causal=causal)
+    repeats = args.repeats if n <= 4096 else max(2, args.repeats // 2)
+    return fastest_times(fns, repeats)
+
+
+def peak_mib(n: int, causal: bool, args: argparse.Namespace, with_dense: bool) -> tuple[float, float]:
+    """Peak memory (MiB) of one tiled and one dense call (NaN for dense when skipped)."""
+    q, k, v = (torch.randn(1, args.heads, n, args.d) for _ in range(3))
+    tiled = peak_memory_bytes(lambda: tiled_attention(q, k, v, causal, args.block_q, args.block_k)) / 2**20
+    dense = peak_memory_bytes(lambda: scaled_dot_product_attention(q, k, v, causal=causal)) / 2**20 if with_dense else float("nan")
+    return tiled, dense
+
+
+def backward_times(n: int, causal: bool, args: argparse.Namespace) -> dict[str, float]:
+    """Times (s) of the backward pass alone, through SDPA and through ``flash_attention``."""
+    generator = torch.Generator().manual_seed(n + 1)
+    q, k, v = (torch.randn(1, args.heads, n, args.d, generator=generator, requires_grad=True) for _ in range(3))
+    grad_out = torch.randn(1, args.heads, n, args.d, generator=generator)
+    out_sdpa = F.scaled_dot_product_attention(q, k, v, is_causal=causal)
+    out_tiled = flash_attention(q, k, v, causal, args.block_q, args.block_k)
+    fns = {"sdpa": lambda: torch.autograd.grad(out_sdpa, (q, k, v), grad_out, retain_graph=True),
+           "tiled": lambda: torch.autograd.grad(out_tiled, (q, k, v), grad_out, retain_graph=True)}
+    return fastest_times(fns, max(2, args.repeats // 2))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", type=int, nargs="+", default=[1024, 2048, 4096, 8192], help="sequence lengths N")
+    parser.add_argument("--sizes", type=int, nargs="+", default=[1024, 2048, 4096, 8192, 16384], help="sequence lengths N")
     parser.add_argument("--heads", type=int, default=8)
     parser.add_argument("--d", type=int, default=64, help="head dimension")
     parser.add_argument("--block-q", type=int, default=BLOCK_Q)
     parser.add_argument("--block-k", type=int, default=BLOCK_K)
-    parser.add_argument("--causal", action="store_true")
+    parser.add_argument("--causal", choices=["both", "yes", "no"], default="both")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2, help="torch threads (the course's budget: 2 cores)")
-    parser.add_argument("--no-dense", action="store_true", help="skip dense attention (needs ~4 N² heads floats)")
+    parser.add_argument("--no-dense", action="store_true", help="skip dense attention")
+    parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory columns")
+    parser.add_argument("--backward-size", type=int, default=4096, help="N for the backward timing (0: skip)")
+    parser.add_argument("--load", action="store_true", help="also time every forward with one core kept busy")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
+    causal_modes = {"both": (False, True), "yes": (True,), "no": (False,)}[args.causal]
 
-    print(f"batch 1, {args.heads} heads, d = {args.d}, float32, causal={args.causal}, "
-          f"tiles {args.block_q} x {args.block_k}, {args.threads} threads, best of {args.repeats}")
-    print(f"{'N':>6} {'SDPA ms':>9} {'dense ms':>9} {'tiled ms':>9} {'tiled/SDPA':>11} "
-          f"{'dense MiB':>10} {'tiled MiB':>10} {'dense/tiled mem':>16}")
-    for n in args.sizes:
-        q, k, v = (torch.randn(1, args.heads, n, args.d) for _ in range(3))
-        fns = implementations(q, k, v, args)
-        times = fastest_times(fns, args.repeats if n < 8192 else max(2, args.repeats // 2))
-        tiled_mib = peak_memory_bytes(fns["tiled"]) / 2**20
-        dense_mib = peak_memory_bytes(fns["dense"]) / 2**20 if "dense" in fns else float("nan")
-        dense_ms = times.get("dense", float("nan")) * 1e3
-        print(f"{n:>6} {times['sdpa'] * 1e3:>9.1f} {dense_ms:>9.1f} {times['tiled'] * 1e3:>9.1f} "
-              f"{times['tiled'] / times['sdpa']:>10.2f}x {dense_mib:>10.1f} {tiled_mib:>10.1f} "
-              f"{dense_mib / tiled_mib:>15.0f}x", flush=True)
+    print(f"batch 1, {args.heads} heads, d = {args.d}, float32, tiles {args.block_q} x {args.block_k}, "
+          f"{args.threads} threads, best of {args.repeats}; load average {os.getloadavg()[0]:.1f} on "
+          f"{os.cpu_count()} cores")
+    print(f"{'causal':>6} {'N':>6} {'SDPA ms':>9} {'tiled ms':>9} {'tiled/SDPA':>11} {'dense/SDPA':>11}"
+          f" {'tiled MiB':>10} {'dense MiB':>10}" + (f" {'loaded tiled/SDPA':>18}" if args.load else ""))
+    for causal in causal_modes:
+        for n in args.sizes:
+            with_dense = not args.no_dense and n <= DENSE_MAX_N
+            times = forward_ratio(n, causal, args, with_dense)
+            dense = times["dense"] / times["sdpa"] if with_dense else float("nan")
+            tiled_mib, dense_mib = (float("nan"), float("nan")) if args.no_memory else peak_mib(n, causal, args, with_dense)
+            line = (f"{causal!s:>6} {n:>6} {times['sdpa'] * 1e3:>9.1f} {times['tiled'] * 1e3:>9.1f} "
+                    f"{times['tiled'] / times['sdpa']:>10.2f}x {dense:>10.2f}x {tiled_mib:>10.1f} {dense_mib:>10.1f}")
+            if args.load:
+                with OneCoreBusy():
+                    loaded = forward_ratio(n, causal, args, with_dense=False)
+                line += f" {loaded['tiled'] / loaded['sdpa']:>17.2f}x"
+            print(line, flush=True)
+    if args.backward_size:
+        for causal in causal_modes:
+            times = backward_times(args.backward_size, causal, args)
+            print(f"backward, N = {args.backward_size}, causal={causal}: SDPA {times['sdpa'] * 1e3:.1f} ms, "
+                  f"tiled {times['tiled'] * 1e3:.1f} ms, tiled/SDPA {times['tiled'] / times['sdpa']:.2f}x", flush=True)
+    print(f"load average at the end: {os.getloadavg()[0]:.1f}")
 
 
 if __name__ == "__main__":

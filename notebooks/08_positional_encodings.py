@@ -12,8 +12,9 @@
 # # 08 · Positional encodings
 #
 # **You will be able to**
-# 1. show that attention without positions is permutation-equivariant: shuffle the tokens and the
-#    outputs are shuffled the same way, nothing else changes;
+# 1. show that attention without positions and without a causal mask is permutation-equivariant:
+#    shuffle the tokens and the outputs are shuffled the same way; and show why a causal mask
+#    breaks that symmetry;
 # 2. build the sinusoidal position table and read it: one clock per pair of columns, and dot
 #    products that depend only on the distance between positions;
 # 3. say what learned position embeddings are and where they stop working;
@@ -36,6 +37,7 @@ from attention_course import (
     sinusoidal_table,
 )
 from attention_course.teaching.plotting import plot_attention
+from attention_course.teaching.widgets import rope_dial, save_figure
 
 _ = torch.manual_seed(0)  # every random number below is the same on every run
 
@@ -84,6 +86,39 @@ with torch.no_grad():
 print("Attention(P X) == P Attention(X):", torch.allclose(shuffled_then_attended, attended_then_shuffled, atol=1e-6))
 
 # %% [markdown]
+# ### With a causal mask, order leaks in
+#
+# The argument needs the **same** mask for every order: $P$ must commute with the mask. A causal
+# mask does not: token $i$ sees keys $0..i$, so after shuffling, a token sees a different set of
+# keys. The same demo with `causal=True`:
+
+# %%
+with torch.no_grad():
+    causal_shuffled = attention(x[:, order], causal=True)[0]
+    causal_then_shuffled = attention(x, causal=True)[0][:, order]
+print("causal: Attention(P X) == P Attention(X):", torch.allclose(causal_shuffled, causal_then_shuffled, atol=1e-6))
+print(f"largest difference: {(causal_shuffled - causal_then_shuffled).abs().max():.2f}")
+
+# %% [markdown]
+# The mask itself carries position: token $i$ averages over exactly $i + 1$ keys. Even with no
+# content at all (every score equal), a token that attends to a marker present only at the first
+# position (a beginning-of-sequence token) gets back $1 / (i + 1)$, a number that says where it is:
+
+# %%
+length = 8
+bos_marker = torch.zeros(length, 1)
+bos_marker[0] = 1.0  # value 1 at the first position only
+flat = torch.zeros(length, 4)  # identical queries and keys: all scores equal
+position_signal = scaled_dot_product_attention(flat, flat, bos_marker, causal_mask(length))
+print("output at positions 0..7:", [round(v, 3) for v in position_signal[:, 0].tolist()])
+print("equals 1 / (i + 1):", torch.allclose(position_signal[:, 0], 1 / torch.arange(1, length + 1)))
+
+# %% [markdown]
+# This is why decoder-only models **without any positional encoding** ("NoPE", Kazemnejad et al.,
+# 2023; Haviv et al., 2022) still learn order: the causal mask gives each position a different view
+# of the past, and later layers can read a position off it. An encoder (no causal mask) has no
+# such signal: for it, positions must be added.
+#
 # Language is not a set, so every transformer adds information about position. Three families:
 # **add** a position vector to each embedding (sinusoidal or learned), **rotate** queries and keys
 # by their position (RoPE), or **bias** the scores by distance (ALiBi).
@@ -127,11 +162,13 @@ plt.show()
 # $$PE_p \cdot PE_q = \sum_{i=0}^{d/2 - 1} \cos\big(\omega_i\,(p - q)\big)$$
 #
 # which depends only on the offset $p - q$, is largest ($d/2$) at offset 0, and shrinks as the
-# fast clocks fall out of step.
+# fast clocks fall out of step. Since $\cos$ is even, it depends in fact only on the **distance**
+# $|p - q|$: the dot product cannot tell whether $q$ is $5$ positions before $p$ or $5$ after.
 
 # %%
 similarity = table @ table.T  # (64, 64)
 print(f"PE_10·PE_15 = {similarity[10, 15]:.3f}   PE_40·PE_45 = {similarity[40, 45]:.3f}   (same offset 5)")
+print(f"PE_10·PE_5  = {similarity[10, 5]:.3f}   (offset -5: the same distance, the same value)")
 for offset in (0, 1, 2, 4, 8, 16, 32):
     print(f"offset {offset:>2}: PE_0·PE_{offset} = {similarity[0, offset]:6.2f}")
 
@@ -150,7 +187,8 @@ figure.tight_layout()
 plt.show()
 
 # %% [markdown]
-# The heatmap is constant along every diagonal (a function of $p - q$ only), and the curve falls
+# The heatmap is constant along every diagonal (a function of $p - q$ only), symmetric about the
+# main diagonal (a function of $|p - q|$), and the curve falls
 # quickly over the first few positions, then wiggles at a lower level.
 #
 # There is more: moving $k$ positions forward turns every clock by a fixed angle $\omega_i k$, a
@@ -203,8 +241,8 @@ except IndexError as error:
 # since rotations compose ($R(a)^\top R(b) = R(b - a)$). The score sees the two tokens' **content**
 # and their **offset** $n - m$, never the absolute positions. Values are not rotated.
 #
-# Which coordinates form a pair is a convention. The course, like GPT-NeoX, Llama and Hugging Face,
-# uses the **half-split** layout: coordinate $i$ pairs with $i + d/2$, so
+# Which coordinates form a pair is a convention. The course, like GPT-NeoX and Hugging Face's
+# `transformers`, uses the **half-split** layout: coordinate $i$ pairs with $i + d/2$, so
 #
 # $$\mathrm{RoPE}(x) = x \odot \cos + \mathrm{rotate\_half}(x) \odot \sin, \qquad
 #   \mathrm{rotate\_half}([x_1, x_2]) = [-x_2, x_1]$$
@@ -261,19 +299,53 @@ print("shifting every position by 1000 changes no score (within 1e-4):",
 print("rotation keeps lengths:", torch.allclose(q_rotated.norm(dim=-1), q.norm().expand(n_positions)))
 
 # %% [markdown]
+# ### The RoPE dial
+#
+# Turn it yourself. The left picture is one pair of a vector, at a position $m$ you choose: pair 0
+# turns by 1 radian per position, pair 7 (the slowest of $d_\text{head} = 16$) by about
+# $10^{-3.5}$. The right picture is the score of a fixed query and key as a function of the
+# offset between them, once with the query at position $m$ and once at position 0: the two curves
+# lie on top of each other whatever $m$ is (for each of three query–key pairs to pick from). The
+# dashed curve is the chosen pair's own share of
+# the score, a cosine in the offset whose period is $2\pi / \theta_i$.
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+dial = rope_dial(d_head=16, n_positions=32)
+save_figure(dial, "figures/08_rope_dial.png", **{"position m": 5, "pair i": 1})
+dial
+
+# %% [markdown]
+# ![The RoPE dial at position 5, pair 1: the pair turned by 5 θ_1, and the score against the offset, the same for the query at 5 and at 0](figures/08_rope_dial.png)
+#
+# *The dial at position 5, pair 1 (a saved picture, for readers without a running kernel).*
+# The dial's two curves, computed for every position it offers: the largest gap between them.
+
+# %%
+generator = torch.Generator().manual_seed(0)  # the dial's query and key (rope_dial's seed 0)
+dial_q, dial_k = torch.randn(d_head, generator=generator), torch.randn(d_head, generator=generator)
+q_all = apply_rope(dial_q.expand(64, d_head))  # the query at positions 0..63
+k_all = apply_rope(dial_k.expand(64, d_head))
+offsets_32 = torch.arange(32)
+gap = max((q_all[m] @ k_all[m + offsets_32].T - q_all[0] @ k_all[offsets_32].T).abs().max().item() for m in range(32))
+print(f"largest |score(query at m) - score(query at 0)| over m = 0..31 and 32 offsets, below 1e-5: {gap < 1e-5}")
+
+# %% [markdown]
 # Every diagonal is constant (up to float32 rounding): the score is a function of $m - n$ alone.
 #
 # ### Interleaved or half-split?
 #
-# The RoPE paper and GPT-J pair **neighbours** $(2i, 2i+1)$ instead. Both layouts have the
+# The RoPE paper, GPT-J and **Meta's own Llama code** pair **neighbours** $(2i, 2i+1)$ instead
+# (Llama's reference code treats each pair as one complex number). Both layouts have the
 # relative-position property, but they rotate different pairs, so they are not interchangeable: a
 # model trained with one gives wrong scores with the other. They differ only by a reordering of
-# the coordinates, which is how checkpoints are converted between them (Hugging Face permutes the
-# rows of $W_Q$ and $W_K$):
+# the coordinates, which is how checkpoints are converted between them: Hugging Face's port of
+# Llama uses half-split, and its conversion script permutes the rows of $W_Q$ and $W_K$ so that
+# the converted model computes the same scores as Meta's:
 
 # %%
 def interleaved_rope(x: torch.Tensor) -> torch.Tensor:
-    """RoPE pairing neighbours (2i, 2i+1), as in GPT-J: x (L, d) -> (L, d)."""
+    """RoPE pairing neighbours (2i, 2i+1), as in GPT-J and Meta's Llama code: x (L, d) -> (L, d)."""
     length, width = x.shape
     angles = torch.arange(length)[:, None] * 10000.0 ** (-torch.arange(0, width, 2) / width)  # (L, d/2)
     even, odd = x[:, 0::2], x[:, 1::2]
@@ -330,12 +402,15 @@ plt.show()
 # %% [markdown]
 # ## Summary
 #
-# - Attention is permutation-equivariant: without positions, a sentence is a bag of words.
-# - Sinusoidal encodings add one clock per pair of columns; $PE_p \cdot PE_q$ depends on $p - q$
-#   only and falls with distance, and shifting is a fixed rotation.
+# - Attention without a causal mask is permutation-equivariant: without positions, a sentence is a
+#   bag of words. A causal mask breaks the symmetry (token $i$ sees $i + 1$ keys), which is why
+#   decoders without positional encodings (NoPE) can still learn order.
+# - Sinusoidal encodings add one clock per pair of columns; $PE_p \cdot PE_q$ depends on the
+#   distance $|p - q|$ only and falls with it, and shifting is a fixed rotation.
 # - Learned position embeddings are a trainable table, limited to the positions seen in training.
 # - RoPE rotates queries and keys by their positions, so scores depend on content and on $i - j$
-#   only (checked numerically above); pairs are half-split here, interleaved in GPT-J.
+#   only (checked numerically above); pairs are half-split here (GPT-NeoX, Hugging Face),
+#   interleaved in the RoPE paper, GPT-J and Meta's Llama code.
 # - ALiBi biases scores by $-m_h (i - j)$, one slope per head, with no position vectors at all.
 #
 # **Next:** [lesson 09](09_kv_cache.ipynb) makes decoding fast: the keys and values of the past

@@ -38,8 +38,9 @@ import torch
 from attention_course import MultiHeadAttention, causal_mask, merge_heads, scaled_dot_product_attention, split_heads
 from attention_course.decoder import Decoder, DecoderConfig
 from attention_course.generation import decode_step, generate, new_cache, prefill
-from attention_course.kv_cache import GrowingKVCache, kv_cache_bytes
-from attention_course.measure import best_seconds
+from attention_course.kv_cache import GrowingKVCache, grouped_query_attention, kv_cache_bytes
+from attention_course.measure import best_seconds, largest_allocation
+from attention_course.teaching.widgets import decode_stepper, save_figure
 
 _ = torch.manual_seed(0)  # every random number below is the same on every run
 # One token at a time is a few thousand tiny operations: a second thread only adds waiting.
@@ -237,6 +238,33 @@ prealloc_tokens, _ = generate(model, prompt, 64)
 print("same tokens as recomputing:", torch.equal(prealloc_tokens, new_tokens))
 
 # %% [markdown]
+# ### Step through it
+#
+# The decode stepper replays a 24-token greedy generation from the prompt above, one step at a
+# time (everything is decoded once, up front): the cached keys of layer 0 filling up below the
+# prompt (the black line), the cache's bytes, and the attention work of one step counted in
+# query-key pairs per layer and head: recomputing all $t$ tokens under the causal mask costs
+# $t(t+1)/2$ pairs, one cached step $t$. Switch "work" to "total so far" for the whole generation.
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+stepper = decode_stepper(model, prompt, n_new=24)
+save_figure(stepper, "figures/09_decode_stepper.png", step=12, work="total so far")
+stepper
+
+# %% [markdown]
+# ![The decode stepper after 12 steps: 17 cached keys of layer 0, the cache's memory growing linearly, and the total attention work of recomputing against reading the cache](figures/09_decode_stepper.png)
+#
+# *The stepper after step 12, total work (a saved picture, for readers without a running kernel).*
+# Its numbers at step 12, read from the widget:
+
+# %%
+print(f"after 12 steps: {stepper.readout['length']:.0f} tokens cached, {stepper.readout['cache_bytes'] / 1024:.1f} KiB; "
+      f"pairs so far: recompute {stepper.readout['recompute_pairs']:,.0f}, cached {stepper.readout['cached_pairs']:,.0f}")
+print("bytes = kv_cache_bytes(...):", stepper.readout["cache_bytes"] == kv_cache_bytes(
+    config.n_layers, config.n_kv_heads, config.d_head, 17, bytes_per_element=4))
+
+# %% [markdown]
 # ## 5. Experiment: time per token as the sequence grows
 #
 # Time one step at a range of lengths: without the cache, a forward pass over all $t$ tokens;
@@ -371,7 +399,7 @@ plt.show()
 # attention (MQA, Shazeer 2019) keeps all query heads but one shared key/value head; grouped-query
 # attention (GQA, Ainslie et al. 2023) shares each key/value head among a group of query heads
 # (Llama 2 70B, Llama 3, Mistral: 8 kv heads). Query head $h$ uses kv head
-# $\lfloor h / (\text{heads}/\text{kv heads}) \rfloor$; nothing is copied, the shared head is broadcast.
+# $\lfloor h / (\text{heads}/\text{kv heads}) \rfloor$.
 #
 # Our decoder takes `n_kv_heads`. Same query heads, fewer key/value heads:
 
@@ -385,6 +413,57 @@ for n_kv_heads, kind in ((4, "MHA"), (2, "GQA"), (1, "MQA")):
     cache_kib = kv_cache_bytes(config.n_layers, n_kv_heads, config.d_head, 300, bytes_per_element=4) / 1024
     same = torch.equal(generate(variant, prompt, 24, use_cache=False)[0], generate(variant, prompt, 24)[0])
     print(f"{n_kv_heads:>8} | {kind:4} | {kv_weights:>22} | {cache_kib:>15.0f} KiB | {same}")
+
+# %% [markdown]
+# ### Sharing without copying
+#
+# A smaller cache only helps if attention reads it **without copying it once per query head**.
+# The obvious code views the queries as `(B, kv_heads, group, L, d)` and the keys as
+# `k[:, :, None]`, `(B, kv_heads, 1, S, d)`, and lets `matmul` broadcast. But `matmul` broadcasts
+# by *materialising* the expanded keys: `group` copies of the cache. `grouped_query_attention`
+# folds the group into the query rows instead: the `group` query heads of one key/value head
+# become `group · L` rows of one matrix, `(B, kv_heads, group·L, d)`, multiplied by that head's
+# keys as they are. Measured with `largest_allocation` for one decoding step of a Llama-like layer
+# (32 query heads, 4 key/value heads, $d_\text{head} = 64$, 4096 cached tokens):
+
+# %%
+n_q_heads, n_kv, n_cached, width = 32, 4, 4096, 64
+q_step = torch.randn(1, n_q_heads, 1, width)  # one new token
+k_cached, v_cached = (torch.randn(1, n_kv, n_cached, width) for _ in range(2))
+
+
+def broadcast_gqa(q, k, v):
+    """The obvious version: group axis on q, broadcast k and v over it."""
+    grouped = q.reshape(1, n_kv, n_q_heads // n_kv, 1, width)  # (B, kv heads, group, L, d)
+    weights = torch.softmax(grouped @ k[:, :, None].transpose(-2, -1) / width**0.5, dim=-1)
+    return (weights @ v[:, :, None]).reshape(1, n_q_heads, 1, width)
+
+
+k_cache_mib = k_cached.numel() * k_cached.element_size() / 2**20
+folded_out, folded_bytes = largest_allocation(grouped_query_attention, q_step, k_cached, v_cached)
+broadcast_out, broadcast_bytes = largest_allocation(broadcast_gqa, q_step, k_cached, v_cached)
+print(f"K cache of the layer: {k_cache_mib:.0f} MiB")
+print(f"largest allocation, broadcast k[:, :, None]: {broadcast_bytes / 2**20:.0f} MiB "
+      f"({broadcast_bytes / 2**20 / k_cache_mib:.0f}x the K cache)")
+print(f"largest allocation, group folded into rows: {folded_bytes / 2**10:.0f} KiB (the scores, 32 x 4096 floats)")
+print("same output:", torch.allclose(folded_out, broadcast_out, atol=1e-6))
+
+# %% [markdown]
+# A **padding mask** for a batch, `(B, 1, 1, S)`, needs care too: against the 5-D grouped scores
+# its batch axis would line up with the key/value-head axis, which goes unnoticed exactly when
+# `B` equals the number of key/value heads. `grouped_query_attention` takes masks as
+# `(S,)`, `(L, S)` or `(B, heads, L, S)` and refuses other shapes. With `B = 4 = kv heads`,
+# against PyTorch's own grouped-query attention:
+
+# %%
+generator = torch.Generator().manual_seed(3)
+q_pad = torch.randn(4, 8, 5, 16, generator=generator)  # B = 4, 8 query heads, 5 queries
+k_pad, v_pad = (torch.randn(4, 4, 7, 16, generator=generator) for _ in range(2))  # 4 kv heads, 7 keys
+real_keys = torch.tensor([7, 5, 3, 6])  # each sequence's real length
+padding = (torch.arange(7) < real_keys[:, None])[:, None, None, :]  # (B, 1, 1, S)
+expected = torch.nn.functional.scaled_dot_product_attention(q_pad, k_pad, v_pad, attn_mask=padding, enable_gqa=True)
+print("matches torch's SDPA with enable_gqa:", torch.allclose(grouped_query_attention(q_pad, k_pad, v_pad, padding),
+                                                             expected, atol=1e-6))
 
 # %% [markdown]
 # The trade-off: fewer key/value heads means a smaller cache, less memory traffic per step and

@@ -21,9 +21,11 @@
 # 2. draw the sparse patterns long-context models use (sliding window, dilated, strided, fixed,
 #    Longformer, BigBird) and compute their density and FLOPs;
 # 3. explain how information still crosses the whole sequence in a few layers;
-# 4. compute attention over a block layout so that the skipped tiles cost **nothing**, and check
-#    that it equals dense attention under the same mask;
-# 5. name what a local pattern loses, and how global tokens give it back.
+# 4. compute attention over a block layout so that the skipped tiles cost **nothing** (once the
+#    layout is built, itself without visiting every pair), and check that it equals dense
+#    attention under the same mask;
+# 5. name what a local pattern loses, and how global tokens give it back;
+# 6. show a model overfitting to a spurious local pattern, and what regularisation does about it.
 #
 # **Builds on:** masks and fully masked rows (lesson 05), multi-head shapes `(batch, heads, N, d)`
 # (lesson 06).
@@ -49,6 +51,7 @@ from attention_course.sparse import (
     strided_pattern,
 )
 from attention_course.measure import best_seconds, growth_exponent, largest_allocation
+from attention_course.teaching.widgets import pattern_picker, save_figure
 
 _ = torch.manual_seed(0)  # the same random numbers on every run
 torch.set_num_threads(1)  # every timing below runs on one thread: a busy machine's scheduling stays out of the ratios
@@ -183,8 +186,12 @@ plt.show()
 # Processors are fast on dense tiles, not on scattered pairs. A block-sparse kernel cuts the
 # mask into $B \times B$ tiles and visits a tile when **any** pair in it is allowed
 # (`pattern.layout(B)`). Tiles crossed by the pattern's edge are *partly* needed: they are
-# computed whole and masked inside. The layout is computed one tile row at a time, so even it
-# never holds an $N \times N$ tensor.
+# computed whole and masked inside. The layout has a cost of its own: testing every pair is
+# $O(N^2)$ work, the very thing sparse attention avoids. So the window, Longformer and BigBird
+# patterns build it from each tile's first and last positions alone ($(N/B)^2$ tiles, no pair
+# visited); the other patterns test the pairs one tile row at a time (`pattern.scan_layout(B)`,
+# never an $N \times N$ tensor, but $O(N^2)$ work). Section 9 times both. Either way a layout
+# is computed once per length and reused by every layer, head and batch.
 
 # %%
 pattern, block = longformer_pattern(n, 3, [0, 32]), 8
@@ -269,6 +276,43 @@ for ax, (name, field) in zip(axes, fields.items(), strict=True):
 plt.show()
 
 # %% [markdown]
+# ### Build your own pattern
+#
+# The pattern picker combines the pieces on 64 tokens: a window (keys on each side), a dilation
+# (the gap between them), global tokens (the first few positions, full rows and columns) and
+# BigBird's random key blocks (of 8 tokens, per query block). It shows the mask, its density, and
+# the share of (position, input) pairs connected after 1 to 6 stacked layers.
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+picker = pattern_picker(n=64, block_size=8, max_layers=6)
+save_figure(picker, "figures/10_pattern_picker.png", window=2, dilation=2, **{"global tokens": 0, "random blocks": 1})
+picker
+
+# %% [markdown]
+# ![The pattern picker with window 2, dilation 2 and one random block per query block: the mask, its density, and the receptive field over depth](figures/10_pattern_picker.png)
+#
+# *The picker with window 2, dilation 2 and one random block (a saved picture, for readers
+# without a running kernel).* Try a dilation of 2 with no random blocks first: the dilated
+# window only links positions an even distance apart, and no depth fixes that. One random
+# block, or one global token, does.
+
+# %%
+picker_reach = {}
+for dilation, random_blocks in ((1, 0), (2, 0), (2, 1)):
+    mask = dilated_window_pattern(64, 2, dilation).mask()
+    if random_blocks:
+        mask = mask | bigbird_pattern(64, 0, [], random_blocks, 8, seed=0).mask()
+    picker_reach[(dilation, random_blocks)] = receptive_field(mask, 6)[-1].float().mean().item()
+    print(f"window 2, dilation {dilation}, {random_blocks} random block(s): "
+          f"{picker_reach[(dilation, random_blocks)]:.0%} of pairs connected after 6 layers")
+
+# %% [markdown]
+# Dilation reaches twice as far per layer but only half the positions (the same parity), so after
+# six layers it connects no more than the plain window; one random block per query block connects
+# almost everything.
+
+# %% [markdown]
 # ## 8. Density and FLOPs at a realistic length
 #
 # At $N = 4096$ with $d = 64$: the FLOPs of exactly the allowed pairs, and of the tiles a
@@ -344,31 +388,66 @@ ax.legend(fontsize=8)
 plt.show()
 
 # %% [markdown]
+# And the layout itself, at $N = 4096$: built from the tiles' bounds, or by testing every pair, next
+# to the attention it serves (timings under whatever load the machine has; the ratios are what
+# count):
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+pattern = sliding_window_pattern(4096, window)
+q, k, v = torch.randn(3, 1, heads, 4096, d_head).unbind(0)
+layout_seconds = {
+    "layout from tile bounds": best_seconds(lambda: pattern.layout(block), repeats=2),
+    "layout testing every pair": best_seconds(lambda: pattern.scan_layout(block), repeats=1),
+    "sliding-window attention": best_seconds(lambda: sliding_window_attention(q, k, v, window, block_size=block),
+                                             repeats=2),
+}
+for name, t in layout_seconds.items():
+    print(f"{name:<27} {1000 * t:9.2f} ms   "
+          f"({t / layout_seconds['sliding-window attention']:.3g}x the attention)")
+
+# %% [markdown]
+# Testing every pair costs a multiple of the attention it prepares (and grows as $N^2$, the attention as $N$); the
+# layout built from tile bounds costs a tiny fraction of it. "Skipped tiles cost nothing" holds only
+# when the layout is built without visiting them, or built once and reused.
+
+# %% [markdown]
 # The dense curves climb with slope near 2; the sparse ones with slope near 1 (at small $N$
 # their fixed per-block overhead flattens them further). The window mask alone saves nothing:
 # "dense + mask" computes all $N^2$ scores and still grows quadratically.
 
 # %% [markdown]
-# ## 10. What is lost, and how global tokens give it back
+# ## 10. What is lost, and how depth and global tokens give it back
 #
 # A toy retrieval task: one *needle* token hides at position 10 of 64 and **every** position must
-# output the needle's value. One attention head can do it: the needle's key carries a large
-# score $\beta$ (a built-in feature here, learned in a real model), so any query that may see the
-# needle puts almost all its weight on it.
+# output the needle's value. Each token carries its content and a flag, "I hold the needle" (1 at
+# the needle, 0 elsewhere). In every layer, every query looks for flagged keys: a flagged key gets
+# the large score $\beta$ (a built-in feature here, learned in a real model), so a query that may
+# see a flagged token copies its content **and its flag**. A token that has read the needle holds
+# it from then on, and the next layer's queries can find it there: that is how depth carries
+# information further.
 #
-# - Dense attention: every query sees the needle.
-# - Sliding window $w = 4$: only queries within 4 positions of it.
-# - Longformer with global token 0, two layers: in layer 1 the global token reads the needle; in
-#   layer 2 every token reads the global token (its key carries the score instead).
+# - Dense attention: every query sees the needle in one layer.
+# - Sliding window $w = 4$: one layer reaches the queries within 4 positions of the needle; each
+#   further layer 4 more (section 7's receptive field).
+# - Longformer with global token 0: in layer 1 the global token reads the needle; in layer 2 every
+#   token reads the global token.
 
 # %%
 n_task, needle, beta = 64, 10, 30.0
 values = torch.randn(n_task, 8)  # (N, d): what each token holds
-is_needle = torch.zeros(n_task, 1)
-is_needle[needle] = 1.0
-is_global = torch.zeros(n_task, 1)
-is_global[0] = 1.0
-seek = torch.full((n_task, 1), beta)  # every query looks for the marked key, score beta
+holds_needle = torch.zeros(n_task, 1)
+holds_needle[needle] = 1.0
+seek = torch.full((n_task, 1), beta)  # every query looks for flagged keys, score beta
+
+
+def spread(mask: torch.Tensor | None, n_layers: int) -> torch.Tensor:
+    """Run n_layers of the needle-seeking head; each layer's output (content, flag) is the next layer's input."""
+    content, flag = values, holds_needle
+    for _ in range(n_layers):
+        read = scaled_dot_product_attention(seek, flag, torch.cat([content, flag], dim=-1), mask, scale=1.0)
+        content, flag = read[:, :-1], read[:, -1:]  # (N, d), (N, 1): the flag travels with the content
+    return content
 
 
 def retrieved(output: torch.Tensor) -> float:
@@ -376,22 +455,119 @@ def retrieved(output: torch.Tensor) -> float:
     return ((output - values[needle]).norm(dim=-1) < 0.1).float().mean().item()
 
 
-dense_out = scaled_dot_product_attention(seek, is_needle, values, scale=1.0)
 window_mask = sliding_window_mask(n_task, 4)
-local_out = scaled_dot_product_attention(seek, is_needle, values, window_mask, scale=1.0)
-local_2 = scaled_dot_product_attention(seek, is_global, local_out, window_mask, scale=1.0)
 global_mask = longformer_pattern(n_task, 4, [0]).mask()
-layer_1 = scaled_dot_product_attention(seek, is_needle, values, global_mask, scale=1.0)
-layer_2 = scaled_dot_product_attention(seek, is_global, layer_1, global_mask, scale=1.0)
-print(f"dense, 1 layer:                     {retrieved(dense_out):.2f} of positions retrieve the needle")
-print(f"sliding window w=4, 1 layer:        {retrieved(local_out):.2f}")
-print(f"sliding window w=4, 2 layers:       {retrieved(local_2):.2f}")
-print(f"Longformer w=4 + global, 2 layers:  {retrieved(layer_2):.2f}")
+print(f"dense, 1 layer:                     {retrieved(spread(None, 1)):.2f} of positions retrieve the needle")
+for n_layers in (1, 2, 3, 4):
+    predicted = receptive_field(window_mask, n_layers)[-1, :, needle].float().mean().item()
+    print(f"sliding window w=4, {n_layers} layer(s):     {retrieved(spread(window_mask, n_layers)):.2f}"
+          f"   (receptive field of section 7: {predicted:.2f})")
+print(f"Longformer w=4 + global, 1 layer:   {retrieved(spread(global_mask, 1)):.2f}")
+print(f"Longformer w=4 + global, 2 layers:  {retrieved(spread(global_mask, 2)):.2f}")
 
 # %% [markdown]
-# The window alone reaches $9/64 = 0.14$ of the positions, and a second layer cannot help because
-# nothing carries the needle further. One global token fixes it for the cost of one extra row and
-# column. BigBird adds random links for the same reason: short paths between any two tokens.
+# The window alone reaches $9/64 = 0.14$ of the positions in one layer, and every further layer
+# adds $w = 4$ positions on each side (fewer once the reach hits the start of the sequence): 17,
+# then 23, then 27 positions, exactly the receptive field of section 7. Depth extends the reach,
+# but only linearly: covering all 64 positions this way takes many layers. One global token does
+# it in two, for the cost of one extra row and column. BigBird adds random links for the same
+# reason: short paths between any two tokens.
+
+# %% [markdown]
+# ## 11. Local patterns can be a trap: overfitting, and what regularisation does
+#
+# Restricting attention to neighbours is a bet that nearby tokens matter most. A model can make the
+# same bet on its own, and lose it: when a **local** cue happens to predict the answer on the
+# training data, attention learns to read that cue instead of the real evidence, and fails on data
+# where the cue means nothing. A small, fully computed case:
+#
+# - 16 tokens; the label says whether token `A` occurs among the first 14 (when it does, 3 times);
+# - in training, the token just before the last one is `B` exactly when the label is 1: a spurious
+#   local cue, right next to the position that answers;
+# - on held-out data the cue is random, so only the real evidence (the `A`s) predicts the label;
+# - the model: token and position embeddings, one attention head whose query is the last token, a
+#   linear read-out; 150 steps of Adam on fresh batches, from seeds 0 to 3.
+#
+# Three ways to train it: plain; with **attention dropout** (each weight zeroed with probability
+# 0.3 during training, the usual regulariser of attention layers); and with **cue noise** (in 20 %
+# of the training examples the cue is redrawn at random, a data-side regulariser).
+
+# %%
+n_seq, vocab, width_probe, token_a, token_b = 16, 8, 16, 1, 0
+
+
+def cue_batch(size: int, cue_follows_label: bool, generator: torch.Generator, cue_noise: float = 0.0):
+    """Sequences (size, 16), labels (size,): A three times when the label is 1; the cue B at position 14."""
+    tokens = torch.randint(2, vocab, (size, n_seq), generator=generator)
+    labels = torch.randint(0, 2, (size,), generator=generator)
+    slots = torch.rand(size, n_seq - 2, generator=generator).argsort(-1)[:, :3]  # 3 distinct positions
+    has_a = torch.zeros(size, n_seq, dtype=torch.bool).scatter_(1, slots, True) & labels[:, None].bool()
+    tokens = tokens.masked_fill(has_a, token_a)
+    cue = labels.clone() if cue_follows_label else torch.randint(0, 2, (size,), generator=generator)
+    redraw = torch.rand(size, generator=generator) < cue_noise
+    cue = torch.where(redraw, torch.randint(0, 2, (size,), generator=generator), cue)
+    tokens[:, n_seq - 2] = torch.where(cue.bool(), token_b, tokens[:, n_seq - 2])
+    return tokens, labels
+
+
+class CueProbe(torch.nn.Module):
+    """One attention head read at the last position; attention dropout on its weights during training."""
+
+    def __init__(self, dropout: float) -> None:
+        super().__init__()
+        self.token, self.position = torch.nn.Embedding(vocab, width_probe), torch.nn.Embedding(n_seq, width_probe)
+        self.w_q, self.w_k, self.w_v = (torch.nn.Linear(width_probe, width_probe) for _ in range(3))
+        self.readout, self.dropout = torch.nn.Linear(width_probe, 1), dropout
+
+    def forward(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = self.token(tokens) + self.position(torch.arange(n_seq))  # (B, 16, width)
+        scores = self.w_q(h[:, -1:]) @ self.w_k(h).transpose(1, 2) / width_probe**0.5  # (B, 1, 16)
+        weights = F.dropout(torch.softmax(scores, dim=-1), self.dropout, self.training)
+        return self.readout((weights @ self.w_v(h))[:, 0]).squeeze(-1), weights[:, 0]  # logits (B,), (B, 16)
+
+
+def train_probe(seed: int, dropout: float = 0.0, cue_noise: float = 0.0) -> tuple[float, float, float]:
+    """Train; return training accuracy, held-out accuracy (cue random) and the mean weight on the cue."""
+    torch.manual_seed(seed)
+    generator = torch.Generator().manual_seed(seed)
+    probe = CueProbe(dropout)
+    optimizer = torch.optim.Adam(probe.parameters(), lr=3e-3)
+    for _ in range(150):
+        tokens, labels = cue_batch(64, True, generator, cue_noise)
+        loss = F.binary_cross_entropy_with_logits(probe(tokens)[0], labels.float())
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    probe.eval()
+    test_generator = torch.Generator().manual_seed(1000)  # the same evaluation data for every model
+    with torch.no_grad():
+        train_tokens, train_labels = cue_batch(2000, True, test_generator)
+        held_tokens, held_labels = cue_batch(2000, False, test_generator)
+        train_logits = probe(train_tokens)[0]
+        held_logits, held_weights = probe(held_tokens)
+    accuracy = lambda logits, labels: ((logits > 0) == labels.bool()).float().mean().item()  # noqa: E731
+    return accuracy(train_logits, train_labels), accuracy(held_logits, held_labels), held_weights[:, -2].mean().item()
+
+
+probe_results = {}
+for name, options in {"plain": {}, "attention dropout 0.3": {"dropout": 0.3}, "cue noise 20 %": {"cue_noise": 0.2}}.items():
+    probe_results[name] = [train_probe(seed, **options) for seed in range(4)]
+    print(f"{name:<22} training acc {[round(r[0], 2) for r in probe_results[name]]}   "
+          f"held-out acc {[round(r[1], 2) for r in probe_results[name]]}   "
+          f"weight on the cue {[round(r[2], 2) for r in probe_results[name]]}")
+
+# %% [markdown]
+# Every model is perfect on data like its training data, so training accuracy cannot tell them
+# apart. Held out, the plain model of seeds 0 and 1 falls to chance: it put most of its weight on
+# the cue next to it and learned nothing else. That is overfitting to a local pattern, and which
+# seed falls into it is luck. Attention dropout, the standard regulariser of attention weights, is
+# no cure here: dropping weights at random rewards using *every* cue that predicts the label, the
+# spurious one included. It lifts seed 0 from 0.48 to 0.74, drops seed 3 from 0.98 to 0.74 and
+# leaves seed 1 at chance; 0.74 is the accuracy of a model that says "yes" when it sees either
+# the `A`s or the cue. What removes the shortcut is training data in
+# which the shortcut sometimes fails: with the cue redrawn in 20 % of the examples, every seed
+# ignores it and reads the `A`s. Regularisation helps against a spurious local pattern only when
+# it makes that pattern unreliable during training.
 
 # %% [markdown]
 # ## Your turn
@@ -409,6 +585,9 @@ print(f"Longformer w=4 + global, 2 layers:  {retrieved(layer_2):.2f}")
 # - Sparse attention equals dense attention under the same mask, to float32 rounding.
 # - Local patterns lose long-range links in one layer; depth, global tokens, strides and random
 #   blocks bring them back.
+# - A model can also *overfit* to a local pattern that happens to predict its training data;
+#   held-out data shows it, and only a regulariser that makes the pattern unreliable in training
+#   (here, noise on the cue; attention dropout was not enough) removes it.
 #
 # **Next:** lesson 11 keeps attention dense but never stores the $N \times N$ matrix either:
 # FlashAttention's tiling and online softmax.

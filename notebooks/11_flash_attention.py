@@ -23,8 +23,10 @@
 #    running maximum $m$ and a running sum $\ell$ that are rescaled whenever $m$ grows;
 # 3. write the **tiled forward pass** of FlashAttention, which gives exactly the same output as
 #    ordinary attention without ever holding the $N \times N$ score matrix;
-# 4. measure its memory (linear in $N$ instead of quadratic) and count its reads and writes of
-#    slow memory with the IO model of the FlashAttention paper.
+# 4. derive and write the **tiled backward pass** of FlashAttention-2, which recomputes the weights
+#    from the saved log-sum-exp instead of storing them;
+# 5. measure its memory (linear in $N$ instead of quadratic), count the tiles a causal mask lets it
+#    skip, and count its reads and writes of slow memory with the IO model of the FlashAttention paper.
 #
 # **Builds on:** [lesson 04](04_softmax.ipynb) (the stable softmax and the log-sum-exp) and
 # [lesson 05](05_masking.ipynb) (the causal mask).
@@ -32,19 +34,20 @@
 # %%
 import math
 
-import ipywidgets as widgets
 import matplotlib.pyplot as plt
 import torch
 import torch.nn.functional as F
-from matplotlib.patches import Rectangle
 
 from attention_course import logsumexp, scaled_dot_product_attention, softmax
 from attention_course.flash import (
     flash_attention,
+    flash_decoding,
     merge_attention_partials,
     online_softmax,
     tiled_attention,
+    tiled_attention_backward,
     tiled_attention_steps,
+    visited_tiles,
 )
 from attention_course.io_model import (
     flash_attention_io,
@@ -52,7 +55,8 @@ from attention_course.io_model import (
     standard_attention_io,
     tiled_attention_io,
 )
-from attention_course.measure import best_seconds, peak_memory_bytes
+from attention_course.measure import best_seconds, largest_allocation, peak_memory_bytes
+from attention_course.teaching.widgets import tile_stepper
 
 _ = torch.manual_seed(0)  # every random number below is the same on every run
 
@@ -72,13 +76,15 @@ _ = torch.manual_seed(0)  # every random number below is the same on every run
 # %%
 A100_FLOPS = 312e12  # FP16 tensor-core operations per second
 A100_HBM_BYTES_PER_S = 1.5e12  # HBM bandwidth (40 GB model)
-A100_SRAM_NUMBERS = 100 * 1024 // 4  # ~100 KB of SRAM per SM for the tiles, in float32 numbers
+BYTES = 2  # float16: every count of numbers below becomes bytes at 2 bytes per number
+A100_SRAM_NUMBERS = 100 * 1024 // BYTES  # ~100 KB of the SM's on-chip memory for the tiles, in float16 numbers
+A100_ON_CHIP_NUMBERS = 192 * 1024 // BYTES  # all of it (L1 + shared memory per SM)
 ridge = A100_FLOPS / A100_HBM_BYTES_PER_S
 print(f"the A100 needs {ridge:.0f} FLOPs per byte moved to keep its arithmetic units busy")
 
 n, d = 4096, 64
 flops = 4 * n * n * d  # two N x N x d matrix products (the softmax adds a few per score)
-standard_bytes = 2 * standard_attention_io(n, d).total  # float16: 2 bytes per number
+standard_bytes = BYTES * standard_attention_io(n, d).total
 print(f"standard attention, N={n}, d={d}: {flops / standard_bytes:.0f} FLOPs per byte -> memory-bound")
 
 # %% [markdown]
@@ -167,6 +173,29 @@ print("merged lse equals the log-sum-exp of all scores:",
       bool(torch.allclose(merged_lse, logsumexp(q @ k.T / math.sqrt(8)), atol=1e-6)))
 
 # %% [markdown]
+# ### Flash-decoding: splitting one query's keys
+#
+# When a model generates text, each step has **one** new query per head, attending to a cache of
+# thousands of keys. A GPU kernel that gives each (query tile, head) one block of threads then runs
+# only as many blocks as there are heads, say 32 on a chip with 108 or 132 multiprocessors, and each
+# block walks the whole cache alone. Flash-decoding splits the cache into chunks instead: each chunk's
+# attention $(o_c, \mathrm{lse}_c)$ depends on that chunk only, so all chunks of all heads run at once,
+# and a small final step merges them with the formula above. The merge is exact, whatever the split:
+
+# %%
+q_new = torch.randn(32, 1, 64)  # 32 heads, one new token
+k_cache, v_cache = torch.randn(32, 8192, 64), torch.randn(32, 8192, 64)
+full = F.scaled_dot_product_attention(q_new, k_cache, v_cache)
+for n_splits in (1, 4, 16, 64):
+    out, lse = flash_decoding(q_new, k_cache, v_cache, n_splits)
+    print(f"{n_splits:2} chunks of {8192 // n_splits:4} keys: {32 * n_splits:4} independent pieces of work, "
+          f"largest difference from full attention {(out - full).abs().max():.1e}")
+
+# %% [markdown]
+# The differences are float32 rounding (a few $10^{-7}$): the chunks sum the same terms in another
+# order. More chunks mean more independent work and a larger merge, which costs
+# $O(\text{chunks} \cdot d)$ per query against the $O(S\, d)$ of the attention itself.
+#
 # ## 4. The tiled forward pass
 #
 # Now attention. Cut $Q$ into tiles of $B_q$ rows and $K, V$ into tiles of $B_k$ rows. For one
@@ -183,8 +212,11 @@ print("merged lse equals the log-sum-exp of all scores:",
 # log-sum-exp, which the backward pass uses to recompute the weights tile by tile. The largest
 # temporary is one $B_q \times B_k$ tile of scores.
 #
-# With a causal mask, a key tile that starts after the query tile's last query is skipped
-# entirely (about half of all tiles), and only the tiles that straddle the diagonal need the mask.
+# With a causal mask the key tiles fall into three kinds: a tile **wholly below** the diagonal
+# (every key before every query of the tile) is used without a mask; a tile the diagonal
+# **crosses** gets the mask $S_{ij} = -\infty$ for $j > i$; a tile **wholly above** it (every key
+# after every query) is never visited. The loop stops at the query tile's last query, so the third
+# kind costs nothing, not even a comparison.
 #
 # `tiled_attention` does this for all heads at once (one batched matrix product per tile):
 
@@ -197,6 +229,28 @@ for causal in (False, True):
           f" largest difference from PyTorch < 1e-5: {bool((out - reference).abs().max() < 1e-5)}")
 
 # %% [markdown]
+# How many tiles does causal attention visit at $N = 4096$ with the default $512 \times 256$ tiles?
+# `visited_tiles` lists the tiles the loops visit, with whether each carries a mask:
+
+# %%
+n_tokens = 4096
+all_tiles = visited_tiles(n_tokens, n_tokens, 512, 256, causal=False)
+causal_tiles = visited_tiles(n_tokens, n_tokens, 512, 256, causal=True)
+n_masked = sum(masked for _, _, masked in causal_tiles)
+print(f"non-causal: {len(all_tiles)} tiles; causal: {len(causal_tiles)} visited "
+      f"({len(causal_tiles) / len(all_tiles):.0%}), of which {n_masked} masked and "
+      f"{len(causal_tiles) - n_masked} unmasked; {len(all_tiles) - len(causal_tiles)} never visited")
+
+# %% [markdown]
+# A little over half: the diagonal tiles are visited whole although part of them is masked. With
+# $T = N / B_q$ query tiles (and $B_k$ dividing $B_q$) the fraction is $(T + 1) / 2T$, which tends to
+# one half as the tiles shrink:
+
+# %%
+n_query_tiles = n_tokens // 512
+print(f"(T + 1) / 2T for T = {n_query_tiles}: {(n_query_tiles + 1) / (2 * n_query_tiles):.4f},"
+      f" counted: {len(causal_tiles) / len(all_tiles):.4f}")
+#
 # ### Step through the tiles
 #
 # The widget runs the algorithm on one small head (8 queries, 12 keys, tiles of 4 × 4) and
@@ -207,50 +261,10 @@ for causal in (False, True):
 # rescaling. Tick *causal* to see the skipped tiles.
 
 # %%
+# NBVAL_IGNORE_OUTPUT
 # Later keys are longer, so their scores are larger: the running maximum keeps moving.
 small_q, small_k, small_v = torch.randn(8, 2), torch.randn(12, 2) * torch.linspace(0.5, 3, 12)[:, None], torch.randn(12, 2)
-
-
-def show_tiles(step: int, causal: bool) -> None:
-    steps = tiled_attention_steps(small_q, small_k, small_v, causal, block_q=4, block_k=4)
-    step = min(step, len(steps))
-    current = steps[step - 1]
-    final, weights = scaled_dot_product_attention(small_q, small_k, small_v, causal=causal, return_weights=True)
-    rows = torch.arange(current.q_start, current.q_stop)
-    fig, (ax_map, ax_stats, ax_out) = plt.subplots(1, 3, figsize=(14, 3.8))
-    ax_map.imshow(weights, cmap="Blues", vmin=0, vmax=float(weights.max()))
-    for seen in steps[:step]:
-        is_current = seen is current
-        ax_map.add_patch(Rectangle((seen.k_start - 0.5, seen.q_start - 0.5), seen.k_stop - seen.k_start,
-                                   seen.q_stop - seen.q_start, fill=not is_current, alpha=1 if is_current else 0.35,
-                                   facecolor="grey", edgecolor="red" if is_current else "grey", linewidth=3))
-    ax_map.set(title=f"tile {step} of {len(steps)}: queries {current.q_start}-{current.q_stop - 1}, "
-               f"keys {current.k_start}-{current.k_stop - 1}", xlabel="key", ylabel="query")
-    width = 0.4
-    ax_stats.bar(rows - width / 2, current.running_max, width, label="running max m")
-    ax_stats.bar(rows + width / 2, current.running_sum, width, label="running sum ℓ")
-    ax_stats.set(title="m and ℓ of this query tile", xlabel="query", ylabel="value", xticks=rows.tolist())
-    ax_stats.legend()
-    ax_out.scatter(*current.partial_output.T, label="partial output o / ℓ")
-    ax_out.scatter(*final[rows].T, marker="x", s=80, label="final output")
-    for row, (x, y), (fx, fy) in zip(rows.tolist(), current.partial_output.tolist(), final[rows].tolist(), strict=True):
-        ax_out.plot([x, fx], [y, fy], ":", color="grey")  # how far this row still has to go
-        ax_out.annotate(str(row), (x, y), textcoords="offset points", xytext=(4, 4))
-    ax_out.set(title="partial against final output", xlabel="output feature 0", ylabel="output feature 1")
-    ax_out.legend()
-    plt.tight_layout()
-    plt.show()
-
-
-n_tiles = {causal: len(tiled_attention_steps(small_q, small_k, small_v, causal, 4, 4)) for causal in (False, True)}
-step_slider = widgets.IntSlider(value=1, min=1, max=n_tiles[False], description="tile")
-causal_box = widgets.Checkbox(value=False, description="causal")
-causal_box.observe(lambda change: setattr(step_slider, "max", n_tiles[change["new"]]), names="value")
-
-# %%
-# NBVAL_IGNORE_OUTPUT
-display(widgets.HBox([step_slider, causal_box]),  # noqa: F821 (display is an IPython built-in)
-        widgets.interactive_output(show_tiles, {"step": step_slider, "causal": causal_box}))
+tile_stepper(small_q, small_k, small_v, block_q=4, block_k=4)
 
 # %% [markdown]
 # The numbers behind the widget, for the first query tile (queries 0–3): $m$ never decreases;
@@ -269,19 +283,93 @@ causal_steps = tiled_attention_steps(small_q, small_k, small_v, causal=True, blo
 print(f"causal: {len(causal_steps)} of {len(steps)} tiles visited")
 
 # %% [markdown]
-# ### The backward pass recomputes instead of storing
+# ### The backward pass, line by line
 #
 # Training needs gradients. Standard attention keeps $P$ ($N \times N$) for the backward pass.
-# The tiled backward keeps only $Q, K, V$, the output and the log-sum-exp ($O(Nd)$) and
-# recomputes each tile's weights as $P = e^{S - \mathrm{lse}}$: more FLOPs, far less memory
-# traffic, and on a GPU faster overall. `flash_attention` wraps the tiled forward and that backward
-# in a `torch.autograd.Function`; its gradients match autograd through the dense formula:
+# FlashAttention keeps only $Q, K, V$, the output $O$ and the log-sum-exp ($O(Nd)$ numbers) and
+# recomputes each tile's weights. Write the forward for one query row $i$ with
+# $s = 1/\sqrt{d_k}$: $S_{ij} = s\, q_i \cdot k_j$, $P_{ij} = e^{S_{ij} - \mathrm{lse}_i}$,
+# $O_i = \sum_j P_{ij} v_j$. Given $dO = \partial \mathcal{L} / \partial O$, the chain rule gives, one
+# line at a time (each line is a line of `tiled_attention_backward`, on one tile):
+#
+# 1. **Recompute the weights.** $\mathrm{lse}_i$ is the log of the softmax's denominator, so
+#    $P_{ij} = e^{S_{ij} - \mathrm{lse}_i}$ is the forward's weight exactly, from one tile of scores.
+#    `p = torch.exp(q_tile @ k_tile.mT * scale - lse_tile[..., None])`
+# 2. **Values.** $O_i = \sum_j P_{ij} v_j$ is linear in $v_j$: $dV_j = \sum_i P_{ij}\, dO_i$, i.e.
+#    $dV \mathrel{+}= P^\top dO$ summed over query tiles.
+#    `dv_tile += p.mT @ do_tile`
+# 3. **Weights.** The same product, differentiated in $P$: $dP_{ij} = dO_i \cdot v_j$, i.e. $dP = dO\, V^\top$.
+#    `dp = do_tile @ v_tile.mT`
+# 4. **Scores.** The softmax's Jacobian is $\partial P_{ij} / \partial S_{ik} = P_{ij}(\delta_{jk} - P_{ik})$, so
+#    $dS_{ik} = P_{ik}\big(dP_{ik} - \sum_j P_{ij}\, dP_{ij}\big)$. The sum runs over **all** keys of the
+#    row, which one tile does not hold, but it equals $\sum_j P_{ij}\, dO_i \cdot v_j = dO_i \cdot O_i
+#    =: D_i$: one number per row, computed once from $dO$ and $O$ before the loop.
+#    `delta = (grad_out * out).sum(-1, keepdim=True)` then `ds = p * (dp - delta_tile)`
+# 5. **Queries and keys.** $S_{ij} = s\, q_i \cdot k_j$ gives $dq_i = s \sum_j dS_{ij} k_j$ and
+#    $dk_j = s \sum_i dS_{ij} q_i$: $dQ \mathrel{+}= s\, dS\, K$ and $dK \mathrel{+}= s\, dS^\top Q$.
+#    `dq_tile += ds @ k_tile * scale` and `dk_tile += ds.mT @ q_tile * scale`
+#
+# With a causal mask the backward visits the same tiles as the forward and masks the same
+# diagonal tiles ($P = 0$ above the diagonal, so no gradient flows to future keys). This is the
+# last exercise of this lesson; the package's `tiled_attention_backward` batches the same lines
+# (`torch.baddbmm`, in place). Against autograd through PyTorch's SDPA:
 
 # %%
-q64, k64, v64 = (torch.randn(2, 50, 16, dtype=torch.float64, requires_grad=True) for _ in range(3))
-grads_tiled = torch.autograd.grad(flash_attention(q64, k64, v64, True, 16, 16).sum(), (q64, k64, v64))
-grads_dense = torch.autograd.grad(scaled_dot_product_attention(q64, k64, v64, causal=True).sum(), (q64, k64, v64))
-print("dQ, dK, dV equal autograd's:", all(torch.allclose(a, b, atol=1e-10) for a, b in zip(grads_tiled, grads_dense)))
+q, k, v = torch.randn(2, 4, 300, 32), torch.randn(2, 4, 260, 32), torch.randn(2, 4, 260, 48)  # L != S, d_v != d_k
+grad_out = torch.randn(2, 4, 300, 48)
+for causal in (False, True):
+    out, lse = tiled_attention(q, k, v, causal=causal, block_q=64, block_k=48)  # ragged last tiles
+    ours = tiled_attention_backward(q, k, v, out, lse, grad_out, causal=causal, block_q=64, block_k=48)
+    leaves = [t.clone().requires_grad_() for t in (q, k, v)]
+    theirs = torch.autograd.grad(F.scaled_dot_product_attention(*leaves, is_causal=causal), leaves, grad_out)
+    print(f"causal={causal!s:5}  dQ, dK, dV equal autograd through SDPA within 1e-5:",
+          all(bool((a - b).abs().max() < 1e-5) for a, b in zip(ours, theirs, strict=True)))
+
+# %% [markdown]
+# `flash_attention` wraps the tiled forward and this backward in a `torch.autograd.Function`, so
+# `loss.backward()` uses them. What it saves for the backward pass is $Q, K, V, O$ and the
+# log-sum-exp; autograd through the dense formula saves the $N \times N$ scores and weights too.
+# The bytes each one saves (counted with a hook on autograd's saved tensors) and the peak memory of
+# forward and backward together (`peak_memory_bytes`), for 2 heads of width 64:
+
+
+# %%
+def saved_bytes(attention, q, k, v) -> int:
+    """Bytes autograd keeps between forward and backward (each storage once; the inputs themselves excluded)."""
+    storages = {}
+
+    def keep(t: torch.Tensor) -> torch.Tensor:
+        if all(t.untyped_storage().data_ptr() != x.untyped_storage().data_ptr() for x in (q, k, v)):
+            storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(keep, lambda t: t):
+        attention(q, k, v)
+    return sum(storages.values())
+
+
+def train_step(attention, q, k, v) -> None:
+    attention(q, k, v).sum().backward()
+
+
+def dense(q, k, v):
+    return scaled_dot_product_attention(q, k, v)
+
+
+for n in (256, 512, 1024):
+    q, k, v = (torch.randn(2, n, 64, requires_grad=True) for _ in range(3))
+    dense_saved = saved_bytes(dense, q, k, v)
+    print(f"N = {n:4}: saved for backward: dense {dense_saved / 2**20:5.1f} MiB"
+          f" ({dense_saved / (2 * n * n * 4):.1f} N x N float32 matrices per head),"
+          f" flash {saved_bytes(flash_attention, q, k, v) / 2**20:4.2f} MiB;   peak of forward + backward:"
+          f" dense {peak_memory_bytes(lambda: train_step(dense, q, k, v)) / 2**20:5.1f} MiB,"
+          f" flash {peak_memory_bytes(lambda: train_step(flash_attention, q, k, v)) / 2**20:4.1f} MiB")
+
+# %% [markdown]
+# The dense pass saves three $N \times N$ matrices per head (intermediate results of the softmax and
+# the weights: each operation keeps what its own backward needs), growing 4× per doubling of $N$;
+# flash saves the output and the log-sum-exp, growing 2×. The price is the recomputation: one more
+# $QK^\top$ per tile in the backward pass.
 
 # %% [markdown]
 # ## 5. Memory: quadratic against linear
@@ -330,9 +418,11 @@ print(f"dense x{dense_mib[-1] / dense_mib[-2]:.1f}, tiled x{tiled_mib[-1] / tile
 #   $T_c = \lceil N / B_c \rceil \approx 4Nd/M$ passes of $O(Nd)$ each, i.e. $\Theta(N^2 d^2 / M)$.
 #
 # The standard count is about $4N^2$ whatever the SRAM; the flash count is about $12 N^2 d^2 / M$ and
-# falls in proportion as the SRAM grows. So the tiled algorithm wins once $M > 3d^2$: with
-# $d = 64$ and an A100's SRAM, by about a factor of two in numbers moved (and it never writes the
-# $N \times N$ matrices, which also saves their memory).
+# falls in proportion as the SRAM grows. So the tiled algorithm wins once $M > 3d^2$, by a factor of
+# about $M / 3d^2$. $M$ and the byte counts must use the same unit: in float16, 100 KB of an A100
+# SM's on-chip memory holds 51,200 numbers, $M / 3d^2 \approx 4$ at $d = 64$; all 192 KB of it
+# (L1 and shared memory together) would give about 7 (and flash never writes the $N \times N$
+# matrices, which also saves their memory).
 
 # %%
 d, sram = 64, A100_SRAM_NUMBERS
@@ -353,9 +443,12 @@ ax_m.legend()
 plt.show()
 
 # %%
+print(f"M = {sram} float16 numbers (100 KB), M / 3d^2 = {sram / (3 * d * d):.1f}")
 for n in (1024, 4096, 16384):
     ratio = standard_attention_io(n, d).total / flash_attention_io(n, d, sram).total
-    print(f"N = {n:5}: flash moves {ratio:.1f} times fewer numbers than standard attention")
+    ratio_full = standard_attention_io(n, d).total / flash_attention_io(n, d, A100_ON_CHIP_NUMBERS).total
+    print(f"N = {n:5}: flash moves {ratio:.1f} times fewer numbers than standard attention"
+          f" ({ratio_full:.1f} with all 192 KB on chip)")
 print("doubling M from 2**13 to 2**14 divides flash's traffic by",
       round(flash_attention_io(4096, d, 2**13).total / flash_attention_io(4096, d, 2**14).total, 2))
 
@@ -371,12 +464,60 @@ for block_q in (64, 128, 256):
     print(f"B_q = {block_q:3}: {count.total / 1e6:5.1f} M numbers, causal {causal_count.total / 1e6:5.1f} M")
 
 # %% [markdown]
+# **FlashAttention's own arithmetic intensity.** In this order each query tile reads $K$ and $V$
+# once: about $2Nd \cdot N / B_q$ numbers for $4N^2 d$ FLOPs. In float16 (2 bytes a number) that is
+# $4N^2 d / (4 N^2 d / B_q) = B_q$ FLOPs per byte: the intensity **is** the query-tile size.
+
+# %%
+n = 4096
+for block_q in (64, 128, 256):
+    intensity = flops / (BYTES * tiled_attention_io(n, 64, block_q, 64).total)
+    print(f"B_q = {block_q:3}: {intensity:5.1f} FLOPs per byte (standard attention: "
+          f"{flops / standard_bytes:.0f}; the A100 needs {ridge:.0f})")
+
+# %% [markdown]
+# With $B_q = 128$ the model says 124 FLOPs per byte: four times standard attention's 32, still
+# under the 208 the chip needs. Real kernels do better than this count because the $K, V$ tiles
+# that successive query tiles re-read are mostly found in the 40 MB L2 cache rather than in HBM;
+# the model counts every re-read as HBM traffic.
+#
+# **Against the paper.** FlashAttention (Dao et al., 2022, Figure 2 left) measured GPT-2 medium's
+# attention (N = 1024, d = 64, forward and backward, on an A100): **40.3 GB** of HBM reads and
+# writes for the standard implementation against **4.4 GB** for FlashAttention, 9.2× less. The
+# model's forward-only ratio at the same size:
+
+# %%
+model_ratio = standard_attention_io(1024, 64).total / flash_attention_io(1024, 64, A100_SRAM_NUMBERS).total
+print(f"paper: {40.3 / 4.4:.1f}x less HBM traffic; model (forward, 100 KB of SRAM): {model_ratio:.1f}x;"
+      f" model with all 192 KB: "
+      f"{standard_attention_io(1024, 64).total / flash_attention_io(1024, 64, A100_ON_CHIP_NUMBERS).total:.1f}x")
+
+# %% [markdown]
+# They differ for reasons the model leaves out on purpose. The standard implementation the paper
+# measured runs the masking, softmax and dropout as separate kernels, each reading and writing the
+# $N \times N$ matrix, and its backward pass reads and writes several more $N \times N$ matrices
+# ($P$, $dP$, $dS$): far more than the model's $4N^2$. FlashAttention's backward re-reads $Q, K, V$
+# but writes no $N \times N$ matrix. The model counts one forward pass with the matrices written
+# once; it gets the order right ($\Theta(N^2)$ against $\Theta(N^2 d^2 / M)$), not the constant.
+#
 # ## 7. How fast is it on this CPU?
 #
 # PyTorch's `scaled_dot_product_attention` runs a fused C++ flash kernel on the CPU. Our tiled
 # pass is plain PyTorch: a Python loop over tiles, each doing a few large batched operations.
-# Big tiles keep the Python overhead small; tiles that fit in the caches keep the memory traffic
-# small. (The full sweep over N is `benchmarks/bench_flash.py`; timings on a shared machine vary.)
+# What makes `tiled_attention` fast, compared with the exercise's version of the same loop:
+#
+# * **all heads in one operation per tile**: the batch and head axes are flattened into one, so
+#   each tile is one `torch.bmm` over every head, and the Python loop runs
+#   $\lceil L / B_q \rceil \cdot \lceil S / B_k \rceil$ times whatever the number of heads;
+# * **large tiles** ($512 \times 256$): few trips through the Python loop;
+# * **in-place updates**: `sub_`, `exp2_`, `mul_`, `baddbmm_` reuse the tile of scores and the
+#   accumulators, so each tile allocates one buffer, not five;
+# * **the scale folded into $Q$ once**, in base 2 (`exp2` is cheaper than `exp`), and the division by
+#   $\ell$ done once after the last key tile;
+# * **causal tiles above the diagonal never visited**, and only diagonal tiles masked.
+#
+# (The full sweep over $N$, causal and not, the backward pass and a run with a busy neighbour is
+# `benchmarks/bench_flash.py`; timings on a shared machine vary.)
 
 # %%
 # NBVAL_IGNORE_OUTPUT
@@ -407,9 +548,11 @@ print(f"PyTorch SDPA {t_sdpa * 1e3:6.1f} ms\ntiled        {t_tiled * 1e3:6.1f} m
 # ## Your turn
 #
 # Open [exercises/11_flash_attention.ipynb](../exercises/11_flash_attention.ipynb): write
-# `online_softmax` and `tiled_attention` (with the causal case and the log-sum-exp). The check
-# cells name the classic bugs: forgetting to rescale, dividing by $\ell$ inside the loop,
-# skipping the diagonal tile.
+# `online_softmax`, `tiled_attention` (with the causal case and the log-sum-exp) and
+# `tiled_attention_backward` (FlashAttention-2's backward, graded against autograd through
+# PyTorch's SDPA, without building the $L \times S$ matrix). The check cells name the classic bugs:
+# forgetting to rescale, dividing by $\ell$ inside the loop, skipping the diagonal tile, forgetting
+# the $D$ term, recomputing $P$ without the scale or the log-sum-exp.
 #
 # ## Summary
 #

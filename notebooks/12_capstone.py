@@ -483,6 +483,38 @@ for label, heads_off in ablation_sets.items():
 # the embeddings of these 48 sentences only; it does not show what the sink heads do elsewhere.
 
 # %% [markdown]
+# ## 8b. The head view: every line of one head at once
+#
+# Heatmaps are one way to read a head; the *head view* of BertViz (Vig, 2019) is another: the
+# sentence written twice, queries on the left and keys on the right, and a line from each query
+# token to each key token, as opaque and as thick as its weight. A diagonal stripe of the heatmap
+# becomes parallel lines, a `[CLS]` sink becomes a fan converging on the first token. Here it is
+# for this model, drawn with the course's own widgets and the weights computed above (nothing is
+# fetched: BertViz itself loads its drawing code from the internet). Pick a sentence, a layer and a
+# head; the title names the strongest line. It opens on the head that sends the most weight from
+# "it" to "tiger".
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+from attention_course.teaching.widgets import head_view, save_figure
+
+head_views = {}  # sentence -> (tokens, weights (layers, heads, L, L)), computed once for the widget
+for text in [TIGER_TEXT, "The skilled surgeon operated on the patient with a scalpel.", *MOLE_CONTEXTS.values()]:
+    head_views[text] = (encoder.tokenize([text]).tokens[0], torch.stack(encoder([text]).attentions)[:, 0])
+view_tokens, view_weights = head_views[TIGER_TEXT]
+view_layer, view_head = divmod(int(view_weights[:, :, view_tokens.index("it"), view_tokens.index("tiger")].argmax()),
+                               config.n_heads)
+viewer = head_view(head_views, sentence=TIGER_TEXT, layer=view_layer, head=view_head)
+save_figure(viewer, "figures/12_head_view.png", sentence=TIGER_TEXT, layer=view_layer, head=view_head)
+viewer
+
+# %% [markdown]
+# ![The head view of all-MiniLM-L6-v2 on the tiger sentence, for the head that sends the most weight from "it" to "tiger": a line from every query token to every key token, as strong as its weight](figures/12_head_view.png)
+#
+# *The head view on the tiger sentence, for the head that links "it" to "tiger" most strongly (a
+# saved picture, for readers without a running kernel).*
+
+# %% [markdown]
 # ## 9. What breaks without the padding mask
 #
 # Put a short sentence in a batch with a long one and it gets padded. The mask keeps every

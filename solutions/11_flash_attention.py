@@ -16,7 +16,7 @@
 # %% [markdown]
 # # Exercise 11 · Flash-attention tiling
 #
-# Lesson: [11 flash attention](../notebooks/11_flash_attention.ipynb). Two functions, each
+# Lesson: [11 flash attention](../notebooks/11_flash_attention.ipynb). Three functions, each
 # followed by a check cell that says **PASS**, **TODO** (not done yet) or **FAIL** with a hint
 # naming the likely mistake.
 #
@@ -133,6 +133,74 @@ def tiled_attention(
 
 # %%
 check("tiled_attention", tiled_attention)
+
+# %% [markdown]
+# ## 3. The tiled backward pass (FlashAttention-2)
+#
+# The forward pass saved only `out` $= O$ and `lse` $= \mathrm{lse}$. Given the gradient of the
+# loss with respect to the output, $dO$, compute $dQ$, $dK$, $dV$ tile by tile, never building the
+# `(L, S)` matrix. First, once per query row:
+#
+# $$D_i = \sum_c dO_{ic}\, O_{ic}.$$
+#
+# Then for every query tile $i$ and key tile $j$ (the same tiles as the forward, with the same
+# causal skipping and masking), with $s = 1/\sqrt{d_k}$:
+#
+# $$P = e^{s\,Q_i K_j^\top - \mathrm{lse}_i}, \quad dV_j \mathrel{+}= P^\top dO_i, \quad
+#   dP = dO_i V_j^\top, \quad dS = P \odot (dP - D_i),$$
+# $$dQ_i \mathrel{+}= s\, dS\, K_j, \qquad dK_j \mathrel{+}= s\, dS^\top Q_i.$$
+#
+# Return `(dq, dk, dv)`, shaped like `q`, `k` and `v`. The check compares them with autograd
+# through PyTorch's `scaled_dot_product_attention`.
+
+# %%
+def tiled_attention_backward(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    out: torch.Tensor,
+    lse: torch.Tensor,
+    grad_out: torch.Tensor,
+    causal: bool = False,
+    block_q: int = 64,
+    block_k: int = 64,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Gradients of attention's output with respect to q, k and v, one tile of scores at a time.
+
+    q: (..., L, d_k); k: (..., S, d_k); v: (..., S, d_v); out: (..., L, d_v) and lse: (..., L) from the
+    forward pass; grad_out: (..., L, d_v), the gradient of the loss with respect to out.
+    Returns (dq, dk, dv), shaped like q, k and v.
+
+    Hints: start from `torch.zeros_like(q)` etc. and add each tile's share into a slice,
+    `dk[..., j:j + block_k, :] += ...`; `lse[..., i:i + block_q, None]` broadcasts over a tile's keys;
+    the causal skipping and masking are the forward's.
+    """
+    ### BEGIN SOLUTION
+    scale = 1 / math.sqrt(q.shape[-1])
+    delta = (grad_out * out).sum(dim=-1, keepdim=True)  # D (..., L, 1)
+    dq, dk, dv = torch.zeros_like(q), torch.zeros_like(k), torch.zeros_like(v)
+    for i in range(0, q.shape[-2], block_q):
+        q_tile, do_tile = q[..., i:i + block_q, :], grad_out[..., i:i + block_q, :]
+        rows = torch.arange(i, i + q_tile.shape[-2])[:, None]  # query positions (bq, 1)
+        for j in range(0, k.shape[-2], block_k):
+            if causal and j > rows[-1]:
+                break  # this key tile and all later ones come after the tile's last query
+            k_tile, v_tile = k[..., j:j + block_k, :], v[..., j:j + block_k, :]
+            s = q_tile @ k_tile.transpose(-2, -1) * scale  # (..., bq, bk)
+            if causal:
+                s = s.masked_fill(torch.arange(j, j + s.shape[-1]) > rows, float("-inf"))
+            p = torch.exp(s - lse[..., i:i + block_q, None])  # the forward's weights, recomputed
+            dv[..., j:j + block_k, :] += p.transpose(-2, -1) @ do_tile
+            dp = do_tile @ v_tile.transpose(-2, -1)  # (..., bq, bk)
+            ds = p * (dp - delta[..., i:i + block_q, :])
+            dq[..., i:i + block_q, :] += ds @ k_tile * scale
+            dk[..., j:j + block_k, :] += ds.transpose(-2, -1) @ q_tile * scale
+    return dq, dk, dv
+    ### END SOLUTION
+
+
+# %%
+check("tiled_attention_backward", tiled_attention_backward)
 
 # %% [markdown]
 # Done? Lesson [11b](../notebooks/11b_flash_triton.ipynb) writes this loop as a Triton kernel,

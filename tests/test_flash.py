@@ -10,13 +10,16 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from attention_course import scaled_dot_product_attention, softmax
+from attention_course import flash, scaled_dot_product_attention, softmax
 from attention_course.flash import (
     flash_attention,
+    flash_decoding,
     merge_attention_partials,
     online_softmax,
     tiled_attention,
+    tiled_attention_backward,
     tiled_attention_steps,
+    visited_tiles,
 )
 from attention_course.measure import peak_memory_bytes
 
@@ -240,3 +243,63 @@ def test_bad_inputs_are_named() -> None:
         tiled_attention_steps(q[None], q, q)
     with pytest.raises(TypeError, match="fn must be a function"):
         peak_memory_bytes(3)
+
+
+@pytest.mark.parametrize(("n_queries", "n_keys", "block_q", "block_k"),
+                         [(10, 10, 4, 4), (10, 11, 4, 3), (9, 13, 3, 5), (13, 7, 5, 2), (16, 16, 8, 4), (1, 5, 2, 2)])
+def test_causal_loop_visits_exactly_the_tiles_on_or_below_the_diagonal(n_queries: int, n_keys: int, block_q: int,
+                                                                       block_k: int) -> None:
+    allowed = torch.ones(n_queries, n_keys, dtype=torch.bool).tril()  # query i sees keys j <= i
+    expected = []
+    for i, q_start in enumerate(range(0, n_queries, block_q)):
+        for j, k_start in enumerate(range(0, n_keys, block_k)):
+            tile = allowed[q_start:q_start + block_q, k_start:k_start + block_k]
+            if tile.any():  # some key on or below the diagonal: visited, masked if some key is above it
+                expected.append((i, j, not bool(tile.all())))
+    assert visited_tiles(n_queries, n_keys, block_q, block_k, causal=True) == expected
+    n_tiles = math.ceil(n_queries / block_q) * math.ceil(n_keys / block_k)
+    assert [masked for *_, masked in visited_tiles(n_queries, n_keys, block_q, block_k, False)] == [False] * n_tiles
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_forward_and_backward_compute_the_tiles_visited_tiles_lists(causal: bool, monkeypatch) -> None:
+    # Record every tile of scores the real loops compute, with whether it was masked.
+    computed = []
+    original = flash._tile_scores
+
+    def recording(q_tile, k, q_start, k_start, k_stop, masked):
+        computed.append((q_start, k_start, masked))
+        return original(q_tile, k, q_start, k_start, k_stop, masked)
+
+    monkeypatch.setattr(flash, "_tile_scores", recording)
+    q, k, v = torch.randn(2, 23, 4), torch.randn(2, 23, 4), torch.randn(2, 23, 4)
+    out, lse = tiled_attention(q, k, v, causal, 6, 4)
+    expected = [(i * 6, j * 4, masked) for i, j, masked in visited_tiles(23, 23, 6, 4, causal)]
+    assert computed == expected
+    computed.clear()
+    tiled_attention_backward(q, k, v, out, lse, torch.randn(2, 23, 4), causal, 6, 4)
+    assert computed == expected
+
+
+@pytest.mark.parametrize(("n_keys", "n_splits"), [(1000, 1), (1000, 7), (1000, 64), (5, 9), (0, 3)])
+def test_flash_decoding_equals_full_attention(n_keys: int, n_splits: int) -> None:
+    generator = torch.Generator().manual_seed(18)
+    q = torch.randn(3, 4, 1, 16, generator=generator)  # one new token, 4 heads
+    k, v = torch.randn(3, 4, n_keys, 16, generator=generator) * 2, torch.randn(3, 4, n_keys, 8, generator=generator)
+    out, lse = flash_decoding(q, k, v, n_splits)
+    torch.testing.assert_close(out, F.scaled_dot_product_attention(q, k, v), atol=ATOL, rtol=RTOL)
+    torch.testing.assert_close(lse, dense_lse(q, k, causal=False), atol=ATOL, rtol=RTOL)
+
+
+def test_tile_stepper_walks_the_tiles() -> None:
+    from attention_course.teaching.widgets import tile_stepper
+
+    generator = torch.Generator().manual_seed(7)
+    q, k, v = (torch.randn(n, 2, generator=generator) for n in (8, 12, 12))
+    widget = tile_stepper(q, k, v, block_q=4, block_k=4)
+    slider, causal_box = widget.children[:2]
+    assert widget.readout["tiles"] == 6 and widget.readout["distance"] > 0
+    slider.value = 3  # the first query tile has seen every key: its partial output is final
+    assert widget.readout["distance"] < 1e-5
+    causal_box.value = True
+    assert widget.readout["tiles"] == 3 and slider.max == 3

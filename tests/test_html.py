@@ -15,6 +15,8 @@ REPO = Path(__file__).resolve().parent.parent
 V4 = nbformat.v4
 KERNEL = {"kernelspec": {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}}
 # Anything a page loads by itself: scripts, stylesheets, images, frames, fonts and CSS url(...).
+PNG = b"\x89PNG\r\n\x1a\n a stand-in for a picture"
+IMAGE = re.compile(r'<img\b[^>]*?\bsrc="(?!data:)([^"]+)"')
 RESOURCE = re.compile(r'<(?:script|link|img|iframe|source|embed)\b[^>]*?\b(?:src|href)="([^"]*)"|url\(\s*[\'"]?([^\'")]+)')
 
 
@@ -55,7 +57,8 @@ def _mini_course(root: Path) -> None:
     lesson = V4.new_notebook(metadata=KERNEL, cells=[
         V4.new_markdown_cell("# 01 · First lesson\n\nThe scores are $QK^\\top / \\sqrt{d_k}$.\n\n"
                              "[Your turn](../exercises/01_first.ipynb), [next](02_second.ipynb#top), "
-                             "[later](03_missing.ipynb), [docs](https://pytorch.org)"),
+                             "[later](03_missing.ipynb), [docs](https://pytorch.org)\n\n"
+                             "![the widget, as saved](figures/01_widget.png)"),
         V4.new_code_cell("print(1)", outputs=[V4.new_output("stream", name="stdout", text="1\n")]),
     ])
     for path, nb in {
@@ -66,6 +69,8 @@ def _mini_course(root: Path) -> None:
     }.items():
         (root / path).parent.mkdir(parents=True, exist_ok=True)
         nbformat.write(nb, root / path)
+    (root / "notebooks/figures").mkdir()
+    (root / "notebooks/figures/01_widget.png").write_bytes(PNG)
 
 
 def _external_resources(page: str) -> list[str]:
@@ -102,6 +107,8 @@ def test_build_links_pages_and_stays_offline(tmp_path: Path, monkeypatch: pytest
     assert ('src="../_static/mathjax/MathJax.js?config=' in lesson) is with_mathjax
     assert (out / "_static/mathjax/MathJax.js").exists() is with_mathjax
     assert ("TeX source" in index) is not with_mathjax
+    assert 'src="figures/01_widget.png"' in lesson  # a widget's static picture shows on the page
+    assert (out / "notebooks/figures/01_widget.png").read_bytes() == PNG
 
 
 def test_build_without_notebooks_says_so(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -123,6 +130,8 @@ def test_the_course_renders_with_nothing_to_fetch(course_site: list[Path]) -> No
         text = page.read_text(encoding="utf-8")
         assert _external_resources(text) == [], page
         assert "application/vnd.jupyter.widget-view+json" not in text, page
+        for source in IMAGE.findall(text):  # every picture a page shows (the widgets' static PNGs) came along
+            assert (page.parent / source).is_file(), f"{page} shows {source}, which the build did not copy"
 
 
 def test_the_course_reads_in_a_browser_with_the_network_cut(course_site: list[Path]) -> None:

@@ -126,3 +126,24 @@ def test_sram_of_one_tile() -> None:
 def test_bad_inputs_are_named(call, error: type[Exception], message: str) -> None:
     with pytest.raises(error, match=message):
         call()
+
+
+def test_lesson_11_claims_with_consistent_units() -> None:
+    # Lesson 11 counts SRAM and traffic in the same unit (float16 numbers, 2 bytes each). With 100 KB
+    # of an A100 SM's on-chip memory the model's saving is about M / 3d^2 = 4x at large N; with all
+    # 192 KB about 7x. (Counting SRAM in float32 numbers against float16 bytes would halve M: ~2x.)
+    d, n = 64, 4096
+    sram_100k, sram_192k = 100 * 1024 // 2, 192 * 1024 // 2
+    ratio_100k = standard_attention_io(n, d).total / flash_attention_io(n, d, sram_100k).total
+    ratio_192k = standard_attention_io(n, d).total / flash_attention_io(n, d, sram_192k).total
+    assert 3.5 < ratio_100k < 4.5 and 6.5 < ratio_192k < 7.5
+    assert standard_attention_io(n, d).total / flash_attention_io(n, d, 100 * 1024 // 4).total < 2.5
+
+
+@pytest.mark.parametrize("block_q", [64, 128, 256])
+def test_fa2_arithmetic_intensity_is_about_the_query_tile_size(block_q: int) -> None:
+    # 4 N^2 d FLOPs over 2 bytes per number moved: K and V are re-read once per query tile, so the
+    # FLOPs per byte approach B_q (within 10% at N = 4096, where the O(Nd) terms still count).
+    n, d = 4096, 64
+    intensity = 4 * n * n * d / (2 * tiled_attention_io(n, d, block_q, 64).total)
+    assert block_q * 0.9 < intensity <= block_q

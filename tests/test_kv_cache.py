@@ -20,6 +20,7 @@ from attention_course.kv_cache import (
     grouped_query_attention,
     kv_cache_bytes,
 )
+from attention_course.measure import largest_allocation
 
 # float32 agreement between two orders of the same sums: logits here are O(1) and come out of
 # 2 layers of d_model=32 dot products; reordered float32 sums differ by a few ulp per layer
@@ -204,6 +205,43 @@ def test_grouped_query_attention_matches_pytorch(n_kv_heads, group, n_queries, n
     expected = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=True)
     # Same sums in a different order (float32, <= 9 keys of width 8).
     torch.testing.assert_close(grouped_query_attention(q, k, v, mask), expected, atol=ATOL, rtol=RTOL)
+
+
+@settings(max_examples=25, deadline=None)
+@given(n_kv_heads=st.sampled_from([1, 2, 3]), group=st.sampled_from([1, 2, 4]), n_queries=st.integers(1, 5),
+       n_keys=st.integers(2, 9), per_head=st.booleans(), seed=st.integers(0, 2**16))
+def test_grouped_query_attention_takes_4d_masks(n_kv_heads, group, n_queries, n_keys, per_head, seed) -> None:
+    """A (B, 1, 1, S) padding mask (and a per-head (B, H, L, S) one) means the same as for PyTorch, even
+    when B equals the number of key/value heads (where a naive broadcast lines B up with the heads)."""
+    g = torch.Generator().manual_seed(seed)
+    batch = n_kv_heads  # the case that used to go silently wrong
+    q = torch.randn(batch, n_kv_heads * group, n_queries, 8, generator=g)
+    k, v = (torch.randn(batch, n_kv_heads, n_keys, 8, generator=g) for _ in range(2))
+    shape = (batch, n_kv_heads * group, n_queries, n_keys) if per_head else (batch, 1, 1, n_keys)
+    mask = torch.rand(shape, generator=g) > 0.4
+    mask[..., 0] = True  # no fully masked rows (PyTorch gives NaN there)
+    expected = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=True)
+    torch.testing.assert_close(grouped_query_attention(q, k, v, mask), expected, atol=ATOL, rtol=RTOL)
+
+
+def test_grouped_query_attention_refuses_ambiguous_masks() -> None:
+    q, k = torch.randn(2, 4, 3, 8), torch.randn(2, 2, 5, 8)
+    with pytest.raises(ValueError, match=r"mask must be \(S,\), \(L, S\) or \(B, heads, L, S\)"):
+        grouped_query_attention(q, k, k, torch.ones(2, 3, 5, dtype=torch.bool))
+    with pytest.raises(ValueError, match="does not broadcast"):
+        grouped_query_attention(q, k, k, torch.ones(2, 2, 3, 5, dtype=torch.bool))  # 2 is not 1 or 4 heads
+
+
+def test_grouped_query_attention_copies_no_key_per_query_head() -> None:
+    """32 query heads on 4 key/value heads, S = 4096: nothing as large as one K cache is allocated."""
+    q = torch.randn(1, 32, 1, 64)
+    k, v = (torch.randn(1, 4, 4096, 64) for _ in range(2))
+    cache_bytes = k.numel() * k.element_size()  # 4 MiB
+    out, largest = largest_allocation(grouped_query_attention, q, k, v)
+    # The largest tensor is the scores (1, 4, 8, 4096) floats: 512 KiB, an eighth of the K cache; the old
+    # broadcast made a 32 MiB copy of K (8x the cache).
+    assert largest <= cache_bytes // 4, largest
+    torch.testing.assert_close(out, F.scaled_dot_product_attention(q, k, v, enable_gqa=True), atol=ATOL, rtol=RTOL)
 
 
 # ------------------------------------------------------------------ memory

@@ -8,6 +8,7 @@ they differ by a few float32 roundings (~1e-7 for unit-scale inputs).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -132,6 +133,35 @@ def test_bigbird_is_seeded_and_adds_random_blocks() -> None:
 def test_layout_matches_dense_oracle(causal: bool, block_size: int) -> None:
     for pattern in _patterns(45, causal):
         assert torch.equal(pattern.layout(block_size), _dense_layout(pattern.mask(), block_size)), pattern.name
+
+
+@settings(max_examples=60, deadline=None)
+@given(n=st.integers(1, 70), window=st.integers(0, 9), block_size=st.integers(1, 12), causal=st.booleans(),
+       globals_=st.lists(st.integers(0, 69), max_size=3), n_random=st.integers(0, 3), seed=st.integers(0, 99))
+def test_block_bound_layouts_match_the_dense_oracle(n, window, block_size, causal, globals_, n_random, seed) -> None:
+    """Window, Longformer and BigBird layouts built from block bounds equal the pair-by-pair layout."""
+    globals_ = sorted({g % n for g in globals_})
+    n_random = min(n_random, -(-n // block_size))
+    patterns = [sliding_window_pattern(n, window, causal), longformer_pattern(n, window, globals_, causal),
+                bigbird_pattern(n, window, globals_, n_random, block_size, seed=seed, causal=causal)]
+    for pattern in patterns:
+        assert pattern.block_layout is not None, pattern.name
+        expected = _dense_layout(pattern.mask(), block_size)
+        assert torch.equal(pattern.layout(block_size), expected), pattern.name
+        assert torch.equal(pattern.scan_layout(block_size), expected), pattern.name
+
+
+def test_block_bound_layouts_visit_no_pair() -> None:
+    """At N = 8192 the layout of a window, Longformer or BigBird pattern never calls the pair predicate."""
+    def refuse(i: torch.Tensor, j: torch.Tensor) -> torch.Tensor:
+        raise AssertionError("the layout visited pairs")
+
+    n = 8192
+    for pattern in (sliding_window_pattern(n, 128, True), longformer_pattern(n, 64, [0, 100]),
+                    bigbird_pattern(n, 64, [0], 3, 64, seed=0)):
+        fast = dataclasses.replace(pattern, allows=refuse)
+        assert fast.layout(64).shape == (128, 128)
+        assert torch.equal(fast.layout(64), pattern.scan_layout(64)), pattern.name
 
 
 def test_density_and_flops() -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import ast
 import contextlib
 import csv
+import functools
 import io
 import json
 import os
@@ -502,17 +503,17 @@ def _settle(notebooks: list[_Notebook], round_: _Round) -> list[_Notebook]:
         if round_.stopped_at is not None and number not in ended:
             stopped = round_.stopped_at
             if stopped.get("event") == "case":
-                check = next((c for c in notebook.open_checks() if c.index == stopped.get("check")), None)
-                if check is not None:
+                looping = next((c for c in notebook.open_checks() if c.index == stopped.get("check")), None)
+                if looping is not None:
                     case = stopped.get("case", -1)
-                    limit = check.exercise.time_limit if check.exercise else CELL_TIME_LIMIT
+                    limit = looping.exercise.time_limit if looping.exercise else CELL_TIME_LIMIT
                     where = "while looking up the function"
-                    if check.plan and isinstance(case, int) and 0 <= case < len(check.plan.cases):
-                        label = check.plan.cases[case].label
+                    if looping.plan and isinstance(case, int) and 0 <= case < len(looping.plan.cases):
+                        label = looping.plan.cases[case].label
                         where = f"for {label}" if label else "on one of the test cases"
                     else:
                         limit = CELL_TIME_LIMIT
-                    check.result = Result(check.call.exercise, Status.FAILED,
+                    looping.result = Result(looping.call.exercise, Status.FAILED,
                                           f"stopped after {limit:g} s {where}: is there an endless loop? "
                                           "(an `except:` that catches everything cannot stop the grader)")
                     again.append(notebook)
@@ -522,9 +523,9 @@ def _settle(notebooks: list[_Notebook], round_: _Round) -> list[_Notebook]:
         else:
             reason = _reason(round_, ended.get(number, round_.exit_code))
             if last.get("event") == "case":
-                check = next((c for c in notebook.open_checks() if c.index == last.get("check")), None)
-                if check is not None:
-                    check.result = Result(check.call.exercise, Status.FAILED, reason)
+                crashed = next((c for c in notebook.open_checks() if c.index == last.get("check")), None)
+                if crashed is not None:
+                    crashed.result = Result(crashed.call.exercise, Status.FAILED, reason)
                     again.append(notebook)
                     continue
             if last.get("event") == "cell":
@@ -555,7 +556,8 @@ def grade_notebooks(notebooks: list[Path], protected: list[Path] | None = None) 
     while first or pending:
         with tempfile.TemporaryDirectory(prefix="attention-course-grade-") as tmp:
             paths = list(notebooks) if first else [n.grade.path for n in pending]
-            pending, round_ = _run_worker(paths, Path(tmp), plan if first else (lambda p=pending: p), protected)
+            planner: Callable[[], list[_Notebook]] = plan if first else functools.partial(list, pending)
+            pending, round_ = _run_worker(paths, Path(tmp), planner, protected)
         first = False
         again = _settle(pending, round_)
         if again and len(again) == len(pending) and all(n.number not in {e.get("nb") for e in round_.events} for n in again):

@@ -21,7 +21,7 @@ import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, fields, is_dataclass
 from types import CodeType
-from typing import Any
+from typing import Any, TypedDict
 
 import torch
 from torch import Tensor
@@ -273,7 +273,12 @@ def call_cases(fn: Callable[..., Any], plans: list[CallPlan], seconds: float, fo
 # ------------------------------------------------------------------ the parent's half: the verdict
 
 
-def _tolerances(exercise: Exercise, case: Case) -> dict[str, float]:
+class Tolerances(TypedDict):
+    atol: float
+    rtol: float
+
+
+def _tolerances(exercise: Exercise, case: Case) -> Tolerances:
     return {"atol": exercise.atol if case.atol is None else case.atol,
             "rtol": exercise.rtol if case.rtol is None else case.rtol}
 
@@ -313,7 +318,7 @@ def _cotangent(case: Case, expected: Any) -> Any:
         ones = _map_tensors(expected, lambda t: torch.ones_like(t, dtype=torch.float64).requires_grad_(True)
                             if t.is_floating_point() else t)
         picked = [t for t in _tensors(case.select(ones)) if t.requires_grad]
-        total = sum(t.sum() for t in picked)
+        total = torch.stack([t.sum() for t in picked]).sum()
         leaves = [t for t in _tensors(ones) if t.requires_grad]
         indicators = torch.autograd.grad(total, leaves, allow_unused=True)
     except Exception:
@@ -542,7 +547,7 @@ def run_check(exercise: Exercise, fn: Any, *, forbid_reference: bool = True) -> 
         plans, expected = plan_cases(exercise, cases)
     except Exception as error:
         return Result(name, Status.FAILED, f"the check itself failed ({_first_line(error)}); please report this")
-    forbidden = frozenset()
+    forbidden: frozenset[int] = frozenset()
     if forbid_reference and fn is not exercise.reference:
         forbidden = reference_codes(exercise.reference)
     records = call_cases(fn, plans, exercise.time_limit, forbidden)

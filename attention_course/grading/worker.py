@@ -18,6 +18,7 @@ threads the learner started cannot delay the grade.
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib
 import io
 import json
@@ -60,6 +61,10 @@ def read_frames(data: bytes) -> tuple[list[tuple[bytes, bytes]], int]:
         frames.append((kind, data[at + 9:at + 9 + size]))
         at += 9 + size
     return frames, at
+
+
+def _case_event(out: _Stream, number: int, index: int, case: int) -> None:
+    out.event(event="case", nb=number, check=index, case=case)
 
 
 class _Stream:
@@ -205,7 +210,7 @@ def grade_notebook(out: _Stream, notebook: dict[str, Any], references: dict[str,
             plans = [CallPlan(**plan) for plan in check["plans"]]
             forbidden = reference["codes"] if reference else frozenset()
             records = call_cases(fn, plans, check["time_limit"], forbidden,
-                                 on_case=lambda case, index=index: out.event(event="case", nb=number, check=index, case=case))
+                                 on_case=functools.partial(_case_event, out, number, index))
             record["records"] = [r.to_wire() for r in records]
             custom = customs.get(check["exercise"])
             if check["custom"] == "worker" and custom is not None and all(r.outcome == "returned" for r in records):

@@ -13,16 +13,22 @@ from __future__ import annotations
 
 import io
 import math
+import os
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import ipywidgets as widgets
 import matplotlib.pyplot as plt
 import torch
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.patches import Circle
+from PIL import Image as PILImage
 from torch import Tensor
 
 from .._validation import require_float, require_rank, shape_of
 from ..attention import scaled_dot_product_attention
+from ..positional import apply_rope
 from ..qkv import attention_scores, scaled_attention_scores
 from ..softmax import entropy, softmax
 from .plotting import plot_attention, plot_weights_bar
@@ -39,6 +45,7 @@ class PlotWidget(widgets.VBox):
 
     def __init__(self, controls: Sequence[widgets.ValueWidget], draw: Callable[[], dict[str, float]]) -> None:
         self.output = widgets.Output()
+        self.controls = list(controls)
         super().__init__([*controls, self.output])
         self._draw = draw
         self.readout: dict[str, float] = {}
@@ -198,6 +205,470 @@ def temperature_explorer(scores: Tensor, tokens: Sequence[str]) -> PlotWidget:
     return PlotWidget([slider], draw)
 
 
+# ----------------------------------------------------------------------------------------------------
+# Lessons 07, 08, 09, 10 and 12 (issue 20): alignment over training, the RoPE dial, the decode
+# stepper, the sparse-pattern picker and the head view. Each one precomputes what it shows, so a
+# control move only draws; each draw function also makes the committed static picture
+# (:func:`save_figure`) with a fixed state.
+
+
+class FigureWidget(widgets.VBox):
+    """Controls above one figure (a PNG in an Image widget, its title on top) redrawn whenever a control changes.
+
+    Faster than :class:`PlotWidget` for the same picture: the figure is made once and only its axes
+    are rebuilt; it is laid out once (``tight_layout`` on the first draw) and encoded straight to a PNG.
+
+    Args:
+        title: the figure's overall title.
+        controls: the widgets whose ``value`` the figure depends on.
+        draw: ``draw(figure) -> readout``: fills the (cleared) figure from the controls' current values
+            and returns the numbers it shows.
+        figsize: the figure's size in inches.
+        dpi: pixels per inch of the PNG.
+    """
+
+    def __init__(self, title: str, controls: Sequence[widgets.ValueWidget], draw: Callable[[Figure], dict[str, float]],
+                 figsize: tuple[float, float], dpi: int = 80) -> None:
+        # An Image widget, not an Output: its picture travels as widget state, so nothing is printed
+        # into the cell while the front end is still creating the widget (an Output's first contents
+        # can land in the cell instead), and its fixed size keeps the page from moving while it loads.
+        width, height = round(figsize[0] * dpi), round(figsize[1] * dpi)
+        self.image = widgets.Image(format="png", width=str(width), height=str(height))
+        self.title = title  # drawn on the figure, above its panels
+        self.controls = list(controls)
+        super().__init__([*controls, self.image])
+        self.figure = Figure(figsize=figsize, dpi=dpi)
+        FigureCanvasAgg(self.figure)
+        self.dpi = dpi
+        self._draw = draw
+        self.readout: dict[str, float] = {}
+        self.png = b""
+        self._margins: dict[str, float] = {}
+        for control in controls:
+            control.observe(self._on_change, names="value")
+        self.redraw()
+
+    def _on_change(self, change: object) -> None:
+        self.redraw()
+
+    def redraw(self) -> None:
+        """Redraw the figure, encode it as ``png`` and show it; refresh ``readout``."""
+        self.figure.clear()  # (this also resets the margins)
+        if self._margins:
+            self.figure.subplots_adjust(**self._margins)
+        self.readout = self._draw(self.figure)
+        self.figure.suptitle(self.title, fontweight="bold", fontsize=11)
+        if not self._margins:  # lay out once; later draws reuse the margins (laying out costs as much as drawing)
+            self.figure.tight_layout()
+            pars = self.figure.subplotpars
+            self._margins = {name: float(getattr(pars, name)) for name in ("left", "bottom", "right", "top", "wspace")}
+        canvas = self.figure.canvas
+        canvas.draw()  # one render; savefig would render again for the PNG
+        buffer = io.BytesIO()
+        PILImage.frombuffer("RGBA", canvas.get_width_height(), canvas.buffer_rgba()).save(
+            buffer, format="png", compress_level=1)
+        self.png = buffer.getvalue()
+        self.image.value = self.png
+
+
+def save_figure(widget: FigureWidget, path: str | os.PathLike[str], **state: object) -> Path:
+    """Set the widget's controls (by ``description``) to ``state`` and save what it then shows as a PNG.
+
+    The picture is the widget's own drawing, made by its draw function. The file is written when it is
+    missing, or always when the environment variable ``ATTENTION_COURSE_SAVE_FIGURES`` is ``1`` (so
+    that re-running a lesson under nbval leaves the committed pictures alone).
+
+    Returns:
+        the path of the picture.
+    """
+    controls = {control.description: control for control in widget.controls}
+    unknown = set(state) - set(controls)
+    if unknown:
+        raise ValueError(f"no control named {sorted(unknown)}; the widget has {sorted(controls)}")
+    for name, value in state.items():
+        controls[name].value = value
+    target = Path(path)
+    if not target.exists() or os.environ.get("ATTENTION_COURSE_SAVE_FIGURES") == "1":
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(widget.png)
+    return target
+
+
+def alignment_stepper(
+    steps: Sequence[int],
+    alignments: Tensor,
+    written: Tensor,
+    source: Sequence[int],
+    losses: Sequence[float] | None = None,
+) -> FigureWidget:
+    """A training-step slider over saved snapshots of a toy encoder–decoder's cross-attention (lesson 07).
+
+    Nothing is trained in the callback: the snapshots come from ``train_toy(..., on_step=...)``.
+
+    Args:
+        steps: the training step of each snapshot (ascending).
+        alignments: ``(n_snapshots, T, S)`` cross-attention weights of one source at those steps.
+        written: ``(n_snapshots, T)`` what greedy decoding wrote at those steps.
+        source: the S source digits.
+        losses: the training loss at every step (drawn beside the heatmap), or None.
+
+    Returns:
+        a :class:`FigureWidget`; ``readout`` has ``step``, ``mirrored`` (share of output steps whose
+        largest weight is on the mirrored source position) and ``sharpness`` (mean largest weight).
+    """
+    require_float("alignments", alignments)
+    require_rank("alignments", alignments, 3, "(n_snapshots, T, S)")
+    if len(steps) != alignments.shape[0] or tuple(written.shape) != tuple(alignments.shape[:2]):
+        raise ValueError(f"need one step and one written row per snapshot, got {len(steps)} steps, alignments "
+                         f"{shape_of(alignments)} and written {shape_of(written)}")
+    n_out, n_in = alignments.shape[1:]
+    mirror = torch.arange(n_in - 1, n_in - 1 - n_out, -1)  # (T,)
+    slider = widgets.SelectionSlider(options=list(steps), value=steps[-1], description="training step",
+                                     style={"description_width": "initial"}, layout={"width": "60%"})
+
+    def draw(figure: Figure) -> dict[str, float]:
+        at = list(steps).index(slider.value)
+        weights = alignments[at]  # (T, S)
+        readout = {"step": float(slider.value),
+                   "mirrored": float((weights.argmax(-1) == mirror).float().mean()),
+                   "sharpness": float(weights.max(-1).values.mean())}
+        (left, right) = figure.subplots(1, 2, width_ratios=(3, 2))
+        plot_attention(weights, [f"out {t}: {d}" for t, d in enumerate(written[at].tolist())],
+                       [f"in {s}: {d}" for s, d in enumerate(source)], ax=left, annotate=False,
+                       title=f"Cross-attention after {slider.value} steps\n"
+                             f"{readout['mirrored']:.0%} of outputs read the mirrored digit")
+        if losses is not None:
+            right.semilogy(range(1, len(losses) + 1), list(losses), color="tab:gray")
+            if slider.value >= 1:
+                right.semilogy([slider.value], [losses[slider.value - 1]], "o", color="tab:red", markersize=9)
+            right.set_ylabel("training loss (log scale)")
+        right.axvline(slider.value, color="tab:red", linestyle=":")
+        right.set_xlabel("training step")
+        right.set_title(f"Where the snapshot sits (step {slider.value})")
+        return readout
+
+    return FigureWidget("Cross-attention over training: move the step", [slider], draw, figsize=(11, 4))
+
+
+def rope_dial(d_head: int = 16, n_positions: int = 32, *, seed: int = 0) -> FigureWidget:
+    r"""The RoPE dial (lesson 08): a position and a frequency index -> the rotated pair, and the score
+    of two tokens as a function of their offset only.
+
+    Left: pair ``i`` (coordinates ``i`` and ``i + d/2``, the half-split layout) of one vector at
+    positions ``0 .. m``, turned by $m\,\theta_i$. Right: the score $q'_m \cdot k'_{m+\Delta}$ of a
+    fixed query and key (one of three random pairs, the "tokens" picker) as the key's offset $\Delta$ varies, for the query at position ``m`` and at
+    position 0 (the two curves lie on each other), with pair ``i``'s own share of the score.
+
+    Returns:
+        a :class:`FigureWidget`; ``readout`` has ``angle`` (radians, of pair ``i`` at ``m``),
+        ``score_gap`` (largest difference between the two curves) and ``pair_share`` at offset 1.
+    """
+    if d_head <= 0 or d_head % 2:
+        raise ValueError(f"d_head must be a positive even number, got {d_head}")
+    half = d_head // 2
+    generator = torch.Generator().manual_seed(seed)
+    span = 2 * n_positions
+    positions = torch.arange(span)
+    rotated = {}  # tokens -> (q at every position, k at every position), each (2P, d)
+    for n in range(1, 4):
+        q, k = torch.randn(d_head, generator=generator), torch.randn(d_head, generator=generator)
+        rotated[f"query {n} · key {n}"] = (apply_rope(q.expand(span, d_head), positions),
+                                           apply_rope(k.expand(span, d_head), positions))
+    tokens = widgets.Dropdown(options=list(rotated), value=next(iter(rotated)), description="tokens")
+    offsets = torch.arange(n_positions)  # the key sits Δ positions after the query
+    pair_angle = 10000.0 ** (-torch.arange(half) * 2 / d_head)  # θ_i, (d/2,)
+    position_slider = widgets.IntSlider(value=3, min=0, max=n_positions - 1, description="position m")
+    pair_slider = widgets.IntSlider(value=0, min=0, max=half - 1, description="pair i")
+
+    def draw(figure: Figure) -> dict[str, float]:
+        m, i = position_slider.value, pair_slider.value
+        q_at, k_at = rotated[tokens.value]
+        (left, right) = figure.subplots(1, 2, width_ratios=(2, 3))
+        trail = torch.arange(m + 1).float() * pair_angle[i]
+        left.add_patch(Circle((0, 0), 1.0, fill=False, color="lightgray"))
+        left.plot(torch.cos(trail).numpy(), torch.sin(trail).numpy(), ".", color="tab:gray", markersize=4)
+        angle = float(m * pair_angle[i])
+        left.annotate("", xy=(math.cos(angle), math.sin(angle)), xytext=(0, 0),
+                      arrowprops={"arrowstyle": "->", "color": "tab:red", "lw": 2})
+        left.annotate("", xy=(1, 0), xytext=(0, 0), arrowprops={"arrowstyle": "->", "color": "tab:blue"})
+        left.set_xlim(-1.25, 1.25)
+        left.set_ylim(-1.25, 1.25)
+        left.set_aspect("equal")
+        left.set_xlabel(f"coordinate {i}")
+        left.set_ylabel(f"coordinate {i + half}")
+        left.set_title(f"Pair {i} at position {m}: turned {angle:.2f} rad\n"
+                       f"(θ_{i} = {float(pair_angle[i]):.4f} rad per position)")
+        scores_here = (q_at[m] * k_at[m + offsets]).sum(-1)  # (P,) query at m, key at m + Δ
+        scores_zero = (q_at[0] * k_at[offsets]).sum(-1)  # query at 0
+        pair_scores = q_at[m, [i, i + half]] @ k_at[m + offsets][:, [i, i + half]].T  # (P,) pair i's share
+        right.plot(offsets.numpy(), scores_zero.numpy(), color="tab:gray", lw=5, alpha=0.4, label="query at 0")
+        right.plot(offsets.numpy(), scores_here.numpy(), color="tab:red", label=f"query at {m}")
+        right.plot(offsets.numpy(), pair_scores.numpy(), color="tab:blue", linestyle="--",
+                   label=f"pair {i}'s share (period {2 * math.pi / float(pair_angle[i]):.0f})")
+        right.axhline(0, color="k", lw=0.5)
+        right.set_xlabel("offset Δ = key position − query position")
+        right.set_ylabel("score q'·k'")
+        right.set_title(f"{tokens.value}: the score depends on the offset only")
+        right.legend(fontsize=8, loc="upper right")
+        return {"angle": angle, "score_gap": float((scores_here - scores_zero).abs().max()),
+                "pair_share": float(pair_scores[1]), "score_at_1": float(scores_here[1])}
+
+    return FigureWidget("The RoPE dial: a position and a pair turn the vector; the score sees only the offset",
+                        [tokens, position_slider, pair_slider], draw, figsize=(11, 4.2))
+
+
+def decode_stepper(model: torch.nn.Module, prompt: Tensor, n_new: int = 24) -> FigureWidget:
+    """Decode token by token with a growing KV cache (lesson 09): the cache, its bytes, and the work
+    of recomputing every step versus reading the cache.
+
+    Everything is decoded once, up front; the slider only picks which step to show.
+
+    Args:
+        model: a :class:`~attention_course.decoder.Decoder`.
+        prompt: int ``(1, P)`` prompt tokens.
+        n_new: tokens to generate.
+
+    Returns:
+        a :class:`FigureWidget`; ``readout`` has ``length`` (cached tokens), ``cache_bytes``,
+        ``recompute_pairs`` and ``cached_pairs`` (query-key pairs per layer and head, for the
+        chosen step or in total so far).
+    """
+    from ..generation import decode_step, new_cache, prefill  # the widget module stays importable without them
+
+    require_rank("prompt", prompt, 2, "(1, P)")
+    cache = new_cache(model, batch_size=1, kind="growing")
+    n_prompt = prompt.shape[1]
+    tokens, cache_bytes = prompt[0].tolist(), []
+    with torch.no_grad():
+        logits = prefill(model, prompt, cache)[:, -1]
+        cache_bytes.append(cache.memory_bytes())
+        for _ in range(n_new):
+            token = logits.argmax(dim=-1, keepdim=True)
+            tokens.append(int(token))
+            logits = decode_step(model, token, cache)
+            cache_bytes.append(cache.memory_bytes())
+    keys = cache.keys[0][0, 0]  # (P + n_new, d_head): layer 0, batch 0, kv head 0
+    lengths = torch.arange(n_prompt, n_prompt + n_new + 1)  # cached tokens after each step (step 0 = prefill)
+    recompute = lengths * (lengths + 1) // 2  # causal pairs when the whole sequence is recomputed
+    cached = lengths.clone()  # one new query against every cached key
+    cached[0] = recompute[0]  # the prefill is the same pass either way
+    step_slider = widgets.IntSlider(value=n_new // 2, min=0, max=n_new, description="step")
+    count = widgets.Dropdown(options=["this step", "total so far"], value="this step", description="work")
+    vmax = float(keys.abs().max())
+
+    def draw(figure: Figure) -> dict[str, float]:
+        step = step_slider.value
+        length = n_prompt + step
+        (left, middle, right) = figure.subplots(1, 3, width_ratios=(2, 2, 2))
+        shown = torch.full_like(keys, float("nan"))
+        shown[:length] = keys[:length]
+        left.imshow(shown.numpy(), cmap="RdBu", vmin=-vmax, vmax=vmax, aspect="auto")
+        left.axhline(n_prompt - 0.5, color="k", lw=1)
+        left.set_yticks(range(0, len(tokens), 4))
+        left.set_xlabel("d_head")
+        left.set_ylabel("cached position")
+        left.set_title(f"Layer 0 keys after step {step}\n({length} cached; last token fed: {tokens[length - 1]})")
+        middle.plot(range(n_new + 1), [b / 1024 for b in cache_bytes], color="tab:gray")
+        middle.plot([step], [cache_bytes[step] / 1024], "o", color="tab:red", markersize=9)
+        middle.set_xlabel("decode step (0 = prompt)")
+        middle.set_ylabel("cache, KiB (all layers)")
+        middle.set_title(f"Cache memory: {cache_bytes[step] / 1024:.1f} KiB")
+        if count.value == "this step":
+            values = [int(recompute[step]), int(cached[step])]
+        else:
+            values = [int(recompute[: step + 1].sum()), int(cached[: step + 1].sum())]
+        bars = right.bar(["recompute\nevery token", "read the\ncache"], values, color=["tab:orange", "tab:green"])
+        right.bar_label(bars, [f"{v:,}" for v in values])
+        right.set_ylim(0, 1.15 * int(recompute.sum() if count.value != "this step" else recompute.max()))
+        right.set_ylabel("query-key pairs per layer and head")
+        right.set_title(f"Work, {count.value}: {values[0] / values[1]:.1f}× less cached")
+        return {"length": float(length), "cache_bytes": float(cache_bytes[step]),
+                "recompute_pairs": float(values[0]), "cached_pairs": float(values[1])}
+
+    return FigureWidget("Decode stepper: the KV cache grows one token per step", [count, step_slider], draw,
+                        figsize=(13, 4.2))
+
+
+def pattern_picker(n: int = 64, block_size: int = 8, max_layers: int = 6, *, seed: int = 0) -> FigureWidget:
+    """Build a sparse pattern (lesson 10): window, dilation, global tokens and random blocks -> the
+    mask, its density, and the receptive field over depth.
+
+    On ``n // 2``, ``n`` or ``2 * n`` tokens (the "tokens" picker), the mask is the union of a dilated
+    window (``window`` keys each side, ``dilation`` apart), the
+    first ``global tokens`` positions as global rows and columns, and ``random blocks`` random key
+    blocks of ``block_size`` per query block (BigBird's random links).
+
+    Returns:
+        a :class:`FigureWidget`; ``readout`` has ``density`` and ``layers_to_full`` (layers until every
+        token reaches every position; ``max_layers + 1`` when it never does within ``max_layers``).
+    """
+    from ..sparse import bigbird_pattern, dilated_window_pattern, longformer_pattern
+
+    length = widgets.Dropdown(options=[n // 2, n, 2 * n], value=n, description="tokens")
+    window = widgets.IntSlider(value=2, min=1, max=8, description="window")
+    dilation = widgets.IntSlider(value=1, min=1, max=4, description="dilation")
+    n_global = widgets.IntSlider(value=0, min=0, max=4, description="global tokens")
+    n_random = widgets.IntSlider(value=0, min=0, max=3, description="random blocks")
+    for control in (window, dilation, n_global, n_random):
+        control.style = {"description_width": "initial"}
+
+    def draw(figure: Figure) -> dict[str, float]:
+        n = length.value
+        mask = dilated_window_pattern(n, window.value, dilation.value).mask()
+        mask = mask | longformer_pattern(n, 0, list(range(n_global.value))).mask()
+        if n_random.value:
+            mask = mask | bigbird_pattern(n, 0, [], n_random.value, block_size, seed=seed).mask()
+        step = (mask | torch.eye(n, dtype=torch.bool)).numpy().astype("float32")  # receptive_field's step, in NumPy:
+        reached, shares = step > 0, []  # a 64 x 64 product is faster there than through torch's thread pool
+        for _ in range(max_layers):
+            shares.append(float(reached.mean()))
+            reached = (step @ reached.astype("float32")) > 0
+        reach = torch.tensor(shares)  # (layers,) share of (position, input) pairs reached
+        full = [layer + 1 for layer in range(max_layers) if reach[layer] >= 1.0]
+        density = float(mask.float().mean())
+        (left, right) = figure.subplots(1, 2)
+        left.imshow(mask.numpy(), cmap="Greys", interpolation="nearest")
+        left.set_xlabel("key position")
+        left.set_ylabel("query position")
+        left.set_title(f"w={window.value}, r={dilation.value}, {n_global.value} global, "
+                       f"{n_random.value} random\ndensity {density:.1%} of {n}×{n}")
+        right.plot(range(1, max_layers + 1), (100 * reach).numpy(), "o-")
+        right.set_ylim(0, 105)
+        right.set_xlabel("layers stacked")
+        right.set_ylabel("% of (position, input) pairs reached")
+        right.set_title("Receptive field over depth: " + (f"everything after {full[0]} layers" if full
+                                                          else f"not everything within {max_layers} layers"))
+        return {"density": density, "layers_to_full": float(full[0] if full else max_layers + 1)}
+
+    return FigureWidget("Pattern picker: build a sparse attention pattern", [length, window, dilation, n_global, n_random],
+                        draw, figsize=(11, 4.4))
+
+
+def head_view(views: Mapping[str, tuple[Sequence[str], Tensor]], *, sentence: str | None = None,
+              layer: int = 0, head: int = 0) -> FigureWidget:
+    """A head view in the manner of BertViz (lesson 12): the tokens twice, side by side, and a line from
+    each query token (left) to each key token (right) whose opacity and width grow with the weight.
+
+    Args:
+        views: sentence -> (its L tokens, attention weights ``(layers, heads, L, L)``), computed once.
+        sentence, layer, head: what to show first.
+
+    Returns:
+        a :class:`FigureWidget` with a sentence picker and layer and head sliders; ``readout`` has
+        ``layer``, ``head``, ``top_weight`` and ``top_query``/``top_key`` (positions of the strongest line) and
+        ``mean_distance`` (weighted mean |query − key| in tokens).
+    """
+    if not views:
+        raise ValueError("views must hold at least one sentence")
+    for text, (tokens, weights) in views.items():
+        require_rank(f"views[{text!r}] weights", weights, 4, "(layers, heads, L, L)")
+        if weights.shape[-1] != len(tokens) or weights.shape[-2] != len(tokens):
+            raise ValueError(f"views[{text!r}]: weights {shape_of(weights)} do not match its {len(tokens)} tokens")
+    first = next(iter(views.values()))[1]
+    longest = max(len(tokens) for tokens, _ in views.values())
+    sentence_picker = widgets.Dropdown(options=list(views), value=sentence or next(iter(views)),
+                                       description="sentence", layout={"width": "95%"})
+    layer_slider = widgets.IntSlider(value=layer, min=0, max=first.shape[0] - 1, description="layer")
+    head_slider = widgets.IntSlider(value=head, min=0, max=first.shape[1] - 1, description="head")
+
+    def draw(figure: Figure) -> dict[str, float]:
+        from matplotlib.collections import LineCollection
+
+        tokens, all_weights = views[sentence_picker.value]
+        weights = all_weights[layer_slider.value, head_slider.value].float()  # (L, L)
+        n_tokens = len(tokens)
+        y = -torch.arange(n_tokens).float()
+        i, j = torch.meshgrid(torch.arange(n_tokens), torch.arange(n_tokens), indexing="ij")
+        segments = torch.stack([torch.stack([torch.zeros_like(y[i]), y[i]], -1),
+                                torch.stack([torch.ones_like(y[j]), y[j]], -1)], dim=-2).reshape(-1, 2, 2)
+        flat = weights.reshape(-1)
+        colours = torch.zeros(flat.numel(), 4)
+        colours[:, 2] = 0.75  # blue lines, opacity = weight
+        colours[:, 3] = flat.clamp(0, 1)
+        ax = figure.subplots()
+        ax.add_collection(LineCollection(segments.numpy(), colors=colours.numpy(),
+                                         linewidths=(0.5 + 4 * flat).numpy()))
+        for position, token in enumerate(tokens):
+            ax.text(-0.03, -position, token, ha="right", va="center", fontsize=9)
+            ax.text(1.03, -position, token, ha="left", va="center", fontsize=9)
+        ax.set_xlim(-0.6, 1.6)
+        ax.set_ylim(-n_tokens + 0.5, 0.8)
+        ax.axis("off")
+        ax.text(0, 0.6, "query (attending)", ha="center", fontsize=9, style="italic")
+        ax.text(1, 0.6, "key (attended to)", ha="center", fontsize=9, style="italic")
+        top = int(flat.argmax())
+        ax.set_title(f"Layer {layer_slider.value}, head {head_slider.value}: strongest line "
+                     f"{tokens[top // n_tokens]} → {tokens[top % n_tokens]} ({float(flat[top]):.2f})")
+        distance = (weights * (i - j).abs().float()).sum() / n_tokens
+        return {"layer": float(layer_slider.value), "head": float(head_slider.value), "top_weight": float(flat[top]),
+                "top_query": float(top // n_tokens), "top_key": float(top % n_tokens), "mean_distance": float(distance)}
+
+    return FigureWidget("Head view: query → key lines, as strong as the weights",
+                        [sentence_picker, layer_slider, head_slider], draw, figsize=(6.5, max(4.0, 0.32 * longest + 1.2)))
+def tile_stepper(q: Tensor, k: Tensor, v: Tensor, block_q: int = 4, block_k: int = 4) -> PlotWidget:
+    r"""Step through ``tiled_attention`` on one head, tile by tile (lesson 11).
+
+    Left: the tiles visited so far (grey) and the current one (red), over the final attention
+    weights. Middle: the running maximum $m$ and sum $\ell$ of the current query tile's rows. Right:
+    the partial output $o / \ell$ of those rows (dots) against the final output (crosses).
+
+    Args:
+        q: ``(L, 2)``; k: ``(S, 2)``; v: ``(S, 2)``: one head with two features, so outputs are points.
+        block_q, block_k: tile sizes.
+
+    Returns:
+        a :class:`PlotWidget` with a tile slider and a *causal* box; ``readout`` has ``tiles`` (visited
+        in this mode), ``q_start``, ``k_start`` and ``distance``, the largest distance of the current
+        query tile's partial outputs from their final values.
+    """
+    from matplotlib.patches import Rectangle
+
+    from ..flash import tiled_attention_steps
+
+    for name, t in (("q", q), ("k", k), ("v", v)):
+        require_float(name, t)
+        require_rank(name, t, 2, "(positions, 2)")
+    if v.shape[1] != 2:
+        raise ValueError(f"v must have 2 features (the outputs are drawn as points), got shape {shape_of(v)}")
+    steps = {causal: tiled_attention_steps(q, k, v, causal, block_q, block_k) for causal in (False, True)}
+    slider = widgets.IntSlider(value=1, min=1, max=len(steps[False]), description="tile")
+    causal_box = widgets.Checkbox(value=False, description="causal")
+    causal_box.observe(lambda change: setattr(slider, "max", len(steps[change["new"]])), names="value")
+
+    def draw() -> dict[str, float]:
+        visited = steps[causal_box.value]
+        step = min(slider.value, len(visited))
+        current = visited[step - 1]
+        final, weights = scaled_dot_product_attention(q, k, v, causal=causal_box.value, return_weights=True)
+        rows = torch.arange(current.q_start, current.q_stop)
+        figure, (ax_map, ax_stats, ax_out) = plt.subplots(1, 3, figsize=(14, 3.8))
+        ax_map.imshow(weights, cmap="Blues", vmin=0, vmax=float(weights.max()))
+        for seen in visited[:step]:
+            is_current = seen is current
+            ax_map.add_patch(Rectangle((seen.k_start - 0.5, seen.q_start - 0.5), seen.k_stop - seen.k_start,
+                                       seen.q_stop - seen.q_start, fill=not is_current, alpha=1 if is_current else 0.35,
+                                       facecolor="grey", edgecolor="red" if is_current else "grey", linewidth=3))
+        ax_map.set(title=f"tile {step} of {len(visited)}: queries {current.q_start}-{current.q_stop - 1}, "
+                   f"keys {current.k_start}-{current.k_stop - 1}", xlabel="key", ylabel="query")
+        width = 0.4
+        ax_stats.bar(rows - width / 2, current.running_max, width, label="running max m")
+        ax_stats.bar(rows + width / 2, current.running_sum, width, label="running sum ℓ")
+        ax_stats.set(title="m and ℓ of this query tile", xlabel="query", ylabel="value", xticks=rows.tolist())
+        ax_stats.legend()
+        ax_out.scatter(*current.partial_output.T, label="partial output o / ℓ")
+        ax_out.scatter(*final[rows].T, marker="x", s=80, label="final output")
+        for row, (x, y), (fx, fy) in zip(rows.tolist(), current.partial_output.tolist(), final[rows].tolist(),
+                                         strict=True):
+            ax_out.plot([x, fx], [y, fy], ":", color="grey")  # how far this row still has to go
+            ax_out.annotate(str(row), (x, y), textcoords="offset points", xytext=(4, 4))
+        ax_out.set(title="partial against final output", xlabel="output feature 0", ylabel="output feature 1")
+        ax_out.legend()
+        figure.tight_layout()
+        distance = float((current.partial_output - final[rows]).norm(dim=-1).max())
+        return {"tiles": float(len(visited)), "q_start": float(current.q_start), "k_start": float(current.k_start),
+                "distance": distance}
+
+    return PlotWidget([slider, causal_box], draw)
 # --- Lessons 02, 05, 06 (issue 20): query explorer, mask builder, head explorer -------------------------
 #
 # Each builder takes the state it starts in as keyword arguments, so :func:`save_picture` can draw the
@@ -215,16 +686,15 @@ class _StatefulPlotWidget(PlotWidget):
     """
 
     def __init__(self, controls: Sequence[widgets.ValueWidget], draw: Callable[[], dict[str, float]]) -> None:
-        self._controls = list(controls)
         self._drawn_state: tuple[object, ...] | None = None
         self._image = widgets.Image(format="png")
         super().__init__(controls, draw)
         # The image is a child of the box, not a view displayed inside the output area: the static
         # HTML build (html_build.static_widgets) then has no nested widget view left to render.
-        self.children = (*self._controls, self._image, self.output)
+        self.children = (*self.controls, self._image, self.output)
 
     def _state(self) -> tuple[object, ...]:
-        return tuple(control.value for control in self._controls)
+        return tuple(control.value for control in self.controls)
 
     def _on_change(self, change: object) -> None:
         if self._state() != self._drawn_state:

@@ -140,8 +140,8 @@ register(
             "apply_rope",
             (
                 "interleaved_pairs",
-                "this course uses the half-split convention (GPT-NeoX, Llama): coordinate i pairs with i + d_head/2, "
-                "not with its neighbour i + 1 (the interleaved layout of GPT-J).",
+                "this course uses the half-split convention (GPT-NeoX, Hugging Face's Llama port): coordinate i pairs "
+                "with i + d_head/2, not with its neighbour i + 1 (the interleaved layout of GPT-J and Meta's Llama code).",
                 edit(REPEAT, "angles = angles.repeat_interleave(2, dim=-1)"),
                 edit(HALF, "rotated_half = torch.stack([-x[..., 1::2], x[..., 0::2]], dim=-1).flatten(-2)"),
             ),
