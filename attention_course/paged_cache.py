@@ -231,7 +231,7 @@ class PagedKVCache(KVCache):
         keys = self.k_pool[layer][key_blocks, :, key_pos % self.block_size].permute(0, 2, 1, 3)  # (B, Hkv, S, d)
         values = self.v_pool[layer][key_blocks, :, key_pos % self.block_size].permute(0, 2, 1, 3)
         mask = key_pos[None, None, :] <= positions[:, :, None]  # (B, T, S): causal, and hides the padding
-        return grouped_query_attention(q_new, keys, values, mask[:, None, None])
+        return grouped_query_attention(q_new, keys, values, mask[:, None])  # (B, 1, T, S): one mask for every head
 
     def advance(self, n_new: int) -> None:
         for seq_id in self.batch:
