@@ -50,9 +50,7 @@ def require_broadcastable(name: str, x: Tensor, target: tuple[int, ...]) -> None
     try:
         torch.broadcast_shapes(shape_of(x), target)
     except RuntimeError:
-        raise ValueError(
-            f"{name} of shape {shape_of(x)} cannot broadcast to the scores' shape {target}"
-        ) from None
+        raise ValueError(f"{name} of shape {shape_of(x)} cannot broadcast to the scores' shape {target}") from None
     if len(shape_of(x)) > len(target):
         raise ValueError(f"{name} of shape {shape_of(x)} has more dimensions than the scores {target}")
 

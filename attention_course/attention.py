@@ -58,22 +58,40 @@ def apply_mask(scores: Tensor, mask: Tensor | None, *, causal: bool = False) -> 
 
 @overload
 def scaled_dot_product_attention(
-    q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None, *, causal: bool = False,
-    scale: float | None = None, return_weights: Literal[False] = False,
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    mask: Tensor | None = None,
+    *,
+    causal: bool = False,
+    scale: float | None = None,
+    return_weights: Literal[False] = False,
 ) -> Tensor: ...
 
 
 @overload
 def scaled_dot_product_attention(
-    q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None, *, causal: bool = False,
-    scale: float | None = None, return_weights: Literal[True],
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    mask: Tensor | None = None,
+    *,
+    causal: bool = False,
+    scale: float | None = None,
+    return_weights: Literal[True],
 ) -> tuple[Tensor, Tensor]: ...
 
 
 @overload
 def scaled_dot_product_attention(
-    q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None, *, causal: bool = False,
-    scale: float | None = None, return_weights: bool = False,
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    mask: Tensor | None = None,
+    *,
+    causal: bool = False,
+    scale: float | None = None,
+    return_weights: bool = False,
 ) -> Tensor | tuple[Tensor, Tensor]: ...
 
 
@@ -123,7 +141,9 @@ def attention_core(
         ``output (..., L, d_v)`` and ``weights (..., L, S)``, both in the dtype of ``q``.
     """
     compute = torch.float32 if q.dtype in HALF_DTYPES else q.dtype
-    scores = apply_mask(scaled_attention_scores(q.to(compute), k.to(compute), scale), mask, causal=causal)  # (..., L, S)
+    scores = apply_mask(
+        scaled_attention_scores(q.to(compute), k.to(compute), scale), mask, causal=causal
+    )  # (..., L, S)
     # Rows sum to 1 (0 for fully masked rows); with no keys at all (S = 0) there is nothing to normalise.
     weights = softmax(scores, dim=-1) if scores.shape[-1] else scores
     output = weights @ v.to(compute)  # (..., L, d_v); zeros when S = 0

@@ -23,8 +23,13 @@ def _grade(args: argparse.Namespace) -> int:
         if args.report:
             Path(args.report).write_text(table, encoding="utf-8")
             print(f"wrote {args.report}")
-        return 0 if all(score(g)[0] == score(g)[1] and score(g)[1] and all(n.complete for n in g)
-                        for g in by_learner.values()) else 1
+        return (
+            0
+            if all(
+                score(g)[0] == score(g)[1] and score(g)[1] and all(n.complete for n in g) for g in by_learner.values()
+            )
+            else 1
+        )
     try:
         notebooks = find_notebooks(args.paths or ["exercises"])
     except FileNotFoundError as error:
@@ -51,8 +56,9 @@ def main(argv: list[str] | None = None) -> int:
 
     grade = commands.add_parser("grade", help="grade exercise notebooks (default: exercises/)")
     grade.add_argument("paths", nargs="*", help="notebooks or folders of notebooks")
-    grade.add_argument("--class", dest="class_dir", metavar="CLASS_DIR",
-                       help="a folder with one sub-folder of notebooks per learner")
+    grade.add_argument(
+        "--class", dest="class_dir", metavar="CLASS_DIR", help="a folder with one sub-folder of notebooks per learner"
+    )
     grade.add_argument("--report", metavar="FILE", help="with --class: write the table here (.md or .csv)")
     grade.add_argument("--jobs", type=int, default=2, help="with --class: learners graded in parallel")
     grade.set_defaults(run=_grade)

@@ -150,9 +150,11 @@ def visited_tiles(n_queries: int, n_keys: int, block_q: int, block_k: int, causa
     """
     require_count("block_q", block_q)
     require_count("block_k", block_k)
-    return [(q_start // block_q, k_start // block_k, masked)
-            for q_start in range(0, n_queries, block_q)
-            for k_start, _, masked in _key_tiles(q_start, min(q_start + block_q, n_queries), n_keys, block_k, causal)]
+    return [
+        (q_start // block_q, k_start // block_k, masked)
+        for q_start in range(0, n_queries, block_q)
+        for k_start, _, masked in _key_tiles(q_start, min(q_start + block_q, n_queries), n_keys, block_k, causal)
+    ]
 
 
 def _tile_scores(q_tile: Tensor, k: Tensor, q_start: int, k_start: int, k_stop: int, masked: bool) -> Tensor:
@@ -297,8 +299,17 @@ def tiled_attention_steps(
         for k_start, k_stop, masked in _key_tiles(q_start, q_stop, k.shape[0], block_k, bool(causal)):
             scores = _tile_scores(q_scaled[:, q_start:q_stop], k_flat, q_start, k_start, k_stop, masked)
             _online_update(running_max, running_sum, acc, scores, v_flat[:, k_start:k_stop])
-            steps.append(TileStep(q_start, q_stop, k_start, k_stop, running_max[0, :, 0] * LN_2,
-                                  running_sum[0, :, 0].clone(), (acc / running_sum)[0]))
+            steps.append(
+                TileStep(
+                    q_start,
+                    q_stop,
+                    k_start,
+                    k_stop,
+                    running_max[0, :, 0] * LN_2,
+                    running_sum[0, :, 0].clone(),
+                    (acc / running_sum)[0],
+                )
+            )
     return steps
 
 
@@ -308,7 +319,15 @@ def tiled_attention_steps(
 
 
 def _tiled_backward(
-    q: Tensor, k: Tensor, v: Tensor, out: Tensor, lse: Tensor, grad_out: Tensor, causal: bool, block_q: int, block_k: int
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    out: Tensor,
+    lse: Tensor,
+    grad_out: Tensor,
+    causal: bool,
+    block_q: int,
+    block_k: int,
 ) -> tuple[Tensor, Tensor, Tensor]:
     r"""Gradients of flattened ``q (B, L, d)``, ``k (B, S, d)``, ``v (B, S, d_v)``, without an N×N matrix.
 
@@ -364,15 +383,29 @@ def tiled_attention_backward(
         ``(grad_q, grad_k, grad_v)``, shaped like ``q``, ``k`` and ``v``.
     """
     q_flat, k_flat, v_flat = _flatten_qkv(q, k, v, block_q, block_k)
-    for name, t, shape in (("out", out, (*q.shape[:-1], v.shape[-1])), ("lse", lse, q.shape[:-1]),
-                           ("grad_out", grad_out, (*q.shape[:-1], v.shape[-1]))):
+    for name, t, shape in (
+        ("out", out, (*q.shape[:-1], v.shape[-1])),
+        ("lse", lse, q.shape[:-1]),
+        ("grad_out", grad_out, (*q.shape[:-1], v.shape[-1])),
+    ):
         require_float(name, t)
         if t.shape != shape or q.shape[:-2] != k.shape[:-2] or q.shape[:-2] != v.shape[:-2]:
-            raise ValueError(f"{name} must have shape {tuple(shape)} for q {shape_of(q)}, k {shape_of(k)} and "
-                             f"v {shape_of(v)} (all with the same leading dimensions), got {shape_of(t)}")
+            raise ValueError(
+                f"{name} must have shape {tuple(shape)} for q {shape_of(q)}, k {shape_of(k)} and "
+                f"v {shape_of(v)} (all with the same leading dimensions), got {shape_of(t)}"
+            )
     n_batch, n_queries = q_flat.shape[:2]
-    grads = _tiled_backward(q_flat, k_flat, v_flat, out.reshape(n_batch, n_queries, -1), lse.reshape(n_batch, n_queries),
-                            grad_out.reshape(n_batch, n_queries, -1).contiguous(), bool(causal), block_q, block_k)
+    grads = _tiled_backward(
+        q_flat,
+        k_flat,
+        v_flat,
+        out.reshape(n_batch, n_queries, -1),
+        lse.reshape(n_batch, n_queries),
+        grad_out.reshape(n_batch, n_queries, -1).contiguous(),
+        bool(causal),
+        block_q,
+        block_k,
+    )
     return tuple(g.reshape(t.shape) for g, t in zip(grads, (q, k, v), strict=True))  # type: ignore[return-value]
 
 
@@ -394,8 +427,10 @@ def flash_decoding(q: Tensor, k: Tensor, v: Tensor, n_splits: int) -> tuple[Tens
     require_qkv(q, k, v)
     require_count("n_splits", n_splits)
     chunk = max(1, math.ceil(k.shape[-2] / n_splits))
-    partials = [tiled_attention(q, k[..., start:start + chunk, :], v[..., start:start + chunk, :])
-                for start in range(0, k.shape[-2], chunk)] or [tiled_attention(q, k, v)]  # independent of one another
+    partials = [
+        tiled_attention(q, k[..., start : start + chunk, :], v[..., start : start + chunk, :])
+        for start in range(0, k.shape[-2], chunk)
+    ] or [tiled_attention(q, k, v)]  # independent of one another
     out, lse = partials[0]
     for part_out, part_lse in partials[1:]:
         out, lse = merge_attention_partials(out, lse, part_out, part_lse)

@@ -92,12 +92,20 @@ def soft_cap_score_mod(cap: float) -> ScoreMod:
 def pattern_block_mask(pattern: SparsePattern, block_size: int = 128, device: torch.device | str = "cpu") -> BlockMask:
     """FlexAttention's block mask of ``pattern`` (which ``block_size`` tiles hold any allowed pair)."""
     require_count("block_size", block_size, 1)
-    return create_block_mask(mask_mod_from_pattern(pattern), None, None, pattern.n, pattern.n, device=device,
-                             BLOCK_SIZE=block_size)
+    return create_block_mask(
+        mask_mod_from_pattern(pattern), None, None, pattern.n, pattern.n, device=device, BLOCK_SIZE=block_size
+    )
 
 
-def flex(q: Tensor, k: Tensor, v: Tensor, *, score_mod: ScoreMod | None = None, block_mask: BlockMask | None = None,
-         compiled: bool = False) -> Tensor:
+def flex(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    *,
+    score_mod: ScoreMod | None = None,
+    block_mask: BlockMask | None = None,
+    compiled: bool = False,
+) -> Tensor:
     """``flex_attention`` on ``(B, H, N, d)`` tensors; eager unless ``compiled`` (quietly: the eager
     path's "use torch.compile" warning is expected here). A query that may see no key gets zeros."""
     for name, t in (("q", q), ("k", k), ("v", v)):
@@ -109,8 +117,9 @@ def flex(q: Tensor, k: Tensor, v: Tensor, *, score_mod: ScoreMod | None = None, 
         return fn(q, k, v, score_mod=score_mod, block_mask=block_mask)
 
 
-def flex_pattern_attention(q: Tensor, k: Tensor, v: Tensor, pattern: SparsePattern, *, use_block_mask: bool = True,
-                           block_size: int = 128) -> Tensor:
+def flex_pattern_attention(
+    q: Tensor, k: Tensor, v: Tensor, pattern: SparsePattern, *, use_block_mask: bool = True, block_size: int = 128
+) -> Tensor:
     """Self-attention under ``pattern`` through FlexAttention: as a ``mask_mod`` (with its block mask)
     or, with ``use_block_mask=False``, as a ``score_mod`` that writes ``-inf``.
 

@@ -16,8 +16,13 @@ from .kv_cache import GrowingKVCache, KVCache, PreallocatedKVCache, StepFn, cach
 from .softmax import softmax
 
 
-def new_cache(model: Decoder, batch_size: int, kind: str = "preallocated", capacity: int | None = None,
-              step_fn: StepFn = cached_attention_step) -> KVCache:
+def new_cache(
+    model: Decoder,
+    batch_size: int,
+    kind: str = "preallocated",
+    capacity: int | None = None,
+    step_fn: StepFn = cached_attention_step,
+) -> KVCache:
     """An empty cache shaped for ``model``.
 
     Args:
@@ -35,8 +40,15 @@ def new_cache(model: Decoder, batch_size: int, kind: str = "preallocated", capac
         return GrowingKVCache(config.n_layers, step_fn)
     if kind == "preallocated":
         weight = model.lm_head.weight
-        return PreallocatedKVCache(config.n_layers, batch_size, config.n_kv_heads, capacity or config.max_seq_len,
-                                   config.d_head, dtype=weight.dtype, device=weight.device)
+        return PreallocatedKVCache(
+            config.n_layers,
+            batch_size,
+            config.n_kv_heads,
+            capacity or config.max_seq_len,
+            config.d_head,
+            dtype=weight.dtype,
+            device=weight.device,
+        )
     raise ValueError(f"kind must be 'preallocated' or 'growing', got {kind!r}")
 
 
@@ -117,8 +129,10 @@ def generate(
         raise ValueError(f"prompt must be int token ids (B, P) with P >= 1, got {prompt.dtype} {shape_of(prompt)}")
     total = prompt.shape[1] + n_new
     if n_new < 1 or total > model.config.max_seq_len:
-        raise ValueError(f"need 1 <= n_new and prompt + n_new <= max_seq_len={model.config.max_seq_len}, "
-                         f"got prompt {shape_of(prompt)} and n_new={n_new}")
+        raise ValueError(
+            f"need 1 <= n_new and prompt + n_new <= max_seq_len={model.config.max_seq_len}, "
+            f"got prompt {shape_of(prompt)} and n_new={n_new}"
+        )
     batch = prompt.shape[0]
     sequence = torch.empty(batch, total, dtype=prompt.dtype, device=prompt.device)  # prompt, then new tokens
     sequence[:, : prompt.shape[1]] = prompt

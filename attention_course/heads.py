@@ -60,8 +60,9 @@ def repeated_sequences(batch: int, period: int, vocab_size: int, generator: torc
     return torch.cat([bos, segment, segment], dim=1)
 
 
-def training_batch(batch: int, length: int, vocab_size: int, periods: tuple[int, int],
-                   generator: torch.Generator) -> tuple[Tensor, Tensor]:
+def training_batch(
+    batch: int, length: int, vocab_size: int, periods: tuple[int, int], generator: torch.Generator
+) -> tuple[Tensor, Tensor]:
     """Sequences of ``length`` tokens: ``[BOS]``, a random segment of a random period in ``periods``
     (inclusive), the same segment again, then fresh random tokens up to ``length``.
 
@@ -74,8 +75,10 @@ def training_batch(batch: int, length: int, vocab_size: int, periods: tuple[int,
     """
     low, high = periods
     if not 2 <= low <= high or 1 + 2 * high > length:
-        raise ValueError(f"need 2 <= periods[0] <= periods[1] and 1 + 2 * periods[1] <= length, "
-                         f"got periods={periods}, length={length}")
+        raise ValueError(
+            f"need 2 <= periods[0] <= periods[1] and 1 + 2 * periods[1] <= length, "
+            f"got periods={periods}, length={length}"
+        )
     tokens = torch.randint(1, vocab_size, (batch, length), generator=generator)
     tokens[:, 0] = BOS
     chosen = torch.randint(low, high + 1, (batch,), generator=generator)
@@ -112,8 +115,9 @@ def attention_weights(model: Decoder, tokens: Tensor) -> Tensor:
 def _check_scores_input(attention: Tensor) -> None:
     require_rank("attention", require_float("attention", attention), 4, "(B, heads, T, T)")
     if attention.shape[-1] != attention.shape[-2] or attention.shape[-1] < 2:
-        raise ValueError(f"attention must be self-attention weights (B, heads, T, T) with T >= 2, "
-                         f"got shape {shape_of(attention)}")
+        raise ValueError(
+            f"attention must be self-attention weights (B, heads, T, T) with T >= 2, got shape {shape_of(attention)}"
+        )
 
 
 def previous_token_score(attention: Tensor) -> Tensor:
@@ -162,8 +166,10 @@ def induction_score(attention: Tensor, tokens: Tensor, period: int) -> Tensor:
         raise ValueError(f"tokens {shape_of(tokens)} must be (B, T) of attention {shape_of(attention)}")
     repeats = repeat_mask(tokens, period)  # (B, T)
     if not repeats.any():
-        raise ValueError(f"no token equals the token period={period} positions before it: these sequences have "
-                         "no repeated segment to score an induction head on")
+        raise ValueError(
+            f"no token equals the token period={period} positions before it: these sequences have "
+            "no repeated segment to score an induction head on"
+        )
     # weight of query q on key q - period + 1, for q = period .. T - 1: (B, H, T - period)
     on_target = torch.diagonal(attention, offset=-(period - 1), dim1=-2, dim2=-1)[..., 1:]
     chosen = repeats[:, None, period:].to(attention.dtype)  # (B, 1, T - period)
@@ -204,8 +210,10 @@ def ablate_heads(model: Decoder, heads: Sequence[tuple[int, int]]) -> Iterator[D
     scales = [torch.ones(config.n_heads) for _ in range(config.n_layers)]
     for layer, head in heads:
         if not 0 <= layer < config.n_layers or not 0 <= head < config.n_heads:
-            raise IndexError(f"(layer, head) = ({layer}, {head}) is not in a model with {config.n_layers} layers "
-                             f"of {config.n_heads} heads")
+            raise IndexError(
+                f"(layer, head) = ({layer}, {head}) is not in a model with {config.n_layers} layers "
+                f"of {config.n_heads} heads"
+            )
         scales[layer][head] = 0.0
     previous = [block.attn.head_scale for block in model.blocks]
     try:
@@ -332,7 +340,9 @@ def encoder_head_ablation(layers: Sequence[object], heads: Sequence[tuple[int, i
     from .attention import masked_attention
     from .pretrained import EncoderLayerWeights, encoder_self_attention
 
-    def self_attention(hidden: Tensor, layer: EncoderLayerWeights, key_mask: Tensor, n_heads: int) -> tuple[Tensor, Tensor]:
+    def self_attention(
+        hidden: Tensor, layer: EncoderLayerWeights, key_mask: Tensor, n_heads: int
+    ) -> tuple[Tensor, Tensor]:
         index = next(i for i, candidate in enumerate(layers) if candidate is layer)
         off = [head for at, head in heads if at == index]
         for head in off:

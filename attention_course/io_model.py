@@ -90,8 +90,9 @@ def flash_attention_io(n: int, d: int, sram: int) -> IOCount:
     n = require_count("n", n)
     _, block_k = flash_block_sizes(d, sram)
     key_tiles = math.ceil(n / block_k)
-    return IOCount(reads=2 * n * d + key_tiles * (2 * n * d + 2 * n),
-                   writes=n * d + 2 * n + key_tiles * (n * d + 2 * n))
+    return IOCount(
+        reads=2 * n * d + key_tiles * (2 * n * d + 2 * n), writes=n * d + 2 * n + key_tiles * (n * d + 2 * n)
+    )
 
 
 def tiled_attention_io(n: int, d: int, block_q: int, block_k: int, causal: bool = False) -> IOCount:

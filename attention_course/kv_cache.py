@@ -52,8 +52,12 @@ def _grouped_mask(mask: Tensor, batch: int, n_heads: int, n_kv_heads: int, lengt
             f"for q with B={batch}, {n_heads} heads, L={length} and S={n_keys}"
         )
     mask_batch, mask_heads, mask_rows, mask_keys = mask.shape
-    if mask_batch not in (1, batch) or mask_heads not in (1, n_heads) or mask_rows not in (1, length) or \
-            mask_keys not in (1, n_keys):
+    if (
+        mask_batch not in (1, batch)
+        or mask_heads not in (1, n_heads)
+        or mask_rows not in (1, length)
+        or mask_keys not in (1, n_keys)
+    ):
         raise ValueError(
             f"mask {shape_of(mask)} does not broadcast to (B, heads, L, S) = ({batch}, {n_heads}, {length}, {n_keys})"
         )
@@ -205,8 +209,13 @@ def kv_cache_bytes(
     Returns:
         bytes, an int.
     """
-    sizes = {"n_layers": n_layers, "n_kv_heads": n_kv_heads, "d_head": d_head, "bytes_per_element": bytes_per_element,
-             "batch_size": batch_size}
+    sizes = {
+        "n_layers": n_layers,
+        "n_kv_heads": n_kv_heads,
+        "d_head": d_head,
+        "bytes_per_element": bytes_per_element,
+        "batch_size": batch_size,
+    }
     for name, value in sizes.items():
         require_positive(name, value)
     if n_tokens < 0:
@@ -286,8 +295,12 @@ class PreallocatedKVCache(KVCache):
         device: torch.device | str | None = None,
     ) -> None:
         super().__init__(n_layers)
-        for name, value in (("batch_size", batch_size), ("n_kv_heads", n_kv_heads), ("capacity", capacity),
-                            ("d_head", d_head)):
+        for name, value in (
+            ("batch_size", batch_size),
+            ("n_kv_heads", n_kv_heads),
+            ("capacity", capacity),
+            ("d_head", d_head),
+        ):
             require_positive(name, value)
         self.capacity = capacity
         shape = (n_layers, batch_size, n_kv_heads, capacity, d_head)
@@ -299,7 +312,9 @@ class PreallocatedKVCache(KVCache):
     def attend(self, layer: int, q_new: Tensor, k_new: Tensor, v_new: Tensor) -> Tensor:
         start, end = self.length, self.length + q_new.shape[-2]
         if end > self.capacity:
-            raise ValueError(f"the cache holds {self.capacity} tokens; {end} would not fit (length {start} + {end - start} new)")
+            raise ValueError(
+                f"the cache holds {self.capacity} tokens; {end} would not fit (length {start} + {end - start} new)"
+            )
         cos, sin = self.cos[start:end], self.sin[start:end]  # the rows apply_rope would compute
         q_new, k_new = (x * cos + rotate_half(x) * sin for x in (q_new, k_new))  # apply_rope's formula
         self.keys[layer, :, :, start:end] = k_new  # written in place: no new buffer

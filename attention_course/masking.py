@@ -85,4 +85,3 @@ def combine_masks(*masks: Tensor | None) -> Tensor | None:
             raise TypeError(f"masks[{i}] must be boolean, got dtype {mask.dtype} with shape {shape_of(mask)}")
         out = mask if out is None else out & mask
     return out
-

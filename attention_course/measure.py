@@ -36,8 +36,9 @@ def best_seconds(fn: Callable[[], object], repeats: int = 3) -> float:
 def growth_exponent(sizes: Sequence[float], values: Sequence[float]) -> float:
     """p in ``value ~ size^p``: the slope of the least-squares line through the points on log-log axes."""
     if len(sizes) != len(values) or len(set(sizes)) < 2:
-        raise ValueError(f"need two or more distinct sizes, each with one value; got sizes {list(sizes)} "
-                         f"and {len(values)} values")
+        raise ValueError(
+            f"need two or more distinct sizes, each with one value; got sizes {list(sizes)} and {len(values)} values"
+        )
     xs, ys = [math.log(s) for s in sizes], [math.log(v) for v in values]
     x_mean, y_mean = sum(xs) / len(xs), sum(ys) / len(ys)
     return sum((x - x_mean) * (y - y_mean) for x, y in zip(xs, ys, strict=True)) / sum((x - x_mean) ** 2 for x in xs)
@@ -65,7 +66,9 @@ def peak_memory_bytes(fn: Callable[[], object]) -> int:
         profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof,
     ):
         fn()
-    events = [e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]" and e.device_type() == DeviceType.CPU]
+    events = [
+        e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]" and e.device_type() == DeviceType.CPU
+    ]
     live = peak = 0
     for event in sorted(events, key=lambda e: e.start_ns()):
         live += event.nbytes()

@@ -36,12 +36,16 @@ from .positional import apply_rope
 from .softmax import softmax
 
 
-def _check_step(q_nope: Tensor, q_rope: Tensor, latents: Tensor, k_rope: Tensor, w_uk: Tensor, w_uv: Tensor,
-                w_o: Tensor) -> None:
+def _check_step(
+    q_nope: Tensor, q_rope: Tensor, latents: Tensor, k_rope: Tensor, w_uk: Tensor, w_uv: Tensor, w_o: Tensor
+) -> None:
     for name, t, rank, layout in (
-        ("q_nope", q_nope, 4, "(B, n_heads, T, d_nope)"), ("q_rope", q_rope, 4, "(B, n_heads, T, d_rope)"),
-        ("latents", latents, 3, "(B, S, d_latent)"), ("k_rope", k_rope, 3, "(B, S, d_rope)"),
-        ("w_uk", w_uk, 3, "(n_heads, d_latent, d_nope)"), ("w_uv", w_uv, 3, "(n_heads, d_latent, d_v)"),
+        ("q_nope", q_nope, 4, "(B, n_heads, T, d_nope)"),
+        ("q_rope", q_rope, 4, "(B, n_heads, T, d_rope)"),
+        ("latents", latents, 3, "(B, S, d_latent)"),
+        ("k_rope", k_rope, 3, "(B, S, d_rope)"),
+        ("w_uk", w_uk, 3, "(n_heads, d_latent, d_nope)"),
+        ("w_uv", w_uv, 3, "(n_heads, d_latent, d_v)"),
         ("w_o", w_o, 3, "(n_heads, d_v, d_model)"),
     ):
         require_rank(name, require_float(name, t), rank, layout)
@@ -54,22 +58,38 @@ def _check_step(q_nope: Tensor, q_rope: Tensor, latents: Tensor, k_rope: Tensor,
         problems.append("latents and k_rope must be (B, S, ·) with q's B and k_rope's width equal to q_rope's")
     if latents.shape[1] < n_new:
         problems.append("the cache must hold at least the T new tokens (they are its last T rows)")
-    if w_uk.shape != (n_heads, d_latent, d_nope) or w_uv.shape[:2] != (n_heads, d_latent) or w_o.shape[:2] != (
-            n_heads, w_uv.shape[2]):
-        problems.append("w_uk must be (n_heads, d_latent, d_nope), w_uv (n_heads, d_latent, d_v), w_o (n_heads, d_v, d_model)")
+    if (
+        w_uk.shape != (n_heads, d_latent, d_nope)
+        or w_uv.shape[:2] != (n_heads, d_latent)
+        or w_o.shape[:2] != (n_heads, w_uv.shape[2])
+    ):
+        problems.append(
+            "w_uk must be (n_heads, d_latent, d_nope), w_uv (n_heads, d_latent, d_v), w_o (n_heads, d_v, d_model)"
+        )
     if problems:
-        shapes = ", ".join(f"{n} {shape_of(t)}" for n, t in (("q_nope", q_nope), ("q_rope", q_rope), ("latents", latents),
-                                                              ("k_rope", k_rope), ("w_uk", w_uk), ("w_uv", w_uv), ("w_o", w_o)))
+        shapes = ", ".join(
+            f"{n} {shape_of(t)}"
+            for n, t in (
+                ("q_nope", q_nope),
+                ("q_rope", q_rope),
+                ("latents", latents),
+                ("k_rope", k_rope),
+                ("w_uk", w_uk),
+                ("w_uv", w_uv),
+                ("w_o", w_o),
+            )
+        )
         raise ValueError(f"{'; '.join(problems)}; got {shapes}")
 
 
 def _new_query_mask(n_new: int, n_keys: int, device: torch.device) -> Tensor | None:
     """Bottom-right causal rows: new query i sits at position n_keys - n_new + i (None for one query)."""
-    return None if n_new == 1 else causal_mask(n_keys, device=device)[n_keys - n_new:]
+    return None if n_new == 1 else causal_mask(n_keys, device=device)[n_keys - n_new :]
 
 
-def mla_naive_step(q_nope: Tensor, q_rope: Tensor, latents: Tensor, k_rope: Tensor, w_uk: Tensor, w_uv: Tensor,
-                   w_o: Tensor) -> Tensor:
+def mla_naive_step(
+    q_nope: Tensor, q_rope: Tensor, latents: Tensor, k_rope: Tensor, w_uk: Tensor, w_uv: Tensor, w_o: Tensor
+) -> Tensor:
     r"""MLA attention for ``T`` new tokens, up-projecting the cached latents to per-head keys and values.
 
     The new tokens are the **last** ``T`` of the ``S`` cached ones (their latents and rotated keys
@@ -101,8 +121,9 @@ def mla_naive_step(q_nope: Tensor, q_rope: Tensor, latents: Tensor, k_rope: Tens
     return torch.einsum("bhtv,hvd->btd", heads, w_o)  # concat heads @ W_O, one slice per head
 
 
-def mla_absorbed_step(q_nope: Tensor, q_rope: Tensor, latents: Tensor, k_rope: Tensor, w_uk: Tensor, w_uv: Tensor,
-                      w_o: Tensor) -> Tensor:
+def mla_absorbed_step(
+    q_nope: Tensor, q_rope: Tensor, latents: Tensor, k_rope: Tensor, w_uk: Tensor, w_uv: Tensor, w_o: Tensor
+) -> Tensor:
     r"""The same attention as :func:`mla_naive_step`, with $W^{UK}$ folded into the queries and
     $W^{UV}$ into the output: every head attends over the latents themselves (the lesson 13 exercise).
 
@@ -150,11 +171,27 @@ class MLAWeights:
     w_o: Tensor
 
     @classmethod
-    def random(cls, d_model: int, n_heads: int, d_latent: int, d_nope: int, d_rope: int, d_v: int, *, seed: int = 0,
-               dtype: torch.dtype = torch.float32) -> MLAWeights:
+    def random(
+        cls,
+        d_model: int,
+        n_heads: int,
+        d_latent: int,
+        d_nope: int,
+        d_rope: int,
+        d_v: int,
+        *,
+        seed: int = 0,
+        dtype: torch.dtype = torch.float32,
+    ) -> MLAWeights:
         """Random weights scaled by ``1 / sqrt(fan_in)`` (so activations stay near unit size)."""
-        for name, value in (("d_model", d_model), ("n_heads", n_heads), ("d_latent", d_latent), ("d_nope", d_nope),
-                            ("d_rope", d_rope), ("d_v", d_v)):
+        for name, value in (
+            ("d_model", d_model),
+            ("n_heads", n_heads),
+            ("d_latent", d_latent),
+            ("d_nope", d_nope),
+            ("d_rope", d_rope),
+            ("d_v", d_v),
+        ):
             require_count(name, value, 1)
         if d_rope % 2:
             raise ValueError(f"d_rope must be even (RoPE turns pairs of coordinates), got {d_rope}")
@@ -163,9 +200,15 @@ class MLAWeights:
         def init(*shape: int) -> Tensor:
             return (torch.randn(*shape, generator=gen, dtype=torch.float64) / math.sqrt(shape[-2])).to(dtype)
 
-        return cls(init(d_model, d_latent), init(n_heads, d_latent, d_nope), init(n_heads, d_latent, d_v),
-                   init(n_heads, d_model, d_nope), init(n_heads, d_model, d_rope), init(d_model, d_rope),
-                   init(n_heads, d_v, d_model))
+        return cls(
+            init(d_model, d_latent),
+            init(n_heads, d_latent, d_nope),
+            init(n_heads, d_latent, d_v),
+            init(n_heads, d_model, d_nope),
+            init(n_heads, d_model, d_rope),
+            init(d_model, d_rope),
+            init(n_heads, d_v, d_model),
+        )
 
     @property
     def n_heads(self) -> int:
@@ -193,10 +236,23 @@ class LatentKVCache:
     """A preallocated MLA cache: ``latents (B, capacity, d_latent)`` and ``k_rope (B, capacity, d_rope)``
     per layer, written in place, one row per token."""
 
-    def __init__(self, n_layers: int, batch_size: int, capacity: int, d_latent: int, d_rope: int, *,
-                 dtype: torch.dtype = torch.float32) -> None:
-        for name, value in (("n_layers", n_layers), ("batch_size", batch_size), ("capacity", capacity),
-                            ("d_latent", d_latent), ("d_rope", d_rope)):
+    def __init__(
+        self,
+        n_layers: int,
+        batch_size: int,
+        capacity: int,
+        d_latent: int,
+        d_rope: int,
+        *,
+        dtype: torch.dtype = torch.float32,
+    ) -> None:
+        for name, value in (
+            ("n_layers", n_layers),
+            ("batch_size", batch_size),
+            ("capacity", capacity),
+            ("d_latent", d_latent),
+            ("d_rope", d_rope),
+        ):
             require_count(name, value, 1)
         self.capacity, self.length = capacity, 0
         self.latents = torch.zeros(n_layers, batch_size, capacity, d_latent, dtype=dtype)
@@ -207,8 +263,8 @@ class LatentKVCache:
         end = self.length + latents.shape[-2]
         if end > self.capacity:
             raise ValueError(f"the cache holds {self.capacity} tokens; {end} would not fit (length {self.length})")
-        self.latents[layer, :, self.length:end] = latents
-        self.k_rope[layer, :, self.length:end] = k_rope
+        self.latents[layer, :, self.length : end] = latents
+        self.k_rope[layer, :, self.length : end] = k_rope
         return self.latents[layer, :, :end], self.k_rope[layer, :, :end]
 
     def advance(self, n_new: int) -> None:
@@ -218,7 +274,9 @@ class LatentKVCache:
         return sum(t.numel() * t.element_size() for t in (self.latents, self.k_rope))
 
 
-def mla_forward(x: Tensor, weights: MLAWeights, cache: LatentKVCache, layer: int = 0, *, absorbed: bool = True) -> Tensor:
+def mla_forward(
+    x: Tensor, weights: MLAWeights, cache: LatentKVCache, layer: int = 0, *, absorbed: bool = True
+) -> Tensor:
     """One MLA layer on ``T`` new tokens ``x (B, T, d_model)``: cache their latents, attend over all.
 
     The caller advances ``cache`` once every layer has run. Returns ``(B, T, d_model)``.
@@ -230,12 +288,18 @@ def mla_forward(x: Tensor, weights: MLAWeights, cache: LatentKVCache, layer: int
     return step(q_nope, q_rope, latents, k_rope, weights.w_uk, weights.w_uv, weights.w_o)
 
 
-def mla_cache_bytes(n_layers: int, d_latent: int, d_rope: int, n_tokens: int, bytes_per_element: int = 2,
-                    batch_size: int = 1) -> int:
+def mla_cache_bytes(
+    n_layers: int, d_latent: int, d_rope: int, n_tokens: int, bytes_per_element: int = 2, batch_size: int = 1
+) -> int:
     r"""Memory of an MLA cache: $\text{layers} \times (d_c + d_R) \times \text{tokens} \times
     \text{bytes} \times \text{batch}$ (one latent and one rotated key per token, for all heads)."""
-    for name, value in (("n_layers", n_layers), ("d_latent", d_latent), ("d_rope", d_rope),
-                        ("bytes_per_element", bytes_per_element), ("batch_size", batch_size)):
+    for name, value in (
+        ("n_layers", n_layers),
+        ("d_latent", d_latent),
+        ("d_rope", d_rope),
+        ("bytes_per_element", bytes_per_element),
+        ("batch_size", batch_size),
+    ):
         require_count(name, value, 1)
     require_count("n_tokens", n_tokens, 0)
     return n_layers * (d_latent + d_rope) * n_tokens * bytes_per_element * batch_size

@@ -141,18 +141,29 @@ class MultiHeadAttention(nn.Module):
             per_key = key_mask_to_attention_mask(key_mask)[:, None]  # (B, 1, 1, S): same for every head and query
             mask = per_key if mask is None else mask & per_key
         return multi_head_attention(
-            query, key, value,
-            self.q_proj.weight.T, self.k_proj.weight.T, self.v_proj.weight.T, self.out_proj.weight.T,
+            query,
+            key,
+            value,
+            self.q_proj.weight.T,
+            self.k_proj.weight.T,
+            self.v_proj.weight.T,
+            self.out_proj.weight.T,
             self.n_heads,
-            b_q=self.q_proj.bias, b_k=self.k_proj.bias, b_v=self.v_proj.bias, b_o=self.out_proj.bias,
-            mask=mask, causal=causal,
+            b_q=self.q_proj.bias,
+            b_k=self.k_proj.bias,
+            b_v=self.v_proj.bias,
+            b_o=self.out_proj.bias,
+            mask=mask,
+            causal=causal,
         )
 
     @classmethod
     def from_torch(cls, mha: nn.MultiheadAttention) -> MultiHeadAttention:
         """Copy the weights of a ``torch.nn.MultiheadAttention`` (same embed dims, no bias_kv)."""
         if not mha._qkv_same_embed_dim or mha.bias_k is not None:
-            raise ValueError("from_torch supports nn.MultiheadAttention with kdim = vdim = embed_dim and no add_bias_kv")
+            raise ValueError(
+                "from_torch supports nn.MultiheadAttention with kdim = vdim = embed_dim and no add_bias_kv"
+            )
         has_bias = mha.in_proj_bias is not None
         module = cls(mha.embed_dim, mha.num_heads, bias=has_bias)
         d = mha.embed_dim

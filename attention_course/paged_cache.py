@@ -42,8 +42,10 @@ def _check_pool_args(pool: Tensor, block_table: Tensor, length: int) -> None:
         raise TypeError(f"block_table must hold integer block ids, got dtype {block_table.dtype}")
     require_count("length", length, 0)
     if length > block_table.shape[0] * pool.shape[2]:
-        raise ValueError(f"length={length} is more than a block table of {block_table.shape[0]} blocks of "
-                         f"{pool.shape[2]} positions can address")
+        raise ValueError(
+            f"length={length} is more than a block table of {block_table.shape[0]} blocks of "
+            f"{pool.shape[2]} positions can address"
+        )
 
 
 def paged_gather(pool: Tensor, block_table: Tensor, length: int) -> Tensor:
@@ -77,8 +79,9 @@ def _write(pool: Tensor, block_table: Tensor, ref_counts: Tensor, length: int, n
     pool[block, :, offset] = new
 
 
-def paged_write_and_gather(pool: Tensor, block_table: Tensor, ref_counts: Tensor, length: int, new: Tensor,
-                           spare_block: int) -> tuple[Tensor, Tensor, Tensor]:
+def paged_write_and_gather(
+    pool: Tensor, block_table: Tensor, ref_counts: Tensor, length: int, new: Tensor, spare_block: int
+) -> tuple[Tensor, Tensor, Tensor]:
     """Store one new token's keys (or values) at position ``length`` of a sequence, then read back all
     ``length + 1`` of its rows in order (the lesson 13 exercise).
 
@@ -117,12 +120,26 @@ class PagedKVCache(KVCache):
     lengths: each gets its own positions and its own causal rows.
     """
 
-    def __init__(self, n_layers: int, n_blocks: int, block_size: int, n_kv_heads: int, d_head: int,
-                 max_blocks_per_seq: int, *, dtype: torch.dtype = torch.float32,
-                 device: torch.device | str | None = None) -> None:
+    def __init__(
+        self,
+        n_layers: int,
+        n_blocks: int,
+        block_size: int,
+        n_kv_heads: int,
+        d_head: int,
+        max_blocks_per_seq: int,
+        *,
+        dtype: torch.dtype = torch.float32,
+        device: torch.device | str | None = None,
+    ) -> None:
         super().__init__(n_layers)
-        for name, value in (("n_blocks", n_blocks), ("block_size", block_size), ("n_kv_heads", n_kv_heads),
-                            ("d_head", d_head), ("max_blocks_per_seq", max_blocks_per_seq)):
+        for name, value in (
+            ("n_blocks", n_blocks),
+            ("block_size", block_size),
+            ("n_kv_heads", n_kv_heads),
+            ("d_head", d_head),
+            ("max_blocks_per_seq", max_blocks_per_seq),
+        ):
             require_count(name, value, 1)
         self.block_size, self.max_blocks_per_seq = block_size, max_blocks_per_seq
         shape = (n_layers, n_blocks, n_kv_heads, block_size, d_head)
@@ -137,7 +154,9 @@ class PagedKVCache(KVCache):
     # --- bookkeeping -------------------------------------------------------------------------
     def _known(self, seq_id: Hashable) -> None:
         if seq_id not in self.tables:
-            raise UnknownSequenceError(f"unknown sequence id {seq_id!r}; known ids: {', '.join(sorted(map(repr, self.tables)))}")
+            raise UnknownSequenceError(
+                f"unknown sequence id {seq_id!r}; known ids: {', '.join(sorted(map(repr, self.tables)))}"
+            )
 
     def add_sequence(self, seq_id: Hashable) -> None:
         """Register an empty sequence (no block is taken until it holds a token)."""
@@ -180,8 +199,10 @@ class PagedKVCache(KVCache):
         for seq_id in self.batch:
             length, table = self.lengths[seq_id], self.tables[seq_id]
             if length + n_new > limit:
-                raise ValueError(f"sequence {seq_id!r} would hold {length + n_new} tokens; its block table allows "
-                                 f"{self.max_blocks_per_seq} blocks of {self.block_size} = {limit}")
+                raise ValueError(
+                    f"sequence {seq_id!r} would hold {length + n_new} tokens; its block table allows "
+                    f"{self.max_blocks_per_seq} blocks of {self.block_size} = {limit}"
+                )
             needed += -(-(length + n_new) // self.block_size) - len(table)
             if length % self.block_size and self.ref_counts[table[-1]] > 1:
                 needed += 1  # its last, partly filled block is shared: it will be copied
@@ -205,8 +226,10 @@ class PagedKVCache(KVCache):
     def attend(self, layer: int, q_new: Tensor, k_new: Tensor, v_new: Tensor) -> Tensor:
         """``q_new (B, H, T, d)``, ``k_new``/``v_new (B, Hkv, T, d)`` before RoPE, row ``b`` = ``batch[b]``."""
         if q_new.shape[0] != len(self.batch):
-            raise ValueError(f"q_new has {q_new.shape[0]} rows but the batch names {len(self.batch)} sequences "
-                             "(call set_batch first)")
+            raise ValueError(
+                f"q_new has {q_new.shape[0]} rows but the batch names {len(self.batch)} sequences "
+                "(call set_batch first)"
+            )
         n_new, d_head = q_new.shape[-2], q_new.shape[-1]
         if layer == 0:
             self._reserve(n_new)

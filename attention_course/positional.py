@@ -92,7 +92,9 @@ def apply_rope(x: Tensor, positions: Tensor | None = None, base: float = 10000.0
     if positions is None:
         positions = torch.arange(length, device=x.device)
     if tuple(positions.shape) != (length,):
-        raise ValueError(f"positions must have shape (L,) = ({length},) to match x {shape_of(x)}, got {shape_of(positions)}")
+        raise ValueError(
+            f"positions must have shape (L,) = ({length},) to match x {shape_of(x)}, got {shape_of(positions)}"
+        )
     cos, sin = rope_cos_sin(positions.cpu(), d_head, base, dtype=x.dtype)
     cos, sin = cos.to(x.device), sin.to(x.device)
     return x * cos + rotate_half(x) * sin

@@ -145,8 +145,12 @@ class EncoderLayerWeights:
         """Small random weights (std ``1/sqrt(d_in)``), for readable test and exercise cases."""
         generator = torch.Generator().manual_seed(seed)
         shapes = {
-            "w_q": (d_model, d_model), "w_k": (d_model, d_model), "w_v": (d_model, d_model),
-            "w_o": (d_model, d_model), "w_ff1": (d_model, d_ff), "w_ff2": (d_ff, d_model),
+            "w_q": (d_model, d_model),
+            "w_k": (d_model, d_model),
+            "w_v": (d_model, d_model),
+            "w_o": (d_model, d_model),
+            "w_ff1": (d_model, d_ff),
+            "w_ff2": (d_ff, d_model),
             "b_ff1": (d_ff,),
         }
         tensors = {}
@@ -181,14 +185,22 @@ class EncoderWeights:
 
 # checkpoint name (relative to ``encoder.layer.N.``) of each layer field; "linear" ones are transposed
 _LAYER_KEYS = {
-    "w_q": "attention.self.query.weight", "b_q": "attention.self.query.bias",
-    "w_k": "attention.self.key.weight", "b_k": "attention.self.key.bias",
-    "w_v": "attention.self.value.weight", "b_v": "attention.self.value.bias",
-    "w_o": "attention.output.dense.weight", "b_o": "attention.output.dense.bias",
-    "ln_attn_weight": "attention.output.LayerNorm.weight", "ln_attn_bias": "attention.output.LayerNorm.bias",
-    "w_ff1": "intermediate.dense.weight", "b_ff1": "intermediate.dense.bias",
-    "w_ff2": "output.dense.weight", "b_ff2": "output.dense.bias",
-    "ln_ff_weight": "output.LayerNorm.weight", "ln_ff_bias": "output.LayerNorm.bias",
+    "w_q": "attention.self.query.weight",
+    "b_q": "attention.self.query.bias",
+    "w_k": "attention.self.key.weight",
+    "b_k": "attention.self.key.bias",
+    "w_v": "attention.self.value.weight",
+    "b_v": "attention.self.value.bias",
+    "w_o": "attention.output.dense.weight",
+    "b_o": "attention.output.dense.bias",
+    "ln_attn_weight": "attention.output.LayerNorm.weight",
+    "ln_attn_bias": "attention.output.LayerNorm.bias",
+    "w_ff1": "intermediate.dense.weight",
+    "b_ff1": "intermediate.dense.bias",
+    "w_ff2": "output.dense.weight",
+    "b_ff2": "output.dense.bias",
+    "ln_ff_weight": "output.LayerNorm.weight",
+    "ln_ff_bias": "output.LayerNorm.bias",
 }
 
 
@@ -215,10 +227,12 @@ def load_weights(path: Path | None = None) -> EncoderWeights:
         return tensor.T.contiguous() if transpose else tensor
 
     layers = tuple(
-        EncoderLayerWeights(**{
-            name: get(f"encoder.layer.{i}.{key}", transpose=name.startswith("w_"))
-            for name, key in _LAYER_KEYS.items()
-        })
+        EncoderLayerWeights(
+            **{
+                name: get(f"encoder.layer.{i}.{key}", transpose=name.startswith("w_"))
+                for name, key in _LAYER_KEYS.items()
+            }
+        )
         for i in range(config.n_layers)
     )
     return EncoderWeights(
@@ -426,8 +440,12 @@ def encode(
     """
     if self_attention is not None and attention_fn is not None:
         raise ValueError("give attention_fn (used inside the reference sublayer) or self_attention, not both")
-    for name, fn in (("attention_fn", attention_fn), ("self_attention", self_attention),
-                     ("feed_forward", feed_forward), ("pooling", pooling)):
+    for name, fn in (
+        ("attention_fn", attention_fn),
+        ("self_attention", self_attention),
+        ("feed_forward", feed_forward),
+        ("pooling", pooling),
+    ):
         if fn is not None and not callable(fn):
             raise TypeError(f"{name} must be a function, got {type(fn).__name__}")
     if self_attention is None:
@@ -438,10 +456,16 @@ def encode(
     hidden_states, attentions = [hidden], []
     for layer in weights.layers:
         attended, attention = self_attention(hidden, layer, key_mask, config.n_heads)  # (B, L, d), (B, H, L, L)
-        hidden = F.layer_norm(hidden + attended, (config.d_model,), layer.ln_attn_weight, layer.ln_attn_bias,
-                              config.layer_norm_eps)
-        hidden = F.layer_norm(hidden + feed_forward(hidden, layer), (config.d_model,), layer.ln_ff_weight,
-                              layer.ln_ff_bias, config.layer_norm_eps)
+        hidden = F.layer_norm(
+            hidden + attended, (config.d_model,), layer.ln_attn_weight, layer.ln_attn_bias, config.layer_norm_eps
+        )
+        hidden = F.layer_norm(
+            hidden + feed_forward(hidden, layer),
+            (config.d_model,),
+            layer.ln_ff_weight,
+            layer.ln_ff_bias,
+            config.layer_norm_eps,
+        )
         hidden_states.append(hidden)
         attentions.append(attention)
     return EncoderOutput(tuple(hidden_states), tuple(attentions), pooling(hidden, key_mask), key_mask)
@@ -488,7 +512,9 @@ def load_sentence_transformer(attn_implementation: str = "sdpa") -> SentenceTran
         logging.disable_progress_bar()  # a "Loading weights" bar would be a widget in notebook outputs
         try:
             return SentenceTransformer(
-                str(model_dir()), device="cpu", local_files_only=True,
+                str(model_dir()),
+                device="cpu",
+                local_files_only=True,
                 model_kwargs={"attn_implementation": attn_implementation},
             )
         finally:

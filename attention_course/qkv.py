@@ -49,9 +49,7 @@ def _check_qk(q: Tensor, k: Tensor) -> None:
     require_min_rank("q", q, 2, "(..., L, d_k)")
     require_min_rank("k", k, 2, "(..., S, d_k)")
     if q.shape[-1] != k.shape[-1]:
-        raise ValueError(
-            f"q and k must share the last dimension, got q {shape_of(q)} and k {shape_of(k)}"
-        )
+        raise ValueError(f"q and k must share the last dimension, got q {shape_of(q)} and k {shape_of(k)}")
 
 
 def attention_scores(q: Tensor, k: Tensor) -> Tensor:

@@ -67,25 +67,40 @@ def chronological_slots(position: int, n_sinks: int, window: int) -> Tensor:
     return torch.cat([torch.arange(n_sinks), window_slots])
 
 
-def _check_step(q_new: Tensor, k_new: Tensor, v_new: Tensor, k_cache: Tensor, v_cache: Tensor, position: int,
-                n_sinks: int) -> None:
+def _check_step(
+    q_new: Tensor, k_new: Tensor, v_new: Tensor, k_cache: Tensor, v_cache: Tensor, position: int, n_sinks: int
+) -> None:
     for name, t in (("q_new", q_new), ("k_new", k_new), ("v_new", v_new), ("k_cache", k_cache), ("v_cache", v_cache)):
         require_rank(name, require_tensor(name, t), 4, "(B, heads, positions, d_head)")
     require_count("position", position, 0)
     require_count("n_sinks", n_sinks, 0)
     if q_new.shape[-2] != 1 or k_new.shape != v_new.shape or k_new.shape[-2] != 1:
-        raise ValueError(f"one new token per step: q_new (B, H, 1, d), k_new and v_new (B, Hkv, 1, d), got q_new "
-                         f"{shape_of(q_new)}, k_new {shape_of(k_new)}, v_new {shape_of(v_new)}")
+        raise ValueError(
+            f"one new token per step: q_new (B, H, 1, d), k_new and v_new (B, Hkv, 1, d), got q_new "
+            f"{shape_of(q_new)}, k_new {shape_of(k_new)}, v_new {shape_of(v_new)}"
+        )
     if k_cache.shape != v_cache.shape or k_cache.shape[:2] != k_new.shape[:2] or k_cache.shape[-1] != k_new.shape[-1]:
-        raise ValueError(f"k_cache and v_cache must be (B, Hkv, n_sinks + window, d_head) like k_new {shape_of(k_new)}, "
-                         f"got {shape_of(k_cache)} and {shape_of(v_cache)}")
+        raise ValueError(
+            f"k_cache and v_cache must be (B, Hkv, n_sinks + window, d_head) like k_new {shape_of(k_new)}, "
+            f"got {shape_of(k_cache)} and {shape_of(v_cache)}"
+        )
     if k_cache.shape[-2] <= n_sinks:
-        raise ValueError(f"the cache needs room for the {n_sinks} sinks and a window of at least 1, "
-                         f"got k_cache {shape_of(k_cache)}")
+        raise ValueError(
+            f"the cache needs room for the {n_sinks} sinks and a window of at least 1, got k_cache {shape_of(k_cache)}"
+        )
 
 
-def _write_and_attend(q_new: Tensor, k_new: Tensor, v_new: Tensor, k_cache: Tensor, v_cache: Tensor, position: int,
-                      n_sinks: int, scheme: str, rope: tuple[Tensor, Tensor] | None = None) -> Tensor:
+def _write_and_attend(
+    q_new: Tensor,
+    k_new: Tensor,
+    v_new: Tensor,
+    k_cache: Tensor,
+    v_cache: Tensor,
+    position: int,
+    n_sinks: int,
+    scheme: str,
+    rope: tuple[Tensor, Tensor] | None = None,
+) -> Tensor:
     """Write the new token into its slot (in place) and attend; ``rope`` = precomputed (cos, sin) rows."""
     capacity = k_cache.shape[-2]
     window = capacity - n_sinks
@@ -113,8 +128,16 @@ def _write_and_attend(q_new: Tensor, k_new: Tensor, v_new: Tensor, k_cache: Tens
     return grouped_query_attention(q_new, keys, values)
 
 
-def rolling_attention_step(q_new: Tensor, k_new: Tensor, v_new: Tensor, k_cache: Tensor, v_cache: Tensor,
-                           position: int, n_sinks: int, scheme: str = "absolute") -> tuple[Tensor, Tensor, Tensor]:
+def rolling_attention_step(
+    q_new: Tensor,
+    k_new: Tensor,
+    v_new: Tensor,
+    k_cache: Tensor,
+    v_cache: Tensor,
+    position: int,
+    n_sinks: int,
+    scheme: str = "absolute",
+) -> tuple[Tensor, Tensor, Tensor]:
     """One decode step with a sink + window rolling buffer (the lesson 13 exercise).
 
     The buffer has ``capacity = n_sinks + window`` slots. The new token (at absolute ``position``)
@@ -174,12 +197,26 @@ class RollingKVCache(KVCache):
     Several new tokens (a prompt) are written one at a time, each attending as a decode step would.
     """
 
-    def __init__(self, n_layers: int, batch_size: int, n_kv_heads: int, d_head: int, n_sinks: int, window: int, *,
-                 scheme: str = "absolute", dtype: torch.dtype = torch.float32,
-                 device: torch.device | str | None = None) -> None:
+    def __init__(
+        self,
+        n_layers: int,
+        batch_size: int,
+        n_kv_heads: int,
+        d_head: int,
+        n_sinks: int,
+        window: int,
+        *,
+        scheme: str = "absolute",
+        dtype: torch.dtype = torch.float32,
+        device: torch.device | str | None = None,
+    ) -> None:
         super().__init__(n_layers)
-        for name, value in (("batch_size", batch_size), ("n_kv_heads", n_kv_heads), ("d_head", d_head),
-                            ("window", window)):
+        for name, value in (
+            ("batch_size", batch_size),
+            ("n_kv_heads", n_kv_heads),
+            ("d_head", d_head),
+            ("window", window),
+        ):
             require_count(name, value, 1)
         require_count("n_sinks", n_sinks, 0)
         _check_scheme(scheme)
@@ -195,9 +232,19 @@ class RollingKVCache(KVCache):
     def attend(self, layer: int, q_new: Tensor, k_new: Tensor, v_new: Tensor) -> Tensor:
         outputs = []
         for t in range(q_new.shape[-2]):
-            outputs.append(_write_and_attend(
-                q_new[:, :, t : t + 1], k_new[:, :, t : t + 1], v_new[:, :, t : t + 1], self.keys[layer],
-                self.values[layer], self.length + t, self.n_sinks, self.scheme, self._rope))
+            outputs.append(
+                _write_and_attend(
+                    q_new[:, :, t : t + 1],
+                    k_new[:, :, t : t + 1],
+                    v_new[:, :, t : t + 1],
+                    self.keys[layer],
+                    self.values[layer],
+                    self.length + t,
+                    self.n_sinks,
+                    self.scheme,
+                    self._rope,
+                )
+            )
         return torch.cat(outputs, dim=-2)
 
     def tensors(self) -> list[Tensor]:

@@ -192,7 +192,9 @@ def sliding_window_pattern(n: int, window: int, causal: bool = False) -> SparseP
     require_count("n", n, 0)
     require_count("window", window, 0)
     return SparsePattern(
-        f"sliding window w={window}", n, lambda i, j: _window_allows(i, j, window, causal),
+        f"sliding window w={window}",
+        n,
+        lambda i, j: _window_allows(i, j, window, causal),
         lambda block_size: _window_layout(n, block_size, window, causal),
     )
 
@@ -314,8 +316,12 @@ def longformer_pattern(n: int, window: int, global_tokens: Sequence[int], causal
         allowed = _window_allows(i, j, window, False) | globals_[i] | globals_[j]
         return allowed & _causal_allows(i, j) if causal else allowed
 
-    return SparsePattern(f"longformer w={window}, {int(is_global.sum())} global", n, allows,
-                         lambda block_size: _global_layout(n, block_size, window, is_global, causal))
+    return SparsePattern(
+        f"longformer w={window}, {int(is_global.sum())} global",
+        n,
+        allows,
+        lambda block_size: _global_layout(n, block_size, window, is_global, causal),
+    )
 
 
 def bigbird_pattern(
@@ -358,8 +364,10 @@ def bigbird_pattern(
 
     def allows(i: Tensor, j: Tensor) -> Tensor:
         links = random_links.to(i.device)
-        allowed = local_global(i, j) | links[torch.div(i, block_size, rounding_mode="floor"),
-                                             torch.div(j, block_size, rounding_mode="floor")]
+        allowed = (
+            local_global(i, j)
+            | links[torch.div(i, block_size, rounding_mode="floor"), torch.div(j, block_size, rounding_mode="floor")]
+        )
         return allowed & _causal_allows(i, j) if causal else allowed
 
     pattern = SparsePattern(f"bigbird w={window}, r={n_random}", n, allows)
@@ -442,7 +450,9 @@ def block_sparse_attention(
         if mask_fn is not None:
             allowed &= mask_fn(q_idx[:, None], k_idx[None, :])
         outputs.append(  # checked once above, not once per block
-            attention_core(q[..., q_idx, :], k.index_select(-2, k_idx), v.index_select(-2, k_idx), allowed, scale=scale)[0]
+            attention_core(
+                q[..., q_idx, :], k.index_select(-2, k_idx), v.index_select(-2, k_idx), allowed, scale=scale
+            )[0]
         )
     return torch.cat(outputs, dim=-2)
 

@@ -85,14 +85,16 @@ class GpuCompileError(RuntimeError):
 
 def is_jitted(obj: Any) -> bool:
     """Whether ``obj`` is a ``@triton.jit`` function (compiled, or run by the interpreter)."""
-    return type(obj).__name__ in ("JITFunction", "InterpretedFunction") and isinstance(getattr(obj, "fn", None), FunctionType)
+    return type(obj).__name__ in ("JITFunction", "InterpretedFunction") and isinstance(
+        getattr(obj, "fn", None), FunctionType
+    )
 
 
 def _function_source(fn: FunctionType, jitted: bool) -> str:
     source = textwrap.dedent(inspect.getsource(fn))
     tree = ast.parse(source)
     start = tree.body[0].lineno  # the `def` line, after any decorators
-    body = "\n".join(source.splitlines()[start - 1:])
+    body = "\n".join(source.splitlines()[start - 1 :])
     return ("@triton.jit\n" if jitted else "") + body + "\n"
 
 
@@ -177,8 +179,12 @@ def run_child(command: Sequence[str], job_dir: Path, timeout: float, *, interpre
     """
     process = subprocess.Popen(
         [sys.executable, *command, str(job_dir)],
-        env=child_env(interpret), cwd=job_dir, stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True,
+        env=child_env(interpret),
+        cwd=job_dir,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
     )
     try:
         _, stderr = process.communicate(timeout=timeout)
@@ -194,8 +200,9 @@ def describe_exit(code: int) -> str:
     return f"signal {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
 
 
-def compile_in_subprocess(source: str, kernel_name: str, configs: Sequence[Mapping[str, Any]],
-                          *, timeout: float = 300.0) -> list[GpuBuild]:
+def compile_in_subprocess(
+    source: str, kernel_name: str, configs: Sequence[Mapping[str, Any]], *, timeout: float = 300.0
+) -> list[GpuBuild]:
     """Compile ``kernel_name`` from ``source`` for each config.
 
     Args:
@@ -251,8 +258,10 @@ def parameter_type(name: str, annotation: str, config: Mapping[str, Any]) -> tup
     """
     if "constexpr" in annotation:
         if name not in CONSTEXPR_CONFIG:
-            raise ValueError(f"constexpr parameter {name} has no value to compile with: "
-                             f"the compile step knows {', '.join(CONSTEXPR_CONFIG)}")
+            raise ValueError(
+                f"constexpr parameter {name} has no value to compile with: "
+                f"the compile step knows {', '.join(CONSTEXPR_CONFIG)}"
+            )
         return "constexpr", config[CONSTEXPR_CONFIG[name]]
     if annotation:  # tl.int32, tl.float32, a pointer type, ...
         return annotation, None
@@ -265,12 +274,15 @@ def parameter_type(name: str, annotation: str, config: Mapping[str, Any]) -> tup
         return "i32", None
     if "scale" in name:
         return "fp32", None
-    raise ValueError(f"cannot tell the type of kernel parameter {name}: name pointers *_ptr, strides stride_*, "
-                     "sizes n_*, or annotate it (e.g. `x: tl.float32`)")
+    raise ValueError(
+        f"cannot tell the type of kernel parameter {name}: name pointers *_ptr, strides stride_*, "
+        "sizes n_*, or annotate it (e.g. `x: tl.float32`)"
+    )
 
 
-def kernel_signature(params: Sequence[tuple[str, str]], config: Mapping[str, Any]
-                     ) -> tuple[dict[str, str], dict[str, Any], dict[tuple[int, ...], list[list[Any]]]]:
+def kernel_signature(
+    params: Sequence[tuple[str, str]], config: Mapping[str, Any]
+) -> tuple[dict[str, str], dict[str, Any], dict[tuple[int, ...], list[list[Any]]]]:
     """``triton.compile``'s signature, constexprs and attributes for ``(name, annotation)`` parameters.
 
     Pointers and the strides that are not constant 1 are marked divisible by 16, as on a launch
@@ -313,13 +325,18 @@ def _compile_child(job_dir: Path) -> None:
         except Exception as error:
             (job_dir / "result.json").write_text(json.dumps({"error": str(error), "arch": config["arch"]}))
             return
-        builds.append({
-            "arch": config["arch"], "block_m": config["block_m"], "block_n": config["block_n"],
-            "num_warps": config["num_warps"], "num_stages": config["num_stages"],
-            "shared_bytes": int(compiled.metadata.shared),
-            "shared_limit_bytes": SHARED_MEMORY_LIMIT.get(config["arch"]),
-            "seconds": time.perf_counter() - start,
-        })
+        builds.append(
+            {
+                "arch": config["arch"],
+                "block_m": config["block_m"],
+                "block_n": config["block_n"],
+                "num_warps": config["num_warps"],
+                "num_stages": config["num_stages"],
+                "shared_bytes": int(compiled.metadata.shared),
+                "shared_limit_bytes": SHARED_MEMORY_LIMIT.get(config["arch"]),
+                "seconds": time.perf_counter() - start,
+            }
+        )
     (job_dir / "result.json").write_text(json.dumps({"builds": builds}))
 
 

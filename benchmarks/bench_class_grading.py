@@ -68,8 +68,11 @@ def problems(rows: dict[str, dict[str, str]], learners: list[Learner], solutions
             if wrong:
                 found.append(f"{learner.name} (complete) not passed: {', '.join(wrong)}")
             continue
-        unearned = [e for e in must_not_pass(learner.kind, exercises_of(solutions[learner.broken_notebook]))
-                    if row.get(e) == "passed"]
+        unearned = [
+            e
+            for e in must_not_pass(learner.kind, exercises_of(solutions[learner.broken_notebook]))
+            if row.get(e) == "passed"
+        ]
         if unearned:
             found.append(f"{learner.name} ({learner.kind} {learner.broken_notebook}) passed {', '.join(unearned)}")
     return found
@@ -90,16 +93,21 @@ def main(argv: list[str] | None = None) -> int:
         kinds: dict[str, int] = {}
         for learner in learners:
             kinds[learner.kind] = kinds.get(learner.kind, 0) + 1
-        print(f"{len(learners)} learners x {len(solutions)} notebooks ({n_exercises} exercises each): "
-              + ", ".join(f"{k} {v}" for k, v in kinds.items()))
+        print(
+            f"{len(learners)} learners x {len(solutions)} notebooks ({n_exercises} exercises each): "
+            + ", ".join(f"{k} {v}" for k, v in kinds.items())
+        )
         print(f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at start")
         print(f"{'jobs':>4} | {'wall s':>7} | {'s/learner':>9} | {'peak MiB':>8} | {'rows':>5} | exit | problems")
         for jobs in args.jobs:
             report = Path(tmp) / f"grades-{jobs}.csv"
             started = time.perf_counter()
             with open(Path(tmp) / f"stderr-{jobs}.txt", "w+b") as stderr:
-                process = subprocess.Popen([str(GRADER), "grade", "--class", str(class_dir), "--jobs", str(jobs),
-                                            "--report", str(report)], stdout=subprocess.DEVNULL, stderr=stderr)
+                process = subprocess.Popen(
+                    [str(GRADER), "grade", "--class", str(class_dir), "--jobs", str(jobs), "--report", str(report)],
+                    stdout=subprocess.DEVNULL,
+                    stderr=stderr,
+                )
                 code, peak = tree_peak(process)
                 stderr.seek(0)
                 errors = stderr.read().decode(errors="replace")
@@ -112,8 +120,10 @@ def main(argv: list[str] | None = None) -> int:
             if code not in (0, 1) or "Traceback" in errors:
                 found.append(f"the grader crashed (exit {code}): {errors[-500:]}")
             failed |= bool(found)
-            print(f"{jobs:>4} | {wall:>7.1f} | {wall / len(learners):>9.2f} | {peak / 2**20:>8.0f} | "
-                  f"{len(rows):>5} | {code:>4} | {len(found)}")
+            print(
+                f"{jobs:>4} | {wall:>7.1f} | {wall / len(learners):>9.2f} | {peak / 2**20:>8.0f} | "
+                f"{len(rows):>5} | {code:>4} | {len(found)}"
+            )
             for line in found:
                 print(f"       {line}")
     print(f"load average {os.getloadavg()[0]:.1f} at the end")

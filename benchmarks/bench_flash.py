@@ -97,7 +97,11 @@ def peak_mib(n: int, causal: bool, args: argparse.Namespace, with_dense: bool) -
     """Peak memory (MiB) of one tiled and one dense call (NaN for dense when skipped)."""
     q, k, v = (torch.randn(1, args.heads, n, args.d) for _ in range(3))
     tiled = peak_memory_bytes(lambda: tiled_attention(q, k, v, causal, args.block_q, args.block_k)) / 2**20
-    dense = peak_memory_bytes(lambda: scaled_dot_product_attention(q, k, v, causal=causal)) / 2**20 if with_dense else float("nan")
+    dense = (
+        peak_memory_bytes(lambda: scaled_dot_product_attention(q, k, v, causal=causal)) / 2**20
+        if with_dense
+        else float("nan")
+    )
     return tiled, dense
 
 
@@ -108,14 +112,18 @@ def backward_times(n: int, causal: bool, args: argparse.Namespace) -> dict[str, 
     grad_out = torch.randn(1, args.heads, n, args.d, generator=generator)
     out_sdpa = F.scaled_dot_product_attention(q, k, v, is_causal=causal)
     out_tiled = flash_attention(q, k, v, causal, args.block_q, args.block_k)
-    fns = {"sdpa": lambda: torch.autograd.grad(out_sdpa, (q, k, v), grad_out, retain_graph=True),
-           "tiled": lambda: torch.autograd.grad(out_tiled, (q, k, v), grad_out, retain_graph=True)}
+    fns = {
+        "sdpa": lambda: torch.autograd.grad(out_sdpa, (q, k, v), grad_out, retain_graph=True),
+        "tiled": lambda: torch.autograd.grad(out_tiled, (q, k, v), grad_out, retain_graph=True),
+    }
     return fastest_times(fns, max(2, args.repeats // 2))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", type=int, nargs="+", default=[1024, 2048, 4096, 8192, 16384], help="sequence lengths N")
+    parser.add_argument(
+        "--sizes", type=int, nargs="+", default=[1024, 2048, 4096, 8192, 16384], help="sequence lengths N"
+    )
     parser.add_argument("--heads", type=int, default=8)
     parser.add_argument("--d", type=int, default=64, help="head dimension")
     parser.add_argument("--block-q", type=int, default=BLOCK_Q)
@@ -131,19 +139,27 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     causal_modes = {"both": (False, True), "yes": (True,), "no": (False,)}[args.causal]
 
-    print(f"batch 1, {args.heads} heads, d = {args.d}, float32, tiles {args.block_q} x {args.block_k}, "
-          f"{args.threads} threads, best of {args.repeats}; load average {os.getloadavg()[0]:.1f} on "
-          f"{os.cpu_count()} cores")
-    print(f"{'causal':>6} {'N':>6} {'SDPA ms':>9} {'tiled ms':>9} {'tiled/SDPA':>11} {'dense/SDPA':>11}"
-          f" {'tiled MiB':>10} {'dense MiB':>10}" + (f" {'loaded tiled/SDPA':>18}" if args.load else ""))
+    print(
+        f"batch 1, {args.heads} heads, d = {args.d}, float32, tiles {args.block_q} x {args.block_k}, "
+        f"{args.threads} threads, best of {args.repeats}; load average {os.getloadavg()[0]:.1f} on "
+        f"{os.cpu_count()} cores"
+    )
+    print(
+        f"{'causal':>6} {'N':>6} {'SDPA ms':>9} {'tiled ms':>9} {'tiled/SDPA':>11} {'dense/SDPA':>11}"
+        f" {'tiled MiB':>10} {'dense MiB':>10}" + (f" {'loaded tiled/SDPA':>18}" if args.load else "")
+    )
     for causal in causal_modes:
         for n in args.sizes:
             with_dense = not args.no_dense and n <= DENSE_MAX_N
             times = forward_ratio(n, causal, args, with_dense)
             dense = times["dense"] / times["sdpa"] if with_dense else float("nan")
-            tiled_mib, dense_mib = (float("nan"), float("nan")) if args.no_memory else peak_mib(n, causal, args, with_dense)
-            line = (f"{causal!s:>6} {n:>6} {times['sdpa'] * 1e3:>9.1f} {times['tiled'] * 1e3:>9.1f} "
-                    f"{times['tiled'] / times['sdpa']:>10.2f}x {dense:>10.2f}x {tiled_mib:>10.1f} {dense_mib:>10.1f}")
+            tiled_mib, dense_mib = (
+                (float("nan"), float("nan")) if args.no_memory else peak_mib(n, causal, args, with_dense)
+            )
+            line = (
+                f"{causal!s:>6} {n:>6} {times['sdpa'] * 1e3:>9.1f} {times['tiled'] * 1e3:>9.1f} "
+                f"{times['tiled'] / times['sdpa']:>10.2f}x {dense:>10.2f}x {tiled_mib:>10.1f} {dense_mib:>10.1f}"
+            )
             if args.load:
                 with OneCoreBusy():
                     loaded = forward_ratio(n, causal, args, with_dense=False)
@@ -152,8 +168,11 @@ def main() -> None:
     if args.backward_size:
         for causal in causal_modes:
             times = backward_times(args.backward_size, causal, args)
-            print(f"backward, N = {args.backward_size}, causal={causal}: SDPA {times['sdpa'] * 1e3:.1f} ms, "
-                  f"tiled {times['tiled'] * 1e3:.1f} ms, tiled/SDPA {times['tiled'] / times['sdpa']:.2f}x", flush=True)
+            print(
+                f"backward, N = {args.backward_size}, causal={causal}: SDPA {times['sdpa'] * 1e3:.1f} ms, "
+                f"tiled {times['tiled'] * 1e3:.1f} ms, tiled/SDPA {times['tiled'] / times['sdpa']:.2f}x",
+                flush=True,
+            )
     print(f"load average at the end: {os.getloadavg()[0]:.1f}")
 
 

@@ -38,8 +38,10 @@ F32 = 4
 def bytes_per_token() -> None:
     n_layers, n_heads, d_model, n_tokens = 4, 8, 256, 512
     d_head = d_model // n_heads
-    print(f"1. Bytes per token after caching {n_tokens} tokens ({n_layers} layers, {n_heads} query heads, "
-          f"d_head {d_head}, float32)")
+    print(
+        f"1. Bytes per token after caching {n_tokens} tokens ({n_layers} layers, {n_heads} query heads, "
+        f"d_head {d_head}, float32)"
+    )
     print(f"   {'design':34s} {'measured':>10s} {'formula':>10s}")
     prompt = torch.randint(0, 64, (1, n_tokens))
     for name, n_kv in (("MHA (8 kv heads)", 8), ("GQA (2 kv heads)", 2), ("MQA (1 kv head)", 1)):
@@ -57,8 +59,10 @@ def bytes_per_token() -> None:
     for layer in range(n_layers):
         mla_forward(x, weights, latent, layer)
     latent.advance(n_tokens)
-    print(f"   {f'MLA (latent {d_latent} + RoPE key {d_rope})':34s} {latent.memory_bytes() / latent.length:10.0f} "
-          f"{mla_cache_bytes(n_layers, d_latent, d_rope, 1, F32):10d}")
+    print(
+        f"   {f'MLA (latent {d_latent} + RoPE key {d_rope})':34s} {latent.memory_bytes() / latent.length:10.0f} "
+        f"{mla_cache_bytes(n_layers, d_latent, d_rope, 1, F32):10d}"
+    )
     n_sinks, window = 4, 124
     torch.manual_seed(0)
     model = Decoder(DecoderConfig(64, d_model, n_layers, n_heads, 2, max_seq_len=n_tokens)).eval()
@@ -68,14 +72,18 @@ def bytes_per_token() -> None:
         for t in range(64, n_tokens):
             decode_step(model, prompt[:, t : t + 1], rolling)
     formula = kv_cache_bytes(n_layers, 2, d_head, n_sinks + window, F32) / n_tokens
-    print(f"   {f'GQA-2 + {n_sinks} sinks + window {window}':34s} {rolling.memory_bytes() / rolling.length:10.0f} "
-          f"{formula:10.0f}   (= GQA's {kv_cache_bytes(n_layers, 2, d_head, 1, F32)} x {n_sinks + window}/{n_tokens})")
+    print(
+        f"   {f'GQA-2 + {n_sinks} sinks + window {window}':34s} {rolling.memory_bytes() / rolling.length:10.0f} "
+        f"{formula:10.0f}   (= GQA's {kv_cache_bytes(n_layers, 2, d_head, 1, F32)} x {n_sinks + window}/{n_tokens})"
+    )
 
 
 def mla_speed() -> None:
     d_model, n_heads, d_latent, d_nope, d_rope, d_v, n_cached = 512, 16, 128, 64, 32, 64, 2048
-    print(f"\n2. MLA decode step over {n_cached} cached tokens ({n_heads} heads, latent {d_latent}, "
-          f"d_nope {d_nope}, d_rope {d_rope}, d_v {d_v})")
+    print(
+        f"\n2. MLA decode step over {n_cached} cached tokens ({n_heads} heads, latent {d_latent}, "
+        f"d_nope {d_nope}, d_rope {d_rope}, d_v {d_v})"
+    )
     w = MLAWeights.random(d_model, n_heads, d_latent, d_nope, d_rope, d_v, seed=1)
     x = torch.randn(1, n_cached, d_model)
     latents, k_rope = w.cache_entries(x, 0)
@@ -104,11 +112,15 @@ def rolling_memory() -> None:
                 out: dict[str, torch.Tensor] = {}
                 peak = peak_memory_bytes(
                     lambda now=logits, out=out: out.setdefault(
-                        "logits", decode_step(model, now.argmax(-1, keepdim=True), cache)))
+                        "logits", decode_step(model, now.argmax(-1, keepdim=True), cache)
+                    )
+                )
                 logits = out["logits"]
                 growing = kv_cache_bytes(1, 1, config.d_head, step, F32)
-                print(f"   at {step:6d} tokens: cache {cache.memory_bytes():6d} B, one step's peak allocation "
-                      f"{peak:6d} B (a growing cache would hold {growing} B)")
+                print(
+                    f"   at {step:6d} tokens: cache {cache.memory_bytes():6d} B, one step's peak allocation "
+                    f"{peak:6d} B (a growing cache would hold {growing} B)"
+                )
                 continue
             logits = decode_step(model, logits.argmax(-1, keepdim=True), cache)
     print(f"   {n_total} tokens in {time.perf_counter() - start:.1f} s")
@@ -122,8 +134,10 @@ def paged_vs_contiguous() -> None:
     prefix = torch.randint(0, 64, (1, 96), generator=gen)
     suffix_lengths = [1, 5, 9, 17, 30, 48, 70, 120]
     n_new, block_size = 24, 16
-    print(f"\n4. {len(suffix_lengths)} sequences sharing a {prefix.shape[1]}-token prompt, own parts of "
-          f"{suffix_lengths} tokens, then {n_new} decode steps")
+    print(
+        f"\n4. {len(suffix_lengths)} sequences sharing a {prefix.shape[1]}-token prompt, own parts of "
+        f"{suffix_lengths} tokens, then {n_new} decode steps"
+    )
     suffixes = [torch.randint(0, 64, (1, n), generator=gen) for n in suffix_lengths]
     steps = torch.randint(0, 64, (len(suffixes), n_new), generator=gen)
     capacity = prefix.shape[1] + max(suffix_lengths) + n_new
@@ -135,11 +149,18 @@ def paged_vs_contiguous() -> None:
             contiguous.append(cache)
         start = time.perf_counter()
         for t in range(n_new):
-            logits_c.append(torch.cat([decode_step(model, steps[i : i + 1, t : t + 1], c)
-                                       for i, c in enumerate(contiguous)]))
+            logits_c.append(
+                torch.cat([decode_step(model, steps[i : i + 1, t : t + 1], c) for i, c in enumerate(contiguous)])
+            )
         contiguous_s = time.perf_counter() - start
-        paged = PagedKVCache(config.n_layers, n_blocks=128, block_size=block_size, n_kv_heads=config.n_kv_heads,
-                             d_head=config.d_head, max_blocks_per_seq=capacity // block_size + 1)
+        paged = PagedKVCache(
+            config.n_layers,
+            n_blocks=128,
+            block_size=block_size,
+            n_kv_heads=config.n_kv_heads,
+            d_head=config.d_head,
+            max_blocks_per_seq=capacity // block_size + 1,
+        )
         paged.add_sequence("prompt")
         paged.set_batch(["prompt"])
         model(prefix, cache=paged)
@@ -156,13 +177,19 @@ def paged_vs_contiguous() -> None:
     reserved = sum(c.memory_bytes() for c in contiguous)
     filled = sum(kv_cache_bytes(config.n_layers, config.n_kv_heads, config.d_head, c.length, F32) for c in contiguous)
     tokens = len(suffixes) * n_new
-    print(f"   contiguous: {reserved / 1024:7.1f} KiB reserved ({filled / 1024:.1f} KiB filled), "
-          f"{tokens / contiguous_s:6.0f} tok/s (one sequence per step)")
-    print(f"   paged:      {paged.used_bytes() / 1024:7.1f} KiB in {paged.blocks_in_use()} blocks of {block_size}, "
-          f"{tokens / paged_s:6.0f} tok/s (the whole batch per step)")
-    print(f"   memory saved: {1 - paged.used_bytes() / reserved:.0%} of the reservation, "
-          f"{1 - paged.used_bytes() / filled:.0%} of the filled contiguous caches (the shared prompt is stored once); "
-          f"logits differ by {diff:.1e}")
+    print(
+        f"   contiguous: {reserved / 1024:7.1f} KiB reserved ({filled / 1024:.1f} KiB filled), "
+        f"{tokens / contiguous_s:6.0f} tok/s (one sequence per step)"
+    )
+    print(
+        f"   paged:      {paged.used_bytes() / 1024:7.1f} KiB in {paged.blocks_in_use()} blocks of {block_size}, "
+        f"{tokens / paged_s:6.0f} tok/s (the whole batch per step)"
+    )
+    print(
+        f"   memory saved: {1 - paged.used_bytes() / reserved:.0%} of the reservation, "
+        f"{1 - paged.used_bytes() / filled:.0%} of the filled contiguous caches (the shared prompt is stored once); "
+        f"logits differ by {diff:.1e}"
+    )
 
 
 if __name__ == "__main__":

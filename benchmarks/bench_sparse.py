@@ -78,12 +78,16 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     generator = torch.Generator().manual_seed(0)
-    print(f"batch 1, {args.heads} heads, d_head {args.d_head}, float32, window w={args.window} "
-          f"({'causal' if args.causal else 'both sides'}), block {args.block_size}; torch {torch.__version__}, "
-          f"{torch.get_num_threads()} thread(s), OMP_WAIT_POLICY={os.environ['OMP_WAIT_POLICY']}, "
-          f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
-    header = (f"{'N':>6} | " + " | ".join(f"{m:>14}" for m in METHODS) + " | sparse/dense SDPA (wall, cpu) | "
-              "max |sparse - dense+mask|")
+    print(
+        f"batch 1, {args.heads} heads, d_head {args.d_head}, float32, window w={args.window} "
+        f"({'causal' if args.causal else 'both sides'}), block {args.block_size}; torch {torch.__version__}, "
+        f"{torch.get_num_threads()} thread(s), OMP_WAIT_POLICY={os.environ['OMP_WAIT_POLICY']}, "
+        f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs"
+    )
+    header = (
+        f"{'N':>6} | " + " | ".join(f"{m:>14}" for m in METHODS) + " | sparse/dense SDPA (wall, cpu) | "
+        "max |sparse - dense+mask|"
+    )
     print(header)
     print("-" * len(header))
     walls: dict[str, list[float]] = {m: [] for m in METHODS}
@@ -97,9 +101,11 @@ def main() -> None:
             "dense SDPA": lambda q=q, k=k, v=v: F.scaled_dot_product_attention(q, k, v, is_causal=args.causal),
             "dense + mask": lambda q=q, k=k, v=v, mask=mask: F.scaled_dot_product_attention(q, k, v, attn_mask=mask),
             "sliding window": lambda q=q, k=k, v=v: sliding_window_attention(
-                q, k, v, args.window, causal=args.causal, block_size=args.block_size),
+                q, k, v, args.window, causal=args.causal, block_size=args.block_size
+            ),
             "block-sparse": lambda q=q, k=k, v=v, layout=layout, pattern=pattern: block_sparse_attention(
-                q, k, v, layout, args.block_size, mask_fn=pattern.allows),
+                q, k, v, layout, args.block_size, mask_fn=pattern.allows
+            ),
         }
         outputs = {}
         with torch.inference_mode():
@@ -107,29 +113,48 @@ def main() -> None:
                 wall, cpu, outputs[method] = best_time(fn, args.repeats)
                 walls[method].append(wall)
                 cpus[method].append(cpu)
-        error = max(float((outputs[m] - outputs["dense + mask"]).abs().max()) for m in ("sliding window", "block-sparse"))
+        error = max(
+            float((outputs[m] - outputs["dense + mask"]).abs().max()) for m in ("sliding window", "block-sparse")
+        )
         ratio_wall = walls["sliding window"][-1] / walls["dense SDPA"][-1]
         ratio_cpu = cpus["sliding window"][-1] / cpus["dense SDPA"][-1]
-        print(f"{n:>6} | " + " | ".join(f"{walls[m][-1]:>12.3f} s" for m in METHODS)
-              + f" | {ratio_wall:>10.3f} x, {ratio_cpu:>5.3f} x{'':>8} | {error:.1e}")
+        print(
+            f"{n:>6} | "
+            + " | ".join(f"{walls[m][-1]:>12.3f} s" for m in METHODS)
+            + f" | {ratio_wall:>10.3f} x, {ratio_cpu:>5.3f} x{'':>8} | {error:.1e}"
+        )
         del mask, layout, outputs
 
     print("-" * len(header))
     print("growth exponent p (time ~ N^p), wall-clock / CPU time:")
     for method in METHODS:
-        print(f"  {method:>14}: {growth_exponent(args.lengths, walls[method]):.2f} / "
-              f"{growth_exponent(args.lengths, cpus[method]):.2f}")
-    print("sliding window / dense SDPA time, per N (wall / cpu): " + ", ".join(
-        f"{n}: {w_s / w_d:.3f} / {c_s / c_d:.3f}" for n, w_s, w_d, c_s, c_d in zip(
-            args.lengths, walls["sliding window"], walls["dense SDPA"], cpus["sliding window"], cpus["dense SDPA"],
-            strict=True)))
+        print(
+            f"  {method:>14}: {growth_exponent(args.lengths, walls[method]):.2f} / "
+            f"{growth_exponent(args.lengths, cpus[method]):.2f}"
+        )
+    print(
+        "sliding window / dense SDPA time, per N (wall / cpu): "
+        + ", ".join(
+            f"{n}: {w_s / w_d:.3f} / {c_s / c_d:.3f}"
+            for n, w_s, w_d, c_s, c_d in zip(
+                args.lengths,
+                walls["sliding window"],
+                walls["dense SDPA"],
+                cpus["sliding window"],
+                cpus["dense SDPA"],
+                strict=True,
+            )
+        )
+    )
     if TARGET_N in args.lengths and args.window == 256:
         at = args.lengths.index(TARGET_N)
         exponent = growth_exponent(args.lengths, walls["sliding window"])
         ratio = walls["sliding window"][at] / walls["dense SDPA"][at]
         verdict = "met" if exponent <= TARGET_EXPONENT and ratio <= TARGET_RATIO else "NOT met"
-        print(f"target (exponent <= {TARGET_EXPONENT}, <= {TARGET_RATIO} x dense SDPA at N={TARGET_N}, w=256, "
-              f"wall-clock): exponent {exponent:.2f}, ratio {ratio:.3f}: {verdict}")
+        print(
+            f"target (exponent <= {TARGET_EXPONENT}, <= {TARGET_RATIO} x dense SDPA at N={TARGET_N}, w=256, "
+            f"wall-clock): exponent {exponent:.2f}, ratio {ratio:.3f}: {verdict}"
+        )
 
 
 if __name__ == "__main__":

@@ -52,8 +52,10 @@ def move_every_control(widget: widgets.PlotWidget | widgets.FigureWidget, name: 
         if not wall:
             continue
         worst = max(worst, statistics.median(wall))
-        print(f"{name:20s} {control.description[:16]:16s} wall median {1e3 * statistics.median(wall):5.0f} ms, "
-              f"worst {1e3 * max(wall):5.0f} ms | CPU median {1e3 * statistics.median(cpu):4.0f} ms")
+        print(
+            f"{name:20s} {control.description[:16]:16s} wall median {1e3 * statistics.median(wall):5.0f} ms, "
+            f"worst {1e3 * max(wall):5.0f} ms | CPU median {1e3 * statistics.median(cpu):4.0f} ms"
+        )
     return worst
 
 
@@ -74,13 +76,19 @@ def build() -> dict[str, widgets.PlotWidget | widgets.FigureWidget]:
     short = torch.softmax(torch.randn(6, 12, 10, 10, generator=generator), dim=-1)
     return {
         "02 query_explorer": widgets.query_explorer(
-            sentence.tokens, {"Q = K = V = X": (x, x, x), "hand-made W_Q": (q, k, v)}, word="thirsty"),
+            sentence.tokens, {"Q = K = V = X": (x, x, x), "hand-made W_Q": (q, k, v)}, word="thirsty"
+        ),
         "05 mask_builder": widgets.mask_builder(sentence.tokens[:8], x[:8], pad_side="left", n_real=5),
-        "06 head_explorer": widgets.head_explorer(["the", "cat", "sat", "on", "the", "mat"],
-                                                  torch.randn(6, 12, generator=generator), *weights),
-        "07 alignment_stepper": widgets.alignment_stepper(list(range(0, 160, 10)), alignments,
-                                                          torch.randint(0, 10, (16, 6), generator=generator),
-                                                          [3, 1, 4, 1, 5, 9], [1.0] * 150),
+        "06 head_explorer": widgets.head_explorer(
+            ["the", "cat", "sat", "on", "the", "mat"], torch.randn(6, 12, generator=generator), *weights
+        ),
+        "07 alignment_stepper": widgets.alignment_stepper(
+            list(range(0, 160, 10)),
+            alignments,
+            torch.randint(0, 10, (16, 6), generator=generator),
+            [3, 1, 4, 1, 5, 9],
+            [1.0] * 150,
+        ),
         "08 rope_dial": widgets.rope_dial(),
         "09 decode_stepper": widgets.decode_stepper(model, torch.tensor([[3, 14, 15, 9, 26]]), 24),
         "10 pattern_picker": widgets.pattern_picker(),
@@ -97,8 +105,11 @@ def main() -> None:
     _ = torch.manual_seed(0)
     worst = {name: move_every_control(widget, name, args.rounds) for name, widget in build().items()}
     print("worst median per widget: " + ", ".join(f"{name.split()[0]} {1e3 * s:.0f} ms" for name, s in worst.items()))
-    print("load average (1, 5, 15 min):", ", ".join(f"{load:.1f}" for load in os.getloadavg()),
-          f"on {os.cpu_count()} cores")
+    print(
+        "load average (1, 5, 15 min):",
+        ", ".join(f"{load:.1f}" for load in os.getloadavg()),
+        f"on {os.cpu_count()} cores",
+    )
 
 
 if __name__ == "__main__":

@@ -105,7 +105,10 @@ class Hub:
         with open(self.log_path, "wb") as log:
             self.process = subprocess.Popen(
                 [str(BIN / "jupyterhub"), "-f", str(self.folder / "jupyterhub_config.py")],
-                cwd=self.folder, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                cwd=self.folder,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
                 start_new_session=True,  # its own process group: the proxy and servers stop with it
             )
         deadline = time.monotonic() + timeout
@@ -121,8 +124,9 @@ class Hub:
 
     def api(self, method: str, path: str, body: object | None = None) -> object:
         data = None if body is None else json.dumps(body).encode()
-        request = urllib.request.Request(self.url + path, data=data, method=method,
-                                         headers={"Authorization": f"token {self.token}"})
+        request = urllib.request.Request(
+            self.url + path, data=data, method=method, headers={"Authorization": f"token {self.token}"}
+        )
         with urllib.request.urlopen(request, timeout=60) as response:
             text = response.read()
         return json.loads(text) if text else None
@@ -156,10 +160,22 @@ class Hub:
 
 
 def _message(msg_type: str, content: dict, session: str) -> dict:
-    header = {"msg_id": uuid.uuid4().hex, "msg_type": msg_type, "session": session, "username": "learner",
-              "version": "5.3", "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-    return {"header": header, "parent_header": {}, "metadata": {}, "content": content, "channel": "shell",
-            "buffers": []}
+    header = {
+        "msg_id": uuid.uuid4().hex,
+        "msg_type": msg_type,
+        "session": session,
+        "username": "learner",
+        "version": "5.3",
+        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    return {
+        "header": header,
+        "parent_header": {},
+        "metadata": {},
+        "content": content,
+        "channel": "shell",
+        "buffers": [],
+    }
 
 
 def run_lesson(hub: Hub, learner: Learner, lesson: Path) -> None:
@@ -170,14 +186,25 @@ def run_lesson(hub: Hub, learner: Learner, lesson: Path) -> None:
     session = uuid.uuid4().hex
     ws = websocket.create_connection(
         f"ws://127.0.0.1:{hub.port}/user/{name}/api/kernels/{kernel_id}/channels?session_id={session}",
-        header=[f"Authorization: token {hub.token}"], timeout=CELL_TIMEOUT)
+        header=[f"Authorization: token {hub.token}"],
+        timeout=CELL_TIMEOUT,
+    )
     started = time.perf_counter()
     try:
         cells = [c for c in nbformat.read(lesson, as_version=4).cells if c.cell_type == "code"]
         for index, cell in enumerate(cells):
-            request = _message("execute_request", {"code": cell.source, "silent": False, "store_history": True,
-                                                   "user_expressions": {}, "allow_stdin": False,
-                                                   "stop_on_error": True}, session)
+            request = _message(
+                "execute_request",
+                {
+                    "code": cell.source,
+                    "silent": False,
+                    "store_history": True,
+                    "user_expressions": {},
+                    "allow_stdin": False,
+                    "stop_on_error": True,
+                },
+                session,
+            )
             ws.send(json.dumps(request))
             msg_id, idle, reply = request["header"]["msg_id"], False, None
             while not (idle and reply):
@@ -265,6 +292,7 @@ def run_workshop(n_learners: int, lessons: list[Path], port: int) -> list[Learne
         for home in homes.values():  # each learner gets their own copy of the course's lessons
             shutil.copytree(REPO / "notebooks", home / "notebooks", ignore=shutil.ignore_patterns("*.py"))
         with memory_sampler(learners, homes), ThreadPoolExecutor(max_workers=n_learners) as pool:
+
             def session(learner: Learner) -> None:
                 try:
                     learner.start_seconds = hub.start_server(learner.name)
@@ -272,6 +300,7 @@ def run_workshop(n_learners: int, lessons: list[Path], port: int) -> list[Learne
                         run_lesson(hub, learner, lesson)
                 except Exception as error:  # a failed learner is reported, the others go on
                     learner.failures.append(f"{type(error).__name__}: {error}")
+
             list(pool.map(session, learners))
         for learner in learners:
             try:
@@ -285,8 +314,9 @@ def run_workshop(n_learners: int, lessons: list[Path], port: int) -> list[Learne
         for process in left:
             process.kill()
         if left:
-            learners[0].failures.append(f"{len(left)} process(es) outlived the hub and were killed: "
-                                        + ", ".join(str(p.pid) for p in left))
+            learners[0].failures.append(
+                f"{len(left)} process(es) outlived the hub and were killed: " + ", ".join(str(p.pid) for p in left)
+            )
         if not any(learner.failures for learner in learners):
             shutil.rmtree(folder, ignore_errors=True)
         else:
@@ -316,10 +346,14 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, stop_on_term)
     load = os.getloadavg()[0]
-    print(f"JupyterHub on loopback, local-process spawner; lessons {' '.join(args.lessons)} in a fresh kernel each; "
-          f"{os.cpu_count()} CPUs, load average {load:.1f} at start")
-    header = (f"{'N':>3} | {'server start p50/max':>20} | {'peak MiB/learner med/max':>24} | "
-              f"{'lesson s p50/p95':>16} | {'all lessons s max':>17} | failures")
+    print(
+        f"JupyterHub on loopback, local-process spawner; lessons {' '.join(args.lessons)} in a fresh kernel each; "
+        f"{os.cpu_count()} CPUs, load average {load:.1f} at start"
+    )
+    header = (
+        f"{'N':>3} | {'server start p50/max':>20} | {'peak MiB/learner med/max':>24} | "
+        f"{'lesson s p50/p95':>16} | {'all lessons s max':>17} | failures"
+    )
     print(header)
     print("-" * len(header))
     failed = False
@@ -331,13 +365,19 @@ def main(argv: list[str] | None = None) -> int:
         totals = [sum(le.lesson_seconds.values()) for le in learners]
         failures = [f"{le.name}: {f}" for le in learners for f in le.failures]
         failed |= bool(failures)
-        print(f"{n:>3} | {statistics.median(starts):>9.1f} / {max(starts):>8.1f} | "
-              f"{statistics.median(peaks):>11.0f} / {max(peaks):>10.0f} | "
-              f"{_percentile(times, 0.5):>7.1f} / {_percentile(times, 0.95):>6.1f} | {max(totals):>17.1f} | "
-              f"{len(failures)}")
-        per_lesson = {stem: [le.lesson_seconds.get(stem, float('nan')) for le in learners]
-                      for stem in (p.stem for p in lessons)}
-        print("      per lesson, median s: " + ", ".join(f"{s[:2]} {statistics.median(v):.1f}" for s, v in per_lesson.items()))
+        print(
+            f"{n:>3} | {statistics.median(starts):>9.1f} / {max(starts):>8.1f} | "
+            f"{statistics.median(peaks):>11.0f} / {max(peaks):>10.0f} | "
+            f"{_percentile(times, 0.5):>7.1f} / {_percentile(times, 0.95):>6.1f} | {max(totals):>17.1f} | "
+            f"{len(failures)}"
+        )
+        per_lesson = {
+            stem: [le.lesson_seconds.get(stem, float("nan")) for le in learners] for stem in (p.stem for p in lessons)
+        }
+        print(
+            "      per lesson, median s: "
+            + ", ".join(f"{s[:2]} {statistics.median(v):.1f}" for s, v in per_lesson.items())
+        )
         for line in failures:
             print(f"      FAILED {line}")
     print(f"load average {os.getloadavg()[0]:.1f} at the end")

@@ -37,8 +37,9 @@ HELD_OUT_SEED, HELD_OUT_PERIOD = 1234, 13  # evaluation sequences the training n
 
 def evaluate(model: Decoder) -> dict[str, object]:
     """Scores per (layer, head) and the repeated-half loss with each head ablated, on held-out sequences."""
-    tokens = repeated_sequences(256, HELD_OUT_PERIOD, INDUCTION_CONFIG.vocab_size,
-                                torch.Generator().manual_seed(HELD_OUT_SEED))
+    tokens = repeated_sequences(
+        256, HELD_OUT_PERIOD, INDUCTION_CONFIG.vocab_size, torch.Generator().manual_seed(HELD_OUT_SEED)
+    )
     attention = attention_weights(model, tokens)
     first, repeated = copying_loss(model, tokens, HELD_OUT_PERIOD)
     ablated = {}
@@ -49,8 +50,9 @@ def evaluate(model: Decoder) -> dict[str, object]:
     return {
         "held_out": {"sequences": 256, "period": HELD_OUT_PERIOD, "seed": HELD_OUT_SEED},
         "previous_token_score": [[round(s, 4) for s in previous_token_score(a).tolist()] for a in attention],
-        "induction_score": [[round(s, 4) for s in induction_score(a, tokens, HELD_OUT_PERIOD).tolist()]
-                            for a in attention],
+        "induction_score": [
+            [round(s, 4) for s in induction_score(a, tokens, HELD_OUT_PERIOD).tolist()] for a in attention
+        ],
         "loss_first_copy": round(first, 4),
         "loss_repeated_copy": round(repeated, 4),
         "loss_repeated_copy_with_head_ablated": ablated,
@@ -66,17 +68,30 @@ def main() -> None:
     torch.manual_seed(args.seed)
     model = Decoder(INDUCTION_CONFIG)
     start = time.perf_counter()
-    log = train_induction(model, args.steps, seed=args.seed,
-                          on_log=lambda step, copy, other: print(f"step {step:5d}  loss on copyable tokens {copy:.3f}"
-                                                                 f"  on the others {other:.3f}", flush=True))
+    log = train_induction(
+        model,
+        args.steps,
+        seed=args.seed,
+        on_log=lambda step, copy, other: print(
+            f"step {step:5d}  loss on copyable tokens {copy:.3f}  on the others {other:.3f}", flush=True
+        ),
+    )
     seconds = time.perf_counter() - start
     args.out.parent.mkdir(parents=True, exist_ok=True)
     save_file({name: t.contiguous() for name, t in model.state_dict().items()}, str(args.out))
-    report = {"config": INDUCTION_CONFIG.__dict__, "steps": args.steps, "seed": args.seed,
-              "train_seconds": round(seconds, 1), "threads": 1,
-              "log": {"step": log.steps, "copy_loss": [round(x, 4) for x in log.copy_loss],
-                      "other_loss": [round(x, 4) for x in log.other_loss]},
-              **evaluate(model)}
+    report = {
+        "config": INDUCTION_CONFIG.__dict__,
+        "steps": args.steps,
+        "seed": args.seed,
+        "train_seconds": round(seconds, 1),
+        "threads": 1,
+        "log": {
+            "step": log.steps,
+            "copy_loss": [round(x, 4) for x in log.copy_loss],
+            "other_loss": [round(x, 4) for x in log.other_loss],
+        },
+        **evaluate(model),
+    }
     log_path = args.out.with_name("induction_training_log.json")
     log_path.write_text(json.dumps(report, indent=1) + "\n")
     print(f"trained {args.steps} steps in {seconds:.1f} s; wrote {args.out} and {log_path}")

@@ -48,8 +48,17 @@ LAB_SETTINGS = {
     "@jupyterlab/docmanager-extension/plugin": {"autosave": False},
     "@jupyterlab/apputils-extension/notification": {"fetchNews": "false", "checkForUpdates": False},
 }
-COPY_IGNORE = (".git", ".venv", "build", "__pycache__", ".pytest_cache", ".ruff_cache", ".hypothesis", "*.egg-info",
-               ".ipynb_checkpoints")
+COPY_IGNORE = (
+    ".git",
+    ".venv",
+    "build",
+    "__pycache__",
+    ".pytest_cache",
+    ".ruff_cache",
+    ".hypothesis",
+    "*.egg-info",
+    ".ipynb_checkpoints",
+)
 
 
 def free_port() -> int:
@@ -94,8 +103,13 @@ class JupyterLab:
             IPYTHONDIR=str(self.state_dir / "ipython"),
         )
         command = [
-            self.python, "-m", "jupyterlab", "--no-browser",
-            "--ip=127.0.0.1", f"--port={self.port}", "--ServerApp.port_retries=0",
+            self.python,
+            "-m",
+            "jupyterlab",
+            "--no-browser",
+            "--ip=127.0.0.1",
+            f"--port={self.port}",
+            "--ServerApp.port_retries=0",
             f"--IdentityProvider.token={self.token}",
             f"--ServerApp.root_dir={self.root}",
             f"--LabApp.workspaces_dir={self.state_dir / 'workspaces'}",
@@ -106,8 +120,9 @@ class JupyterLab:
         if os.geteuid() == 0:
             command.append("--allow-root")
         with self.log_path.open("wb") as log:
-            self._process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env,
-                                             start_new_session=True, cwd=self.root)
+            self._process = subprocess.Popen(
+                command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True, cwd=self.root
+            )
         self.pid = self._process.pid
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -123,8 +138,9 @@ class JupyterLab:
 
     def api(self, method: str, path: str) -> object:
         """Call the server's REST API (``path`` like ``/api/sessions``); return the decoded JSON, or None."""
-        request = urllib.request.Request(self.base_url + path, method=method,
-                                         headers={"Authorization": f"token {self.token}"})
+        request = urllib.request.Request(
+            self.base_url + path, method=method, headers={"Authorization": f"token {self.token}"}
+        )
         with urllib.request.urlopen(request, timeout=10) as response:
             body = response.read()
         return json.loads(body) if body else None
@@ -268,8 +284,12 @@ async def _move_control(page: Page, cell_index: int, control_index: int, timeout
     Returns:
         a problem description when the control's value or the outputs did not change.
     """
-    control = page.locator(f"{PANEL} .jp-Notebook .jp-Cell").nth(cell_index).locator(
-        f".jp-OutputArea-output :is({CONTROLS})").nth(control_index)
+    control = (
+        page.locator(f"{PANEL} .jp-Notebook .jp-Cell")
+        .nth(cell_index)
+        .locator(f".jp-OutputArea-output :is({CONTROLS})")
+        .nth(control_index)
+    )
     where = f"cell {cell_index}, control {control_index}"
     await control.scroll_into_view_if_needed()
     before = await _fingerprint(page)
@@ -314,13 +334,17 @@ def saved_notebook_facts(path: Path) -> tuple[set[int], set[int]]:
     """
     cells = json.loads(path.read_text(encoding="utf-8"))["cells"]
     may_raise = {i for i, cell in enumerate(cells) if "raises-exception" in cell.get("metadata", {}).get("tags", [])}
-    had_widgets = {i for i, cell in enumerate(cells)
-                   if any(WIDGET_MIME in output.get("data", {}) for output in cell.get("outputs", []))}
+    had_widgets = {
+        i
+        for i, cell in enumerate(cells)
+        if any(WIDGET_MIME in output.get("data", {}) for output in cell.get("outputs", []))
+    }
     return may_raise, had_widgets
 
 
-async def run_notebook(context: BrowserContext, lab: JupyterLab, notebook: str, screenshot: Path,
-                       timeout: float) -> NotebookRun:
+async def run_notebook(
+    context: BrowserContext, lab: JupyterLab, notebook: str, screenshot: Path, timeout: float
+) -> NotebookRun:
     """Open ``notebook`` (relative to the lab's root) in a new tab, clear it, Run All, check it, move its controls.
 
     Fails (adds to ``problems``) on a traceback outside cells tagged ``raises-exception``, on a widget that does
@@ -337,8 +361,12 @@ async def run_notebook(context: BrowserContext, lab: JupyterLab, notebook: str, 
         await page.goto(lab.url(notebook, "t" + secrets.token_hex(6)))
         await page.wait_for_selector(f"{PANEL} .jp-Notebook .jp-Cell", timeout=timeout * 1000)
         # The kernel's name shows in the toolbar once a kernel is attached; "Run All" before that is lost.
-        await _wait_for(page, lambda s: s["status"] == "idle" and s["kernel"] not in (None, "", "No Kernel", "Kernel"),
-                        "the kernel to start", min(timeout, 120))
+        await _wait_for(
+            page,
+            lambda s: s["status"] == "idle" and s["kernel"] not in (None, "", "No Kernel", "Kernel"),
+            "the kernel to start",
+            min(timeout, 120),
+        )
         run.seconds["open"] = time.monotonic() - started
         await _click_menu(page, "Edit", "Clear Outputs of All Cells")
         await _wait_for(page, lambda s: all(p in ("[ ]:", "") for p in s["prompts"]), "outputs to clear", 30)
@@ -374,8 +402,9 @@ async def run_notebook(context: BrowserContext, lab: JupyterLab, notebook: str, 
     return run
 
 
-async def _cell_problems(page: Page, run: NotebookRun, may_raise: set[int], had_widgets: set[int],
-                         when: str = "") -> list[dict]:
+async def _cell_problems(
+    page: Page, run: NotebookRun, may_raise: set[int], had_widgets: set[int], when: str = ""
+) -> list[dict]:
     """Read every cell of the page and add what is wrong to ``run.problems``; return the cells as read.
 
     Widgets get up to 15 s to leave "Loading widget..." (their model may still be on its way).
@@ -396,7 +425,9 @@ async def _cell_problems(page: Page, run: NotebookRun, may_raise: set[int], had_
             message = " ".join((await view.first.text_content() or "").split())[:300]
             run.problems.append(f"{where}: a widget failed to render (its front-end code did not load): {message}")
         if cell["loading"]:
-            run.problems.append(f"{where}: a widget never rendered (still 'Loading widget...' after the kernel went idle)")
+            run.problems.append(
+                f"{where}: a widget never rendered (still 'Loading widget...' after the kernel went idle)"
+            )
         if index in had_widgets and not cell["widgets"] and not cell["tracebacks"]:
             run.problems.append(f"{where}: its saved outputs hold a widget, but no widget rendered in JupyterLab")
     return cells
@@ -404,6 +435,7 @@ async def _cell_problems(page: Page, run: NotebookRun, may_raise: set[int], had_
 
 async def _screenshot(page: Page, cells: list[dict], path: Path) -> None:
     """Screenshot the tab scrolled to the first cell that shows a problem, else the first widget, else the first image."""
+
     def first(test) -> int | None:
         return next((i for i, cell in enumerate(cells) if test(cell)), None)
 
@@ -426,8 +458,9 @@ class LabBrowser:
     thread's asyncio loop so that the tests, in the main thread, just wait for their notebook's future.
     """
 
-    def __init__(self, lab: JupyterLab, screenshots_dir: Path, pages: int, timeout: float,
-                 chromium: Path = CHROMIUM) -> None:
+    def __init__(
+        self, lab: JupyterLab, screenshots_dir: Path, pages: int, timeout: float, chromium: Path = CHROMIUM
+    ) -> None:
         self.lab = lab
         self.screenshots_dir = screenshots_dir
         self.pages = pages
@@ -449,7 +482,8 @@ class LabBrowser:
         self._playwright = await async_playwright().start()
         # Playwright gives this Chromium a fresh temporary --user-data-dir, removed when it closes.
         self._browser = await self._playwright.chromium.launch(
-            executable_path=str(self.chromium), headless=True, args=CHROMIUM_FLAGS)
+            executable_path=str(self.chromium), headless=True, args=CHROMIUM_FLAGS
+        )
         self._slots = asyncio.Semaphore(self.pages)
 
     def submit(self, notebook: str) -> concurrent.futures.Future[NotebookRun]:

@@ -17,13 +17,20 @@ if not torch.cuda.is_available():
 # The test files that run notebooks, a browser, `make lab` or the whole grader catalogue: marked
 # `slow`, so that `make test-fast` (pytest -m "not slow") runs the unit tests alone.
 SLOW_FILES = {
-    "test_browser.py", "test_grader_catalogue.py", "test_html.py", "test_notebooks.py", "test_setup.py",
-    "test_pretrained.py", "test_triton_flash.py",
+    "test_browser.py",
+    "test_grader_catalogue.py",
+    "test_html.py",
+    "test_notebooks.py",
+    "test_setup.py",
+    "test_pretrained.py",
+    "test_triton_flash.py",
 }
 # Single tests elsewhere that grade whole notebooks in subprocesses.
 SLOW_TESTS = {
-    "test_broken_notebooks_are_reported_not_raised", "test_a_sleeping_function_is_stopped_and_reported_by_the_command",
-    "test_grade_command_exit_codes_and_score", "test_class_report",
+    "test_broken_notebooks_are_reported_not_raised",
+    "test_a_sleeping_function_is_stopped_and_reported_by_the_command",
+    "test_grade_command_exit_codes_and_score",
+    "test_class_report",
 }
 
 

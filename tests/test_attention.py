@@ -24,15 +24,23 @@ F32 = dict(atol=1e-5, rtol=1e-5)
 
 def _qkv(seed: int, batch: tuple[int, ...], n_q: int, n_k: int, d: int, d_v: int):
     g = torch.Generator().manual_seed(seed)
-    return (torch.randn(*batch, n_q, d, generator=g), torch.randn(*batch, n_k, d, generator=g),
-            torch.randn(*batch, n_k, d_v, generator=g))
+    return (
+        torch.randn(*batch, n_q, d, generator=g),
+        torch.randn(*batch, n_k, d, generator=g),
+        torch.randn(*batch, n_k, d_v, generator=g),
+    )
 
 
-shapes = st.fixed_dictionaries({
-    "batch": st.sampled_from([(), (3,), (2, 4)]),
-    "n_q": st.integers(1, 9), "n_k": st.integers(1, 9), "d": st.integers(1, 16), "d_v": st.integers(1, 16),
-    "seed": st.integers(0, 2**16),
-})
+shapes = st.fixed_dictionaries(
+    {
+        "batch": st.sampled_from([(), (3,), (2, 4)]),
+        "n_q": st.integers(1, 9),
+        "n_k": st.integers(1, 9),
+        "d": st.integers(1, 16),
+        "d_v": st.integers(1, 16),
+        "seed": st.integers(0, 2**16),
+    }
+)
 
 
 @settings(max_examples=50, deadline=None)
@@ -77,8 +85,12 @@ def test_additive_mask_and_custom_scale_match_sdpa(s) -> None:
 def test_heads_batch_and_float64() -> None:
     q, k, v = (t.double() for t in _qkv(0, (2, 3), 5, 7, 8, 4))
     # float64 has 1e-16 resolution; 1e-12 is a generous bound for a few matmuls.
-    torch.testing.assert_close(scaled_dot_product_attention(q, k, v, causal=True),
-                               F.scaled_dot_product_attention(q, k, v, is_causal=True), atol=1e-12, rtol=1e-12)
+    torch.testing.assert_close(
+        scaled_dot_product_attention(q, k, v, causal=True),
+        F.scaled_dot_product_attention(q, k, v, is_causal=True),
+        atol=1e-12,
+        rtol=1e-12,
+    )
 
 
 def test_weights_are_a_distribution_and_reproduce_the_output() -> None:
@@ -94,8 +106,9 @@ def test_weights_are_a_distribution_and_reproduce_the_output() -> None:
 def test_permuting_keys_and_values_together_leaves_the_output_unchanged(s) -> None:
     q, k, v = _qkv(s["seed"], s["batch"], s["n_q"], s["n_k"], s["d"], s["d_v"])
     perm = torch.randperm(s["n_k"], generator=torch.Generator().manual_seed(s["seed"]))
-    torch.testing.assert_close(scaled_dot_product_attention(q, k[..., perm, :], v[..., perm, :]),
-                               scaled_dot_product_attention(q, k, v), **F32)
+    torch.testing.assert_close(
+        scaled_dot_product_attention(q, k[..., perm, :], v[..., perm, :]), scaled_dot_product_attention(q, k, v), **F32
+    )
 
 
 @settings(max_examples=30, deadline=None)
@@ -170,6 +183,8 @@ def test_half_precision_is_as_accurate_as_pytorch(dtype: torch.dtype) -> None:
     ours = scaled_dot_product_attention(q, k, v, causal=True)
     theirs = F.scaled_dot_product_attention(q, k, v, is_causal=True)
     assert ours.dtype == dtype
-    rounded_scores = torch.softmax((q @ k.transpose(-2, -1) / 8).masked_fill(~causal_mask(64), float("-inf")).float(), -1)
+    rounded_scores = torch.softmax(
+        (q @ k.transpose(-2, -1) / 8).masked_fill(~causal_mask(64), float("-inf")).float(), -1
+    )
     assert _max_error(rounded_scores.to(dtype) @ v, exact) > 3 * _max_error(theirs, exact)  # the old way, visibly worse
     assert _max_error(ours, exact) <= 1.1 * _max_error(theirs, exact)

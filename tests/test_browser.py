@@ -21,8 +21,11 @@ import nbformat
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-NOTEBOOKS = [p.relative_to(REPO).as_posix() for folder in ("notebooks", "solutions")
-             for p in sorted((REPO / folder).glob("*.ipynb"))]
+NOTEBOOKS = [
+    p.relative_to(REPO).as_posix()
+    for folder in ("notebooks", "solutions")
+    for p in sorted((REPO / folder).glob("*.ipynb"))
+]
 SCREENSHOTS = REPO / "build" / "screenshots"
 SELFTEST_DIR = "_browser_selftest"
 PAGES = int(os.environ.get("BROWSER_PAGES", "3"))
@@ -39,11 +42,18 @@ except ImportError as error:  # Playwright is in the test extra; say so rather t
 def _selftest_notebooks() -> dict[str, nbformat.NotebookNode]:
     """Small notebooks that prove the browser check itself: one that must pass, two that must fail."""
     v4 = nbformat.v4
-    slider = ("import ipywidgets as widgets\n"
-              "widgets.interact(lambda n=3: print('n squared is', n * n), n=widgets.IntSlider(value=3, min=0, max=10))")
-    dropdown = "widgets.interact(lambda word='tiger': print(word.upper()), word=widgets.Dropdown(options=['tiger', 'it']))"
+    slider = (
+        "import ipywidgets as widgets\n"
+        "widgets.interact(lambda n=3: print('n squared is', n * n), n=widgets.IntSlider(value=3, min=0, max=10))"
+    )
+    dropdown = (
+        "widgets.interact(lambda word='tiger': print(word.upper()), word=widgets.Dropdown(options=['tiger', 'it']))"
+    )
     allowed_error = v4.new_code_cell("raise ValueError('shown on purpose')", metadata={"tags": ["raises-exception"]})
-    missing_model = {WIDGET_VIEW: {"model_id": "0" * 32, "version_major": 2, "version_minor": 0}, "text/plain": "a widget"}
+    missing_model = {
+        WIDGET_VIEW: {"model_id": "0" * 32, "version_major": 2, "version_minor": 0},
+        "text/plain": "a widget",
+    }
     # A widget whose front-end code is not installed (as when a widget package's lab extension is missing).
     unknown_widget_class = (
         "import ipywidgets as widgets\nfrom traitlets import Unicode\n\n"
@@ -55,14 +65,23 @@ def _selftest_notebooks() -> dict[str, nbformat.NotebookNode]:
     kernel = {"kernelspec": {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}}
     return {
         "passes_with_controls": v4.new_notebook(
-            cells=[allowed_error, v4.new_code_cell(slider), v4.new_code_cell(dropdown)], metadata=kernel),
-        "fails_cell_raises": v4.new_notebook(cells=[
-            v4.new_code_cell("print('fine')"), v4.new_code_cell("1 / 0"), v4.new_code_cell("print('never runs')"),
-        ], metadata=kernel),
-        "fails_widget_cannot_render": v4.new_notebook(cells=[
-            v4.new_code_cell(unknown_widget_class),
-            v4.new_code_cell(f"from IPython.display import display\ndisplay({missing_model!r}, raw=True)"),
-        ], metadata=kernel),
+            cells=[allowed_error, v4.new_code_cell(slider), v4.new_code_cell(dropdown)], metadata=kernel
+        ),
+        "fails_cell_raises": v4.new_notebook(
+            cells=[
+                v4.new_code_cell("print('fine')"),
+                v4.new_code_cell("1 / 0"),
+                v4.new_code_cell("print('never runs')"),
+            ],
+            metadata=kernel,
+        ),
+        "fails_widget_cannot_render": v4.new_notebook(
+            cells=[
+                v4.new_code_cell(unknown_widget_class),
+                v4.new_code_cell(f"from IPython.display import display\ndisplay({missing_model!r}, raw=True)"),
+            ],
+            metadata=kernel,
+        ),
     }
 
 
@@ -98,8 +117,9 @@ def runs(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactor
     """Start JupyterLab on a copy of the repository and Chromium; queue every selected notebook; map path -> Future."""
     _require_browser()
     root = tmp_path_factory.mktemp("lab_root")
-    shutil.copytree(REPO, root, dirs_exist_ok=True, symlinks=True,
-                    ignore=shutil.ignore_patterns(*browser_helpers.COPY_IGNORE))
+    shutil.copytree(
+        REPO, root, dirs_exist_ok=True, symlinks=True, ignore=shutil.ignore_patterns(*browser_helpers.COPY_IGNORE)
+    )
     (root / SELFTEST_DIR).mkdir()
     for name, notebook in _selftest_notebooks().items():
         nbformat.write(notebook, root / SELFTESTS[name])
@@ -115,10 +135,21 @@ def runs(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactor
         lab.stop()
     finished = {nb: f.result() for nb, f in futures.items() if f.done() and not f.cancelled() and not f.exception()}
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    (SCREENSHOTS / "runs.json").write_text(json.dumps(
-        {nb: {"seconds": {k: round(v, 1) for k, v in run.seconds.items()}, "controls_moved": run.controls_moved,
-              "widget_cells": run.widget_cells, "problems": run.problems} for nb, run in finished.items()},
-        indent=1), encoding="utf-8")
+    (SCREENSHOTS / "runs.json").write_text(
+        json.dumps(
+            {
+                nb: {
+                    "seconds": {k: round(v, 1) for k, v in run.seconds.items()},
+                    "controls_moved": run.controls_moved,
+                    "widget_cells": run.widget_cells,
+                    "problems": run.problems,
+                }
+                for nb, run in finished.items()
+            },
+            indent=1,
+        ),
+        encoding="utf-8",
+    )
 
 
 def _result(runs: dict, notebook: str):

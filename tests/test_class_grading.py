@@ -20,8 +20,22 @@ def test_every_kind_of_learner_gets_a_true_row(tmp_path: Path) -> None:
     learners = make_sample_class(tmp_path / "class", [SOLUTION], len(KINDS), KINDS)
     report = tmp_path / "grades.csv"
     done = subprocess.run(
-        [sys.executable, "-m", "attention_course.cli", "grade", "--class", str(tmp_path / "class"), "--jobs", "2",
-         "--report", str(report)], capture_output=True, text=True, timeout=600)
+        [
+            sys.executable,
+            "-m",
+            "attention_course.cli",
+            "grade",
+            "--class",
+            str(tmp_path / "class"),
+            "--jobs",
+            "2",
+            "--report",
+            str(report),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 1, done.stderr  # not everyone passed
     assert "Traceback" not in done.stderr
     with open(report, newline="") as handle:

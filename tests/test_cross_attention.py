@@ -50,13 +50,16 @@ def test_matches_torch_multihead_attention(with_mask: bool) -> None:
     encoder_mask = torch.tensor([[True] * 7, [True] * 4 + [False] * 3, [True] * 1 + [False] * 6]) if with_mask else None
     with torch.no_grad():
         expected, expected_weights = mha(
-            decoder, encoder, encoder,
+            decoder,
+            encoder,
+            encoder,
             key_padding_mask=None if encoder_mask is None else ~encoder_mask,  # torch: True = ignore
             average_attn_weights=False,
         )
     w_q, w_k, w_v = (w.T for w in mha.in_proj_weight.detach().chunk(3))  # nn.Linear layout -> equation layout
-    got, weights = cross_attention(decoder, encoder, w_q, w_k, w_v, mha.out_proj.weight.detach().T, n_heads,
-                                   encoder_mask)
+    got, weights = cross_attention(
+        decoder, encoder, w_q, w_k, w_v, mha.out_proj.weight.detach().T, n_heads, encoder_mask
+    )
     torch.testing.assert_close(got, expected, atol=ATOL, rtol=1e-4)
     torch.testing.assert_close(weights, expected_weights, atol=ATOL, rtol=1e-4)
 
@@ -76,8 +79,9 @@ def test_equals_multi_head_attention_with_encoder_keys(batch, n_dec, n_enc, n_he
     lengths = torch.randint(1, n_enc + 1, (batch,), generator=torch.Generator().manual_seed(seed))
     encoder_mask = torch.arange(n_enc) < lengths[:, None]
     got, got_weights = cross_attention(decoder, encoder, *weights, n_heads, encoder_mask)
-    expected, expected_weights = multi_head_attention(decoder, encoder, encoder, *weights, n_heads,
-                                                      mask=encoder_mask[:, None, None, :])
+    expected, expected_weights = multi_head_attention(
+        decoder, encoder, encoder, *weights, n_heads, mask=encoder_mask[:, None, None, :]
+    )
     torch.testing.assert_close(got, expected, atol=ATOL, rtol=1e-4)
     torch.testing.assert_close(got_weights, expected_weights, atol=ATOL, rtol=1e-4)
     assert got.shape == (batch, n_dec, d_model) and got_weights.shape == (batch, n_heads, n_dec, n_enc)

@@ -24,8 +24,9 @@ from attention_course.teaching.sentences import (
 
 def _weights_of(sentence: Sentence, query: torch.Tensor) -> torch.Tensor:
     """Lesson 01's attention: softmax of plain dot products, no scaling. ``(L,)``."""
-    _, weights = scaled_dot_product_attention(query[None], sentence.embeddings, sentence.embeddings,
-                                              scale=1.0, return_weights=True)
+    _, weights = scaled_dot_product_attention(
+        query[None], sentence.embeddings, sentence.embeddings, scale=1.0, return_weights=True
+    )
     return weights[0]
 
 
@@ -86,7 +87,7 @@ def test_padded_batch_properties(texts: list[str], d_model: int) -> None:
     flat_vectors = embeddings.reshape(-1, d_model)
     for b, row in enumerate(tokens):
         assert row[: lengths[b]] == texts[b].split()
-        assert all(word == PAD for word in row[lengths[b]:])
+        assert all(word == PAD for word in row[lengths[b] :])
     for i, word in enumerate(flat_tokens):
         first = flat_tokens.index(word)
         assert torch.equal(flat_vectors[i], flat_vectors[first])

@@ -55,8 +55,13 @@ def named_modules(doc: str) -> list[str]:
 
 
 def named_targets(doc: str) -> list[str]:
-    return sorted({target for span in _inline_code((ROOT / doc).read_text())
-                   for target in re.findall(r"(?:^|\s)make ([a-z][a-z-]*)", span)})
+    return sorted(
+        {
+            target
+            for span in _inline_code((ROOT / doc).read_text())
+            for target in re.findall(r"(?:^|\s)make ([a-z][a-z-]*)", span)
+        }
+    )
 
 
 @pytest.mark.parametrize("doc", DOCS)
@@ -73,8 +78,11 @@ def test_every_named_module_exists(doc: str) -> None:
     for dotted in named_modules(doc):
         parts = dotted.split(".")
         # attention_course.x.y: the longest prefix that is a module or package must go past the package itself
-        found = any((ROOT.joinpath(*parts[:n]).with_suffix(".py")).exists() or (ROOT.joinpath(*parts[:n]) / "__init__.py").exists()
-                    for n in range(2, len(parts) + 1))
+        found = any(
+            (ROOT.joinpath(*parts[:n]).with_suffix(".py")).exists()
+            or (ROOT.joinpath(*parts[:n]) / "__init__.py").exists()
+            for n in range(2, len(parts) + 1)
+        )
         if not found:
             missing.append(dotted)
     assert not missing, f"{doc} names modules that do not exist: {missing}"
@@ -93,8 +101,12 @@ def test_contributing_names_the_everyday_targets_and_the_layout_tree_exists() ->
     assert {"test-fast", "lint", "nbval", "notebook", "test", "exercises"} <= set(named_targets("CONTRIBUTING.md"))
     tree = re.search(r"```\nattention_course/\n(.*?)```", text, re.DOTALL)
     assert tree, "CONTRIBUTING.md's Layout section opens its tree with attention_course/"
-    entries = [token for line in tree.group(1).splitlines() for token in line.split()[:8]
-               if re.fullmatch(r"[\w/]+\.py|\w+/", token) and not line.strip().startswith(("1.", "2."))]
+    entries = [
+        token
+        for line in tree.group(1).splitlines()
+        for token in line.split()[:8]
+        if re.fullmatch(r"[\w/]+\.py|\w+/", token) and not line.strip().startswith(("1.", "2."))
+    ]
     missing = [entry for entry in entries if not _exists(entry)]
     assert len(entries) >= 20 and not missing, (entries, missing)
     modules = {path.stem for path in (ROOT / "attention_course").glob("*.py")}
@@ -103,6 +115,8 @@ def test_contributing_names_the_everyday_targets_and_the_layout_tree_exists() ->
 
 
 def test_the_checks_catch_a_path_that_points_nowhere(tmp_path: Path) -> None:
-    assert not _exists("tests/test_exercises_generated.py") and not _exists("attention_course/grading/exercises/NN_topic.py")
+    assert not _exists("tests/test_exercises_generated.py") and not _exists(
+        "attention_course/grading/exercises/NN_topic.py"
+    )
     assert _exists("attention_course/grading/exercises/lessonNN.py") and _exists("notebooks/NN_topic.ipynb")
     assert "nbval" in TARGETS and "no-such-target" not in TARGETS

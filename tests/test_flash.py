@@ -49,8 +49,9 @@ def attention_problems(draw: st.DrawFn) -> dict:
     q = torch.randn(*batch, n_queries, d_k, generator=generator) * draw(st.sampled_from([0.5, 1.0, 4.0]))
     k = torch.randn(*batch, n_keys, d_k, generator=generator)
     v = torch.randn(*batch, n_keys, d_v, generator=generator)
-    return dict(q=q, k=k, v=v, causal=draw(st.booleans()),
-                block_q=draw(st.integers(1, 40)), block_k=draw(st.integers(1, 40)))
+    return dict(
+        q=q, k=k, v=v, causal=draw(st.booleans()), block_q=draw(st.integers(1, 40)), block_k=draw(st.integers(1, 40))
+    )
 
 
 @settings(max_examples=150, deadline=None)
@@ -115,8 +116,9 @@ def test_inputs_are_not_modified() -> None:
     spread=st.sampled_from([1.0, 10.0, 100.0]),
     seed=st.integers(0, 2**16),
 )
-def test_online_softmax_equals_softmax_of_the_concatenation(sizes: list[int], rows: int, spread: float,
-                                                            seed: int) -> None:
+def test_online_softmax_equals_softmax_of_the_concatenation(
+    sizes: list[int], rows: int, spread: float, seed: int
+) -> None:
     generator = torch.Generator().manual_seed(seed)
     blocks = [torch.randn(rows, n, generator=generator) * spread for n in sizes]
     expected = torch.softmax(torch.cat(blocks, dim=-1), dim=-1)
@@ -128,9 +130,11 @@ def test_online_softmax_rising_maximum_and_masked_rows() -> None:
     # Row 1: every score is -inf (fully masked): zero weights, as the core softmax gives.
     # Row 2: -inf in the first block only (the running max starts at -inf, then becomes finite).
     ninf = float("-inf")
-    blocks = [torch.tensor([[0.0, 1.0], [ninf, ninf], [ninf, ninf]]),
-              torch.tensor([[2.0], [ninf], [3.0]]),
-              torch.tensor([[5.0, 4.0, 9.0], [ninf, ninf, ninf], [1.0, 2.0, 0.0]])]
+    blocks = [
+        torch.tensor([[0.0, 1.0], [ninf, ninf], [ninf, ninf]]),
+        torch.tensor([[2.0], [ninf], [3.0]]),
+        torch.tensor([[5.0, 4.0, 9.0], [ninf, ninf, ninf], [1.0, 2.0, 0.0]]),
+    ]
     result = online_softmax(blocks)
     torch.testing.assert_close(result, softmax(torch.cat(blocks, dim=-1)), atol=ATOL, rtol=RTOL)
     assert torch.equal(result[1], torch.zeros(6))
@@ -158,8 +162,10 @@ def test_tiled_backward_matches_autograd(causal: bool) -> None:
     q, k, v = (torch.randn(2, 3, n, 8, generator=generator, dtype=torch.float64) for n in (29, 29, 29))
     grad_out = torch.randn(2, 3, 29, 8, generator=generator, dtype=torch.float64)
     grads = []
-    for attend in (lambda a, b, c: flash_attention(a, b, c, causal, 8, 5),
-                   lambda a, b, c: scaled_dot_product_attention(a, b, c, causal=causal)):
+    for attend in (
+        lambda a, b, c: flash_attention(a, b, c, causal, 8, 5),
+        lambda a, b, c: scaled_dot_product_attention(a, b, c, causal=causal),
+    ):
         inputs = [t.clone().requires_grad_() for t in (q, k, v)]
         out = attend(*inputs)
         out.backward(grad_out)
@@ -182,16 +188,20 @@ def test_steps_walk_the_tiles_and_end_at_the_output(causal: bool, block_q: int, 
     q, k, v = torch.randn(10, 4, generator=generator), torch.randn(11, 4, generator=generator), torch.randn(11, 2)
     steps = tiled_attention_steps(q, k, v, causal, block_q, block_k)
     # Causal: query tile [a, b) visits the key tiles that start before b (the rest are skipped).
-    expected_tiles = [(a, min(a + block_q, 10), c, min(c + block_k, 11))
-                      for a in range(0, 10, block_q) for c in range(0, 11, block_k) if not causal or c < min(a + block_q, 10)]
+    expected_tiles = [
+        (a, min(a + block_q, 10), c, min(c + block_k, 11))
+        for a in range(0, 10, block_q)
+        for c in range(0, 11, block_k)
+        if not causal or c < min(a + block_q, 10)
+    ]
     assert [(s.q_start, s.q_stop, s.k_start, s.k_stop) for s in steps] == expected_tiles
     out, _ = tiled_attention(q, k, v, causal, block_q, block_k)
     for before, after in zip(steps, steps[1:], strict=False):
         if after.q_start == before.q_start:
             assert (after.running_max >= before.running_max).all()
         else:  # the query tile is done: its partial output is the final output
-            torch.testing.assert_close(before.partial_output, out[before.q_start:before.q_stop])
-    torch.testing.assert_close(steps[-1].partial_output, out[steps[-1].q_start:])
+            torch.testing.assert_close(before.partial_output, out[before.q_start : before.q_stop])
+    torch.testing.assert_close(steps[-1].partial_output, out[steps[-1].q_start :])
 
 
 def test_peak_memory_bytes_counts_what_is_allocated() -> None:
@@ -245,15 +255,18 @@ def test_bad_inputs_are_named() -> None:
         peak_memory_bytes(3)
 
 
-@pytest.mark.parametrize(("n_queries", "n_keys", "block_q", "block_k"),
-                         [(10, 10, 4, 4), (10, 11, 4, 3), (9, 13, 3, 5), (13, 7, 5, 2), (16, 16, 8, 4), (1, 5, 2, 2)])
-def test_causal_loop_visits_exactly_the_tiles_on_or_below_the_diagonal(n_queries: int, n_keys: int, block_q: int,
-                                                                       block_k: int) -> None:
+@pytest.mark.parametrize(
+    ("n_queries", "n_keys", "block_q", "block_k"),
+    [(10, 10, 4, 4), (10, 11, 4, 3), (9, 13, 3, 5), (13, 7, 5, 2), (16, 16, 8, 4), (1, 5, 2, 2)],
+)
+def test_causal_loop_visits_exactly_the_tiles_on_or_below_the_diagonal(
+    n_queries: int, n_keys: int, block_q: int, block_k: int
+) -> None:
     allowed = torch.ones(n_queries, n_keys, dtype=torch.bool).tril()  # query i sees keys j <= i
     expected = []
     for i, q_start in enumerate(range(0, n_queries, block_q)):
         for j, k_start in enumerate(range(0, n_keys, block_k)):
-            tile = allowed[q_start:q_start + block_q, k_start:k_start + block_k]
+            tile = allowed[q_start : q_start + block_q, k_start : k_start + block_k]
             if tile.any():  # some key on or below the diagonal: visited, masked if some key is above it
                 expected.append((i, j, not bool(tile.all())))
     assert visited_tiles(n_queries, n_keys, block_q, block_k, causal=True) == expected

@@ -24,8 +24,9 @@ def _sdpa_gradients(q, k, v, out, lse, grad_out, causal=False, block_q=64, block
 def test_reference_equals_autograd_through_sdpa(index: int) -> None:
     # float32: both sum the same terms in a different order (a few ulp per term, a few hundred terms).
     case = EXERCISE.cases()[index]
-    for ours, theirs in zip(EXERCISE.reference(*case.args, **case.kwargs), _sdpa_gradients(*case.args, **case.kwargs),
-                            strict=True):
+    for ours, theirs in zip(
+        EXERCISE.reference(*case.args, **case.kwargs), _sdpa_gradients(*case.args, **case.kwargs), strict=True
+    ):
         torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=1e-5)
 
 
@@ -38,20 +39,20 @@ def _key_tiles_outer(q, k, v, out, lse, grad_out, causal=False, block_q=64, bloc
     dk_tiles, dv_tiles = [], []
     n_queries = q.shape[-2]
     for j in range(0, k.shape[-2], block_k):
-        k_tile, v_tile = k[..., j:j + block_k, :], v[..., j:j + block_k, :]
+        k_tile, v_tile = k[..., j : j + block_k, :], v[..., j : j + block_k, :]
         dk_tile, dv_tile = torch.zeros_like(k_tile), torch.zeros_like(v_tile)
         first = (j // block_q) * block_q if causal else 0  # query tiles before this one see none of these keys
         for i in range(first, n_queries, block_q):
-            q_tile = q[..., i:i + block_q, :]
+            q_tile = q[..., i : i + block_q, :]
             s = torch.einsum("...qd,...kd->...qk", q_tile, k_tile) * (scale * log2e)
             if causal:
                 future = torch.arange(j, j + k_tile.shape[-2])[None, :] > torch.arange(i, i + q_tile.shape[-2])[:, None]
                 s = torch.where(future, float("-inf"), s)
-            p = torch.exp2(s - lse[..., i:i + block_q].unsqueeze(-1) * log2e)
-            do_tile = grad_out[..., i:i + block_q, :]
+            p = torch.exp2(s - lse[..., i : i + block_q].unsqueeze(-1) * log2e)
+            do_tile = grad_out[..., i : i + block_q, :]
             dv_tile = dv_tile + torch.einsum("...qk,...qd->...kd", p, do_tile)
-            ds = p * (torch.einsum("...qd,...kd->...qk", do_tile, v_tile) - delta[..., i:i + block_q, None])
-            dq[..., i:i + block_q, :] += scale * torch.einsum("...qk,...kd->...qd", ds, k_tile)
+            ds = p * (torch.einsum("...qd,...kd->...qk", do_tile, v_tile) - delta[..., i : i + block_q, None])
+            dq[..., i : i + block_q, :] += scale * torch.einsum("...qk,...kd->...qd", ds, k_tile)
             dk_tile = dk_tile + scale * torch.einsum("...qk,...qd->...kd", ds, q_tile)
         dk_tiles.append(dk_tile)
         dv_tiles.append(dv_tile)

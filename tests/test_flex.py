@@ -29,12 +29,19 @@ N = 40  # not a multiple of the block size: the last tile is partial
 ATOL = 1e-5
 
 PATTERNS = [
-    sliding_window_pattern(N, 3), sliding_window_pattern(N, 3, causal=True),
-    dilated_window_pattern(N, 2, 3), dilated_window_pattern(N, 2, 3, causal=True),
-    strided_pattern(N, 6), strided_pattern(N, 6, causal=False), fixed_pattern(N, 8, 2),
-    fixed_pattern(N, 8, 2, causal=False), longformer_pattern(N, 2, [0, 17]),
-    longformer_pattern(N, 2, [0, 17], causal=True), bigbird_pattern(N, 2, [0], 2, 8),
-    bigbird_pattern(N, 2, [0], 2, 8, causal=True), sink_window_pattern(N, 2, 5),
+    sliding_window_pattern(N, 3),
+    sliding_window_pattern(N, 3, causal=True),
+    dilated_window_pattern(N, 2, 3),
+    dilated_window_pattern(N, 2, 3, causal=True),
+    strided_pattern(N, 6),
+    strided_pattern(N, 6, causal=False),
+    fixed_pattern(N, 8, 2),
+    fixed_pattern(N, 8, 2, causal=False),
+    longformer_pattern(N, 2, [0, 17]),
+    longformer_pattern(N, 2, [0, 17], causal=True),
+    bigbird_pattern(N, 2, [0], 2, 8),
+    bigbird_pattern(N, 2, [0], 2, 8, causal=True),
+    sink_window_pattern(N, 2, 5),
 ]
 
 
@@ -48,8 +55,9 @@ def test_every_pattern_matches_dense_masked_attention(pattern) -> None:
     q, k, v = _qkv()
     dense = scaled_dot_product_attention(q, k, v, pattern.mask())
     torch.testing.assert_close(flex_pattern_attention(q, k, v, pattern, block_size=16), dense, atol=ATOL, rtol=1e-4)
-    torch.testing.assert_close(flex_pattern_attention(q, k, v, pattern, use_block_mask=False), dense, atol=ATOL,
-                               rtol=1e-4)
+    torch.testing.assert_close(
+        flex_pattern_attention(q, k, v, pattern, use_block_mask=False), dense, atol=ATOL, rtol=1e-4
+    )
 
 
 def test_block_mask_matches_the_course_layout() -> None:
@@ -59,9 +67,12 @@ def test_block_mask_matches_the_course_layout() -> None:
     assert torch.equal(dense_blocks, pattern.layout(16))
     gen = torch.Generator().manual_seed(1)
     q, k, v = (torch.randn(1, 2, 64, 8, generator=gen) for _ in range(3))
-    torch.testing.assert_close(flex(q, k, v, block_mask=block_mask),
-                               block_sparse_attention(q, k, v, pattern.layout(16), 16, mask_fn=pattern.allows),
-                               atol=ATOL, rtol=1e-4)
+    torch.testing.assert_close(
+        flex(q, k, v, block_mask=block_mask),
+        block_sparse_attention(q, k, v, pattern.layout(16), 16, mask_fn=pattern.allows),
+        atol=ATOL,
+        rtol=1e-4,
+    )
 
 
 def test_score_mods_match_their_dense_formulas() -> None:

@@ -53,37 +53,44 @@ def _forgeries(folder: Path) -> dict[str, str]:
             "    import attention_course.grading.compare as c\n"
             "    r.difference = c.difference = lambda *a, **k: None\n"
             "    r.same = c.same = lambda *a, **k: True\n"
-            "    return x\n"),
+            "    return x\n"
+        ),
         "patch_reference": (
             "    import attention_course\n"
             "    import attention_course.softmax as s\n"
             "    s.softmax = attention_course.softmax = lambda x, dim=-1, temperature=1.0: x\n"
-            "    return x\n"),
+            "    return x\n"
+        ),
         "patch_registry": (
             "    from attention_course.grading import registry\n"
             "    for exercise in list(registry._EXERCISES.values()):\n"
             "        object.__setattr__(exercise, 'reference', lambda x, *a, **k: x)\n"
             "    registry.get_exercise = lambda name: None\n"
-            "    return x\n"),
+            "    return x\n"
+        ),
         "calls_the_reference": (
-            "    import attention_course\n"
-            "    return attention_course.softmax(x, dim=dim, temperature=temperature)\n"),
+            "    import attention_course\n    return attention_course.softmax(x, dim=dim, temperature=temperature)\n"
+        ),
         "calls_the_reference_by_another_name": (
             "    from attention_course import softmax as course_softmax\n"
             "    helper = course_softmax.__wrapped__ if hasattr(course_softmax, '__wrapped__') else course_softmax\n"
-            "    return helper(x, dim, temperature)\n"),
+            "    return helper(x, dim, temperature)\n"
+        ),
         "writes_outside": (
             f"    try:\n        open({str(outside)!r}, 'w').write('forged')\n    except OSError:\n        pass\n"
-            "    return torch.softmax(x / temperature, dim=dim)\n"),
+            "    return torch.softmax(x / temperature, dim=dim)\n"
+        ),
         "reads_solutions": (
             f"    text = open({str(SOLUTIONS / '04_softmax.py')!r}).read()\n"
-            "    return torch.softmax(x / temperature, dim=dim)\n"),
+            "    return torch.softmax(x / temperature, dim=dim)\n"
+        ),
         "overwrites_report": (
             f"    try:\n        open({str(report)!r}, 'w').write('| forged | passed |')\n    except OSError:\n        pass\n"
-            "    return torch.softmax(x / temperature, dim=dim)\n"),
+            "    return torch.softmax(x / temperature, dim=dim)\n"
+        ),
         "starts_a_program": (
-            f"    import os\n    os.system('touch {outside}')\n"
-            "    return torch.softmax(x / temperature, dim=dim)\n"),
+            f"    import os\n    os.system('touch {outside}')\n    return torch.softmax(x / temperature, dim=dim)\n"
+        ),
     }
 
 
@@ -116,10 +123,15 @@ def test_calling_the_course_reference_fails_with_its_hint(forged, name) -> None:
     assert "this exercise asks you to write `softmax`; your function calls the course's" in result.message
 
 
-@pytest.mark.parametrize(("name", "words"), [("writes_outside", "outside its working folder"),
-                                             ("reads_solutions", "tried to read"),
-                                             ("overwrites_report", "outside its working folder"),
-                                             ("starts_a_program", "start another program")])
+@pytest.mark.parametrize(
+    ("name", "words"),
+    [
+        ("writes_outside", "outside its working folder"),
+        ("reads_solutions", "tried to read"),
+        ("overwrites_report", "outside its working folder"),
+        ("starts_a_program", "start another program"),
+    ],
+)
 def test_file_and_program_attempts_are_refused_and_noted(forged, name, words) -> None:
     grades, _, folder, *_ = forged
     grade = grades[name]
@@ -148,13 +160,18 @@ def test_the_class_report_cannot_be_overwritten(tmp_path: Path, capsys) -> None:
     report = tmp_path / "grades.md"
     learner = tmp_path / "class" / "mallory"
     learner.mkdir(parents=True)
-    body = (f"    try:\n        open({str(report)!r}, 'w').write('| mallory | passed | 1/1 |')\n    except OSError:\n"
-            "        pass\n    return x\n")
+    body = (
+        f"    try:\n        open({str(report)!r}, 'w').write('| mallory | passed | 1/1 |')\n    except OSError:\n"
+        "        pass\n    return x\n"
+    )
     _softmax_notebook(learner, "04_softmax", body)
     copier = tmp_path / "class" / "eve"  # reads another learner's notebook while being graded
     copier.mkdir()
-    _softmax_notebook(copier, "04_softmax", f"    open({str(learner / '04_softmax.ipynb')!r}).read()\n"
-                                          "    return torch.softmax(x / temperature, dim=dim)\n")
+    _softmax_notebook(
+        copier,
+        "04_softmax",
+        f"    open({str(learner / '04_softmax.ipynb')!r}).read()\n    return torch.softmax(x / temperature, dim=dim)\n",
+    )
     before = _tree_hash(tmp_path / "class")
     assert main(["grade", "--class", str(tmp_path / "class"), "--report", str(report)]) == 1
     table = report.read_text()
@@ -190,8 +207,14 @@ def test_check_loads_only_its_lesson_and_answers_fast() -> None:
         "lessons = sorted(m for m in sys.modules if '.grading.exercises.lesson' in m)\n"
         "print('triton' in sys.modules, lessons, took)\n"
     )
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, cwd=ROOT,
-                          env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
+    )
     assert done.returncode == 0, done.stderr
     lines = done.stdout.strip().splitlines()
     assert lines[0].startswith("PASS softmax") and lines[1].startswith("PASS softmax")
@@ -207,7 +230,8 @@ def test_a_broken_catalogue_is_one_line(tmp_path: Path, monkeypatch, capsys) -> 
 
     (tmp_path / "lesson99_broken.py").write_text(
         'from attention_course.grading import Exercise, register\nraise ImportError("boom")\n'
-        'register(Exercise(name="broken_one", lesson="99", reference=print, cases=list))\n')
+        'register(Exercise(name="broken_one", lesson="99", reference=print, cases=list))\n'
+    )
     monkeypatch.setattr(package, "__path__", [*package.__path__, str(tmp_path)])
     registry._index.cache_clear()
     try:
@@ -257,8 +281,12 @@ def test_a_bare_except_cannot_swallow_the_time_limit(tmp_path: Path) -> None:
 
 def test_a_thread_that_never_ends_does_not_delay_the_grade(tmp_path: Path) -> None:
     notebook = nbformat.read(SOLUTIONS / "04_softmax.ipynb", as_version=4)
-    notebook.cells.insert(1, nbformat.v4.new_code_cell(
-        "import threading, time\nthreading.Thread(target=lambda: time.sleep(10_000)).start()"))
+    notebook.cells.insert(
+        1,
+        nbformat.v4.new_code_cell(
+            "import threading, time\nthreading.Thread(target=lambda: time.sleep(10_000)).start()"
+        ),
+    )
     path = tmp_path / "threads.ipynb"
     nbformat.write(notebook, path)
     (grade,), took = _grade_timed([path])

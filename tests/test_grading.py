@@ -110,7 +110,10 @@ def test_unbalanced_solution_markers_are_refused(source, error) -> None:
 
 def test_stub_keeps_signature_docstring_and_indent() -> None:
     source = 'def f(x):\n    """Doc."""\n    y = 1  # hint stays\n    ### BEGIN SOLUTION\n    return x\n    ### END SOLUTION\n'
-    assert strip_solution(source) == 'def f(x):\n    """Doc."""\n    y = 1  # hint stays\n    raise NotImplementedError("your code here")'
+    assert (
+        strip_solution(source)
+        == 'def f(x):\n    """Doc."""\n    y = 1  # hint stays\n    raise NotImplementedError("your code here")'
+    )
 
 
 # ---------------------------------------------------------------- whole notebooks, out of process
@@ -128,7 +131,9 @@ def test_broken_notebooks_are_reported_not_raised(tmp_path: Path) -> None:
     notebook = nbformat.read(SOLUTIONS / "04_softmax.ipynb", as_version=4)
     notebook.cells = [c for c in notebook.cells if "def softmax" not in c.source]
     nbformat.write(notebook, missing)
-    crash = _notebook_with(tmp_path, "crash", "def softmax(x, dim=-1, temperature=1.0):\n    import os\n    os._exit(3)\n")
+    crash = _notebook_with(
+        tmp_path, "crash", "def softmax(x, dim=-1, temperature=1.0):\n    import os\n    os._exit(3)\n"
+    )
     healthy = SOLUTIONS / "04_softmax.ipynb"
 
     syntax_grade, missing_grade, crash_grade, healthy_grade = grade_notebooks([syntax, missing, crash, healthy])
@@ -143,7 +148,9 @@ def test_broken_notebooks_are_reported_not_raised(tmp_path: Path) -> None:
 
 
 def test_a_sleeping_function_is_stopped_and_reported_by_the_command(tmp_path: Path, capsys) -> None:
-    sleeper = _notebook_with(tmp_path, "sleeper", "def softmax(x, dim=-1, temperature=1.0):\n    import time\n    time.sleep(10_000)\n")
+    sleeper = _notebook_with(
+        tmp_path, "sleeper", "def softmax(x, dim=-1, temperature=1.0):\n    import time\n    time.sleep(10_000)\n"
+    )
     start = time.perf_counter()
     code = main(["grade", str(sleeper)])
     elapsed = time.perf_counter() - start
@@ -167,10 +174,17 @@ def test_grade_command_exit_codes_and_score(tmp_path: Path, capsys) -> None:
 def test_class_report(tmp_path: Path, report: str, capsys) -> None:
     (tmp_path / "class" / "ada").mkdir(parents=True)
     (tmp_path / "class" / "bob").mkdir(parents=True)
-    nbformat.write(nbformat.read(SOLUTIONS / "04_softmax.ipynb", as_version=4), tmp_path / "class" / "ada" / "04_softmax.ipynb")
-    nbformat.write(with_replacement(SOLUTIONS / "04_softmax.ipynb", "softmax",
-                                    "def softmax(x, dim=-1, temperature=1.0):\n    raise NotImplementedError\n"),
-                   tmp_path / "class" / "bob" / "04_softmax.ipynb")
+    nbformat.write(
+        nbformat.read(SOLUTIONS / "04_softmax.ipynb", as_version=4), tmp_path / "class" / "ada" / "04_softmax.ipynb"
+    )
+    nbformat.write(
+        with_replacement(
+            SOLUTIONS / "04_softmax.ipynb",
+            "softmax",
+            "def softmax(x, dim=-1, temperature=1.0):\n    raise NotImplementedError\n",
+        ),
+        tmp_path / "class" / "bob" / "04_softmax.ipynb",
+    )
     target = tmp_path / report
     assert main(["grade", "--class", str(tmp_path / "class"), "--report", str(target)]) == 1
     table = target.read_text()
@@ -212,8 +226,13 @@ def _detached(x, w):
     return (x @ w).detach()
 
 
-LINEAR = Exercise("linear_demo", "00_demo", _linear, _linear_cases,
-                  mistakes=(Mistake("detached", "do not detach the output: gradients must reach x and w.", _detached),))
+LINEAR = Exercise(
+    "linear_demo",
+    "00_demo",
+    _linear,
+    _linear_cases,
+    mistakes=(Mistake("detached", "do not detach the output: gradients must reach x and w.", _detached),),
+)
 
 
 def test_gradients_must_reach_every_input() -> None:
@@ -245,7 +264,7 @@ def test_wrong_gradients_are_reported() -> None:
 def _row_sums(q, k):
     out = torch.empty(q.shape[0])
     for start in range(0, k.shape[0], 2):  # two keys at a time: never the full (L, S) matrix
-        part = q @ k[start:start + 2].T
+        part = q @ k[start : start + 2].T
         out = out + part.sum(-1) if start else part.sum(-1)
     return out
 

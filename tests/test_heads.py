@@ -51,8 +51,10 @@ def held_out() -> torch.Tensor:
 @pytest.fixture(scope="module")
 def scores(trained, held_out) -> tuple[torch.Tensor, torch.Tensor]:
     attention = attention_weights(trained, held_out)
-    return (torch.stack([previous_token_score(a) for a in attention]),
-            torch.stack([induction_score(a, held_out, PERIOD) for a in attention]))
+    return (
+        torch.stack([previous_token_score(a) for a in attention]),
+        torch.stack([induction_score(a, held_out, PERIOD) for a in attention]),
+    )
 
 
 def test_shipped_weights_have_an_induction_head(scores) -> None:
@@ -106,7 +108,7 @@ def test_attention_weights_reproduce_the_model(trained, held_out) -> None:
     config = trained.config
     for layer, block in enumerate(trained.blocks):
         h = block.norm_attn(x)
-        v = split_heads(block.attn.qkv_proj(h), config.n_heads + 2 * config.n_kv_heads)[:, -config.n_kv_heads:]
+        v = split_heads(block.attn.qkv_proj(h), config.n_heads + 2 * config.n_kv_heads)[:, -config.n_kv_heads :]
         ours = block.attn.o_proj((weights[layer] @ v).transpose(1, 2).reshape(*tokens.shape, -1))
         torch.testing.assert_close(ours, block.attn(h), atol=1e-5, rtol=1e-4)
         x = block(x)
@@ -145,7 +147,9 @@ def test_training_batch_marks_the_copyable_tokens() -> None:
     tokens, copyable = training_batch(8, 45, 48, (6, 20), torch.Generator().manual_seed(0))
     assert tokens.shape == (8, 45) and copyable.shape == (8, 44) and (tokens[:, 0] == BOS).all()
     rows, cols = copyable.nonzero(as_tuple=True)
-    for row, col in zip(rows.tolist(), cols.tolist(), strict=True):  # predicting token col + 1 from token col, both repeats
+    for row, col in zip(
+        rows.tolist(), cols.tolist(), strict=True
+    ):  # predicting token col + 1 from token col, both repeats
         period = int(copyable[row].sum()) + 1
         assert tokens[row, col + 1] == tokens[row, col + 1 - period] and tokens[row, col] == tokens[row, col - period]
 
@@ -225,10 +229,15 @@ def _ablated_by_attention_weights(q, k, v, o_weight, head):
     return torch.einsum("bhtd,mhd->btm", out, o_weight.view(o_weight.shape[0], q.shape[1], -1))
 
 
-@pytest.mark.parametrize(("name", "variant"), [
-    ("induction_score", _induction_score_loop), ("induction_score", _induction_score_gather),
-    ("ablated_attention", _ablated_by_weight_columns), ("ablated_attention", _ablated_by_attention_weights),
-])
+@pytest.mark.parametrize(
+    ("name", "variant"),
+    [
+        ("induction_score", _induction_score_loop),
+        ("induction_score", _induction_score_gather),
+        ("ablated_attention", _ablated_by_weight_columns),
+        ("ablated_attention", _ablated_by_attention_weights),
+    ],
+)
 def test_correct_variants_pass(name, variant) -> None:
     from attention_course.grading import Status, get_exercise, run_check
 
@@ -296,8 +305,9 @@ def test_pronoun_pairs_are_balanced_and_tokenize() -> None:
     assert set(Counter(pair.kind for pair in PRONOUN_PAIRS).values()) == {len(PRONOUN_PAIRS) // 4}
     rows = [row for pair in PRONOUN_PAIRS for row in pair.sentences()]
     batch = load_encoder().tokenize([row[0] for row in rows])
-    for (text, referent, other), tokens, pair in zip(rows, batch.tokens, [p for p in PRONOUN_PAIRS for _ in "ab"],
-                                                     strict=True):
+    for (text, referent, other), tokens, pair in zip(
+        rows, batch.tokens, [p for p in PRONOUN_PAIRS for _ in "ab"], strict=True
+    ):
         for word in (referent, other, pair.pronoun):
             assert tokens.count(word) == 1, (text, word, tokens)
         assert tokens.index(pair.subject) < tokens.index(pair.obj) < tokens.index(pair.pronoun)

@@ -17,27 +17,51 @@ KERNEL = {"kernelspec": {"name": "python3", "display_name": "Python 3 (ipykernel
 # Anything a page loads by itself: scripts, stylesheets, images, frames, fonts and CSS url(...).
 PNG = b"\x89PNG\r\n\x1a\n a stand-in for a picture"
 IMAGE = re.compile(r'<img\b[^>]*?\bsrc="(?!data:)([^"]+)"')
-RESOURCE = re.compile(r'<(?:script|link|img|iframe|source|embed)\b[^>]*?\b(?:src|href)="([^"]*)"|url\(\s*[\'"]?([^\'")]+)')
+RESOURCE = re.compile(
+    r'<(?:script|link|img|iframe|source|embed)\b[^>]*?\b(?:src|href)="([^"]*)"|url\(\s*[\'"]?([^\'")]+)'
+)
 
 
 def _widget_notebook() -> nbformat.NotebookNode:
     """A notebook whose one output is an ``interact`` (log slider + Output widget) saved with its state."""
     state = {
         "box": {"model_name": "VBoxModel", "state": {"children": ["IPY_MODEL_slider", "IPY_MODEL_out"]}},
-        "slider": {"model_name": "FloatLogSliderModel",
-                   "state": {"description": "T", "value": 1.0, "min": -1.5, "max": 1.5, "base": 10.0}},
-        "out": {"model_name": "OutputModel", "state": {"outputs": [
-            {"output_type": "stream", "name": "stdout", "text": "weights [0.09 0.24 0.67]\n"}]}},
+        "slider": {
+            "model_name": "FloatLogSliderModel",
+            "state": {"description": "T", "value": 1.0, "min": -1.5, "max": 1.5, "base": 10.0},
+        },
+        "out": {
+            "model_name": "OutputModel",
+            "state": {"outputs": [{"output_type": "stream", "name": "stdout", "text": "weights [0.09 0.24 0.67]\n"}]},
+        },
     }
     view = {"model_id": "box", "version_major": 2, "version_minor": 0}
     cells = [
-        V4.new_code_cell("interact(...)", outputs=[V4.new_output("display_data", data={
-            "application/vnd.jupyter.widget-view+json": view, "text/plain": "interactive(...)"})]),
-        V4.new_code_cell("Dropdown(...)", outputs=[V4.new_output("display_data", data={
-            "application/vnd.jupyter.widget-view+json": {**view, "model_id": "gone"}, "text/plain": "Dropdown()"})]),
+        V4.new_code_cell(
+            "interact(...)",
+            outputs=[
+                V4.new_output(
+                    "display_data",
+                    data={"application/vnd.jupyter.widget-view+json": view, "text/plain": "interactive(...)"},
+                )
+            ],
+        ),
+        V4.new_code_cell(
+            "Dropdown(...)",
+            outputs=[
+                V4.new_output(
+                    "display_data",
+                    data={
+                        "application/vnd.jupyter.widget-view+json": {**view, "model_id": "gone"},
+                        "text/plain": "Dropdown()",
+                    },
+                )
+            ],
+        ),
     ]
-    return V4.new_notebook(cells=cells, metadata={
-        **KERNEL, "widgets": {"application/vnd.jupyter.widget-state+json": {"state": state}}})
+    return V4.new_notebook(
+        cells=cells, metadata={**KERNEL, "widgets": {"application/vnd.jupyter.widget-state+json": {"state": state}}}
+    )
 
 
 def test_widgets_become_what_they_showed_when_saved() -> None:
@@ -47,20 +71,28 @@ def test_widgets_become_what_they_showed_when_saved() -> None:
     first, second = (cell.outputs for cell in nb.cells)
     assert all("application/vnd.jupyter.widget-view+json" not in o.get("data", {}) for o in first + second)
     # The log slider's bounds are 10**-1.5 and 10**1.5, the Output widget's text comes along.
-    assert first[0].data["text/plain"] == "Interactive in JupyterLab: T = 1.0 (from 0.0316 to 31.6). Shown here as it was saved."
+    assert (
+        first[0].data["text/plain"]
+        == "Interactive in JupyterLab: T = 1.0 (from 0.0316 to 31.6). Shown here as it was saved."
+    )
     assert first[1].text == "weights [0.09 0.24 0.67]\n"
     assert second[0].data["text/plain"] == "Interactive in JupyterLab. Run the notebook to use it."
 
 
 def _mini_course(root: Path) -> None:
     """Two lessons, one exercise, one solution; lesson 01 links to its exercise, lesson 02 and a missing 03."""
-    lesson = V4.new_notebook(metadata=KERNEL, cells=[
-        V4.new_markdown_cell("# 01 · First lesson\n\nThe scores are $QK^\\top / \\sqrt{d_k}$.\n\n"
-                             "[Your turn](../exercises/01_first.ipynb), [next](02_second.ipynb#top), "
-                             "[later](03_missing.ipynb), [docs](https://pytorch.org)\n\n"
-                             "![the widget, as saved](figures/01_widget.png)"),
-        V4.new_code_cell("print(1)", outputs=[V4.new_output("stream", name="stdout", text="1\n")]),
-    ])
+    lesson = V4.new_notebook(
+        metadata=KERNEL,
+        cells=[
+            V4.new_markdown_cell(
+                "# 01 · First lesson\n\nThe scores are $QK^\\top / \\sqrt{d_k}$.\n\n"
+                "[Your turn](../exercises/01_first.ipynb), [next](02_second.ipynb#top), "
+                "[later](03_missing.ipynb), [docs](https://pytorch.org)\n\n"
+                "![the widget, as saved](figures/01_widget.png)"
+            ),
+            V4.new_code_cell("print(1)", outputs=[V4.new_output("stream", name="stdout", text="1\n")]),
+        ],
+    )
     for path, nb in {
         "notebooks/01_first.ipynb": lesson,
         "notebooks/02_second.ipynb": _widget_notebook(),
@@ -80,8 +112,9 @@ def _external_resources(page: str) -> list[str]:
 
 
 @pytest.mark.parametrize("with_mathjax", [True, False])
-def test_build_links_pages_and_stays_offline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                             capsys: pytest.CaptureFixture[str], with_mathjax: bool) -> None:
+def test_build_links_pages_and_stays_offline(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], with_mathjax: bool
+) -> None:
     root, out = tmp_path / "repo", tmp_path / "html"
     _mini_course(root)
     fake_mathjax = tmp_path / "mathjax"
@@ -92,8 +125,12 @@ def test_build_links_pages_and_stays_offline(tmp_path: Path, monkeypatch: pytest
     pages = course_html.build(root, out)
 
     assert [p.relative_to(out).as_posix() for p in pages] == [
-        "index.html", "notebooks/01_first.html", "notebooks/02_second.html",
-        "exercises/01_first.html", "solutions/01_first.html"]
+        "index.html",
+        "notebooks/01_first.html",
+        "notebooks/02_second.html",
+        "exercises/01_first.html",
+        "solutions/01_first.html",
+    ]
     lesson = (out / "notebooks/01_first.html").read_text(encoding="utf-8")
     assert 'href="../exercises/01_first.html"' in lesson and 'href="02_second.html#top"' in lesson
     assert 'href="03_missing.ipynb"' in lesson and "link to 03_missing.ipynb" in capsys.readouterr().err
@@ -145,12 +182,19 @@ def test_the_course_reads_in_a_browser_with_the_network_cut(course_site: list[Pa
     lesson = next(p for p in course_site if p.parent.name == "notebooks" and "$" in p.read_text(encoding="utf-8"))
     requested: list[str] = []
     with playwright.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(chromium), headless=True,
-                                    args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+        browser = p.chromium.launch(
+            executable_path=str(chromium),
+            headless=True,
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"],
+        )
         page = browser.new_page()
-        page.route("**/*", lambda route: (requested.append(route.request.url),
-                                          route.continue_() if route.request.url.startswith(("file:", "data:"))
-                                          else route.abort()))
+        page.route(
+            "**/*",
+            lambda route: (
+                requested.append(route.request.url),
+                route.continue_() if route.request.url.startswith(("file:", "data:")) else route.abort(),
+            ),
+        )
         for target in (course_site[0], lesson):
             page.goto(target.as_uri())
             page.wait_for_load_state("load")

@@ -90,10 +90,10 @@ def test_block_sizes_follow_the_paper() -> None:
     assert flash_block_sizes(1, 1) == (1, 1)
 
 
-@pytest.mark.parametrize(("n", "block_q", "block_k", "causal"),
-                         [(23, 5, 7, False), (23, 5, 7, True), (30, 8, 3, True), (16, 16, 16, True)])
-def test_tiled_counts_match_the_tiles_tiled_attention_visits(n: int, block_q: int, block_k: int,
-                                                             causal: bool) -> None:
+@pytest.mark.parametrize(
+    ("n", "block_q", "block_k", "causal"), [(23, 5, 7, False), (23, 5, 7, True), (30, 8, 3, True), (16, 16, 16, True)]
+)
+def test_tiled_counts_match_the_tiles_tiled_attention_visits(n: int, block_q: int, block_k: int, causal: bool) -> None:
     d = 4
     x = torch.zeros(n, d)
     steps = tiled_attention_steps(x, x, x, causal, block_q, block_k)
@@ -116,13 +116,16 @@ def test_sram_of_one_tile() -> None:
     assert tiled_sram_numbers(64, 128, 64) == 2 * 128 * 64 + 2 * 64 * 64 + 128 * 64 + 2 * 128
 
 
-@pytest.mark.parametrize(("call", "error", "message"), [
-    (lambda: standard_attention_io(0, 64), ValueError, "n must be >= 1, got 0"),
-    (lambda: standard_attention_io(10, 6.0), TypeError, "d must be an int, got float"),
-    (lambda: flash_attention_io(10, 8, -1), ValueError, "sram must be >= 1, got -1"),
-    (lambda: tiled_attention_io(10, 8, 0, 4), ValueError, "block_q must be >= 1, got 0"),
-    (lambda: tiled_sram_numbers(8, 4, True), TypeError, "block_k must be an int, got bool"),
-])
+@pytest.mark.parametrize(
+    ("call", "error", "message"),
+    [
+        (lambda: standard_attention_io(0, 64), ValueError, "n must be >= 1, got 0"),
+        (lambda: standard_attention_io(10, 6.0), TypeError, "d must be an int, got float"),
+        (lambda: flash_attention_io(10, 8, -1), ValueError, "sram must be >= 1, got -1"),
+        (lambda: tiled_attention_io(10, 8, 0, 4), ValueError, "block_q must be >= 1, got 0"),
+        (lambda: tiled_sram_numbers(8, 4, True), TypeError, "block_k must be an int, got bool"),
+    ],
+)
 def test_bad_inputs_are_named(call, error: type[Exception], message: str) -> None:
     with pytest.raises(error, match=message):
         call()

@@ -43,8 +43,17 @@ def one_thread():
 
 def tiny_model(n_kv_heads: int = 4, seed: int = 0, **sizes: int) -> Decoder:
     torch.manual_seed(seed)
-    config = DecoderConfig(**{"vocab_size": 50, "d_model": 32, "n_layers": 2, "n_heads": 4, "n_kv_heads": n_kv_heads,
-                              "max_seq_len": 96, **sizes})
+    config = DecoderConfig(
+        **{
+            "vocab_size": 50,
+            "d_model": 32,
+            "n_layers": 2,
+            "n_heads": 4,
+            "n_kv_heads": n_kv_heads,
+            "max_seq_len": 96,
+            **sizes,
+        }
+    )
     return Decoder(config).eval()
 
 
@@ -75,8 +84,9 @@ def oracle_forward(model: Decoder, tokens: torch.Tensor) -> torch.Tensor:
         a = F.layer_norm(x, (config.d_model,), block.norm_attn.weight, block.norm_attn.bias)
         q, k, v = (a @ block.attn.qkv_proj.weight.T).split([h * d, hkv * d, hkv * d], dim=-1)
         q, k, v = (t.view(batch, length, -1, d).transpose(1, 2) for t in (q, k, v))
-        heads = F.scaled_dot_product_attention(rope_by_complex_numbers(q), rope_by_complex_numbers(k), v,
-                                               is_causal=True, enable_gqa=True)
+        heads = F.scaled_dot_product_attention(
+            rope_by_complex_numbers(q), rope_by_complex_numbers(k), v, is_causal=True, enable_gqa=True
+        )
         x = x + heads.transpose(1, 2).reshape(batch, length, h * d) @ block.attn.o_proj.weight.T
         m = F.layer_norm(x, (config.d_model,), block.norm_mlp.weight, block.norm_mlp.bias)
         x = x + block.mlp[2](F.gelu(block.mlp[0](m)))
@@ -115,8 +125,10 @@ def test_cached_greedy_generation_equals_recomputation(kind: str, cache_kind: st
 @pytest.mark.parametrize("kind", KV_HEADS)
 def test_cached_sampling_equals_recomputation(kind: str) -> None:
     model, prompt = tiny_model(KV_HEADS[kind]), prompt_tokens()
-    runs = [generate(model, prompt, 30, use_cache=use_cache, temperature=1.5,
-                     generator=torch.Generator().manual_seed(7)) for use_cache in (False, True)]
+    runs = [
+        generate(model, prompt, 30, use_cache=use_cache, temperature=1.5, generator=torch.Generator().manual_seed(7))
+        for use_cache in (False, True)
+    ]
     assert torch.equal(runs[0][0], runs[1][0])
     torch.testing.assert_close(runs[1][1], runs[0][1], atol=ATOL, rtol=RTOL)
     assert len(set(runs[0][0][0].tolist())) > 5, "temperature 1.5 should sample many different tokens"
@@ -164,9 +176,16 @@ def test_prefill_then_decode_steps_by_hand() -> None:
 
 
 @settings(max_examples=25, deadline=None)
-@given(batch=st.integers(1, 2), n_kv_heads=st.sampled_from([1, 2, 4]), group=st.sampled_from([1, 2, 3]),
-       d_half=st.integers(1, 8), length=st.integers(0, 12), n_new=st.integers(1, 5), slack=st.integers(0, 4),
-       seed=st.integers(0, 2**16))
+@given(
+    batch=st.integers(1, 2),
+    n_kv_heads=st.sampled_from([1, 2, 4]),
+    group=st.sampled_from([1, 2, 3]),
+    d_half=st.integers(1, 8),
+    length=st.integers(0, 12),
+    n_new=st.integers(1, 5),
+    slack=st.integers(0, 4),
+    seed=st.integers(0, 2**16),
+)
 def test_cached_step_is_the_last_rows_of_full_causal_attention(
     batch, n_kv_heads, group, d_half, length, n_new, slack, seed
 ) -> None:
@@ -177,8 +196,9 @@ def test_cached_step_is_the_last_rows_of_full_causal_attention(
     full = F.scaled_dot_product_attention(q_rot, k_rot, v, is_causal=True, enable_gqa=True)
     junk = torch.randn(batch, n_kv_heads, slack, d_head, generator=g)  # unused preallocated space
     k_cache, v_cache = torch.cat([k_rot[:, :, :length], junk], dim=2), torch.cat([v[:, :, :length], junk], dim=2)
-    out, keys, values = cached_attention_step(q[:, :, length:], k[:, :, length:], v[:, :, length:],
-                                              k_cache, v_cache, length)
+    out, keys, values = cached_attention_step(
+        q[:, :, length:], k[:, :, length:], v[:, :, length:], k_cache, v_cache, length
+    )
     # RoPE angles up to ~17 rad in float32 and sums over <= 17 keys: agreement to ~1e-6.
     torch.testing.assert_close(out, full[:, :, length:], atol=ATOL, rtol=RTOL)
     torch.testing.assert_close(keys, k_rot, atol=ATOL, rtol=RTOL)
@@ -194,8 +214,13 @@ def test_cached_step_changes_none_of_its_inputs() -> None:
 
 
 @settings(max_examples=25, deadline=None)
-@given(n_kv_heads=st.sampled_from([1, 2, 3]), group=st.sampled_from([1, 2, 4]), n_queries=st.integers(1, 6),
-       n_keys=st.integers(1, 9), seed=st.integers(0, 2**16))
+@given(
+    n_kv_heads=st.sampled_from([1, 2, 3]),
+    group=st.sampled_from([1, 2, 4]),
+    n_queries=st.integers(1, 6),
+    n_keys=st.integers(1, 9),
+    seed=st.integers(0, 2**16),
+)
 def test_grouped_query_attention_matches_pytorch(n_kv_heads, group, n_queries, n_keys, seed) -> None:
     g = torch.Generator().manual_seed(seed)
     q = torch.randn(2, n_kv_heads * group, n_queries, 8, generator=g)
@@ -208,8 +233,14 @@ def test_grouped_query_attention_matches_pytorch(n_kv_heads, group, n_queries, n
 
 
 @settings(max_examples=25, deadline=None)
-@given(n_kv_heads=st.sampled_from([1, 2, 3]), group=st.sampled_from([1, 2, 4]), n_queries=st.integers(1, 5),
-       n_keys=st.integers(2, 9), per_head=st.booleans(), seed=st.integers(0, 2**16))
+@given(
+    n_kv_heads=st.sampled_from([1, 2, 3]),
+    group=st.sampled_from([1, 2, 4]),
+    n_queries=st.integers(1, 5),
+    n_keys=st.integers(2, 9),
+    per_head=st.booleans(),
+    seed=st.integers(0, 2**16),
+)
 def test_grouped_query_attention_takes_4d_masks(n_kv_heads, group, n_queries, n_keys, per_head, seed) -> None:
     """A (B, 1, 1, S) padding mask (and a per-head (B, H, L, S) one) means the same as for PyTorch, even
     when B equals the number of key/value heads (where a naive broadcast lines B up with the heads)."""

@@ -19,7 +19,16 @@ PACKAGE = Path(__file__).resolve().parents[1] / "attention_course"
 # Each concept module, by layer; a new module must be placed here (a test fails until it is).
 CORE = {"_validation", "_environment", "softmax", "qkv", "masking", "attention", "multihead", "positional", "measure"}
 EFFICIENT = {
-    "kv_cache", "rolling_cache", "paged_cache", "mla", "sparse", "flex", "flash", "io_model", "triton_compile", "triton_flash",
+    "kv_cache",
+    "rolling_cache",
+    "paged_cache",
+    "mla",
+    "sparse",
+    "flex",
+    "flash",
+    "io_model",
+    "triton_compile",
+    "triton_flash",
 }
 MODELS = {"cross_attention", "decoder", "pretrained"}
 INFERENCE = {"generation", "heads"}  # running and probing a model: decoding, what trained heads do
@@ -27,7 +36,7 @@ LAYERS = [("core", CORE), ("efficient", EFFICIENT), ("models", MODELS), ("infere
 ORDER = ["core", "efficient", "models", "inference", "teaching", "grading", "cli"]
 # What each layer must never import: every layer above it. attention_course/__init__.py (what
 # `import attention_course` loads) must not pull in course tooling.
-FORBIDDEN = {layer: set(ORDER[i + 1:]) for i, layer in enumerate(ORDER)} | {"package": {"teaching", "grading", "cli"}}
+FORBIDDEN = {layer: set(ORDER[i + 1 :]) for i, layer in enumerate(ORDER)} | {"package": {"teaching", "grading", "cli"}}
 
 
 def module_name(path: Path, root: Path = PACKAGE) -> str:
@@ -79,7 +88,7 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
         path.append(node)
         for nxt in sorted(graph.get(node, ())):
             if state.get(nxt) == 1:
-                return path[path.index(nxt):] + [nxt]
+                return path[path.index(nxt) :] + [nxt]
             if nxt not in state and (cycle := visit(nxt)):
                 return cycle
         path.pop()
@@ -143,16 +152,19 @@ def _write(root: Path, files: dict[str, str]) -> Path:
 
 def test_the_checks_catch_a_cycle_and_a_concept_module_importing_grading(tmp_path: Path) -> None:
     """A made-up package with both faults: the same functions that pass the real package flag it."""
-    root = _write(tmp_path, {
-        "attention_course/__init__.py": "",
-        "attention_course/softmax.py": "def f():\n    from .grading import spec\n",
-        "attention_course/attention.py": "from .softmax import f\nfrom . import qkv\n",
-        "attention_course/qkv.py": "import attention_course.attention\n",
-        "attention_course/grading/__init__.py": "",
-        "attention_course/grading/spec.py": "from attention_course.teaching.plotting import plot\n",
-        "attention_course/teaching/__init__.py": "",
-        "attention_course/teaching/plotting.py": "from ..grading.spec import Case\n",
-    })
+    root = _write(
+        tmp_path,
+        {
+            "attention_course/__init__.py": "",
+            "attention_course/softmax.py": "def f():\n    from .grading import spec\n",
+            "attention_course/attention.py": "from .softmax import f\nfrom . import qkv\n",
+            "attention_course/qkv.py": "import attention_course.attention\n",
+            "attention_course/grading/__init__.py": "",
+            "attention_course/grading/spec.py": "from attention_course.teaching.plotting import plot\n",
+            "attention_course/teaching/__init__.py": "",
+            "attention_course/teaching/plotting.py": "from ..grading.spec import Case\n",
+        },
+    )
     graph = import_graph(root)
     cycle = find_cycle(graph)
     assert cycle is not None and set(cycle) >= {"attention_course.attention", "attention_course.qkv"}

@@ -39,8 +39,9 @@ def rolling_by_token_table(q_new, k_new, v_new, k_cache, v_cache, position, n_si
         keys = rope(new_k[:, :, order], list(range(len(order))))
     new_v[:, :, slot] = v_new[:, :, 0]
     group = q.shape[1] // keys.shape[1]
-    out = F.scaled_dot_product_attention(q, keys.repeat_interleave(group, dim=1),
-                                         new_v[:, :, order].repeat_interleave(group, dim=1))
+    out = F.scaled_dot_product_attention(
+        q, keys.repeat_interleave(group, dim=1), new_v[:, :, order].repeat_interleave(group, dim=1)
+    )
     return out, new_k, new_v
 
 
@@ -76,8 +77,11 @@ def paged_with_loop(pool, block_table, ref_counts, length, new, spare_block):
     pool = pool.clone()
     target = int(block_table[length // size])
     shared = bool(ref_counts[target] > 1)
-    table = torch.where(torch.arange(len(block_table)) == length // size, spare_block, block_table) if shared \
+    table = (
+        torch.where(torch.arange(len(block_table)) == length // size, spare_block, block_table)
+        if shared
         else block_table.clone()
+    )
     if shared:
         pool[spare_block].copy_(pool[target])
     pool[int(table[length // size]), :, length % size] = new
@@ -106,12 +110,18 @@ def mla_concatenated(q_nope, q_rope, latents, k_rope, w_uk, w_uv, w_o):
     from attention_course import apply_rope
 
     n_new, n_keys = q_nope.shape[-2], latents.shape[-2]
-    q = torch.cat([torch.einsum("bhtn,hcn->bhtc", q_nope, w_uk),
-                   apply_rope(q_rope, torch.arange(n_keys - n_new, n_keys))], dim=-1)
+    q = torch.cat(
+        [torch.einsum("bhtn,hcn->bhtc", q_nope, w_uk), apply_rope(q_rope, torch.arange(n_keys - n_new, n_keys))], dim=-1
+    )
     k = torch.cat([latents, k_rope], dim=-1)[:, None].expand(-1, q.shape[1], -1, -1)
     mask = torch.ones(n_new, n_keys, dtype=torch.bool).tril(n_keys - n_new)
-    context = F.scaled_dot_product_attention(q, k, latents[:, None].expand(-1, q.shape[1], -1, -1), attn_mask=mask,
-                                             scale=1 / math.sqrt(q_nope.shape[-1] + q_rope.shape[-1]))
+    context = F.scaled_dot_product_attention(
+        q,
+        k,
+        latents[:, None].expand(-1, q.shape[1], -1, -1),
+        attn_mask=mask,
+        scale=1 / math.sqrt(q_nope.shape[-1] + q_rope.shape[-1]),
+    )
     heads = torch.einsum("bhtc,hcv->bhtv", context, w_uv)
     return torch.einsum("bhtv,hvd->btd", heads, w_o)
 
@@ -123,11 +133,17 @@ def mla_naive(q_nope, q_rope, latents, k_rope, w_uk, w_uv, w_o):
     return mla_naive_step(q_nope, q_rope, latents, k_rope, w_uk, w_uv, w_o)
 
 
-@pytest.mark.parametrize(("name", "variant"), [
-    ("rolling_attention_step", rolling_by_token_table), ("rolling_attention_step", rolling_with_roll),
-    ("paged_write_and_gather", paged_with_loop), ("paged_write_and_gather", paged_with_reshape),
-    ("mla_absorbed_step", mla_concatenated), ("mla_absorbed_step", mla_naive),
-])
+@pytest.mark.parametrize(
+    ("name", "variant"),
+    [
+        ("rolling_attention_step", rolling_by_token_table),
+        ("rolling_attention_step", rolling_with_roll),
+        ("paged_write_and_gather", paged_with_loop),
+        ("paged_write_and_gather", paged_with_reshape),
+        ("mla_absorbed_step", mla_concatenated),
+        ("mla_absorbed_step", mla_naive),
+    ],
+)
 def test_correct_variants_pass(name, variant) -> None:
     result = run_check(get_exercise(name), variant)
     assert result.status is Status.PASSED, result.message
@@ -135,6 +151,7 @@ def test_correct_variants_pass(name, variant) -> None:
 
 def test_a_broken_variant_fails() -> None:
     """The variant tests can fail: drop the copy-on-write from a passing variant."""
+
     def no_copy(pool, block_table, ref_counts, length, new, spare_block):
         return paged_with_loop(pool, block_table, torch.ones_like(ref_counts), length, new, spare_block)
 

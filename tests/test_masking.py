@@ -30,8 +30,9 @@ def test_causal_mask_is_pytorchs_is_causal(n_q, n_k) -> None:
 def test_causal_flag_equals_explicit_mask() -> None:
     g = torch.Generator().manual_seed(0)
     q, k, v = torch.randn(2, 4, 8, generator=g), torch.randn(2, 6, 8, generator=g), torch.randn(2, 6, 3, generator=g)
-    torch.testing.assert_close(scaled_dot_product_attention(q, k, v, causal=True),
-                               scaled_dot_product_attention(q, k, v, causal_mask(4, 6)))
+    torch.testing.assert_close(
+        scaled_dot_product_attention(q, k, v, causal=True), scaled_dot_product_attention(q, k, v, causal_mask(4, 6))
+    )
 
 
 @settings(max_examples=40, deadline=None)

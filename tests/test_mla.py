@@ -31,10 +31,13 @@ def _uncompressed(x: torch.Tensor, w: MLAWeights) -> torch.Tensor:
     return torch.einsum("bhtv,hvd->btd", heads, w.w_o)
 
 
-@pytest.mark.parametrize(("batch", "n_heads", "d_latent", "d_nope", "d_rope", "d_v"),
-                         [(1, 2, 8, 4, 2, 6), (2, 4, 16, 8, 4, 8), (3, 3, 5, 6, 2, 4)])
-def test_naive_absorbed_and_uncompressed_agree(batch: int, n_heads: int, d_latent: int, d_nope: int, d_rope: int,
-                                                d_v: int) -> None:
+@pytest.mark.parametrize(
+    ("batch", "n_heads", "d_latent", "d_nope", "d_rope", "d_v"),
+    [(1, 2, 8, 4, 2, 6), (2, 4, 16, 8, 4, 8), (3, 3, 5, 6, 2, 4)],
+)
+def test_naive_absorbed_and_uncompressed_agree(
+    batch: int, n_heads: int, d_latent: int, d_nope: int, d_rope: int, d_v: int
+) -> None:
     d_model, n = 12, 9
     w = MLAWeights.random(d_model, n_heads, d_latent, d_nope, d_rope, d_v, seed=1)
     x = torch.randn(batch, n, d_model, generator=torch.Generator().manual_seed(2))
@@ -65,8 +68,15 @@ def test_absorbed_form_never_builds_per_head_keys() -> None:
 
     gen = torch.Generator().manual_seed(4)
     w = MLAWeights.random(64, 16, 32, 64, 16, 64, seed=4)
-    args = (torch.randn(1, 16, 1, 64, generator=gen), torch.randn(1, 16, 1, 16, generator=gen),
-            torch.randn(1, 512, 32, generator=gen), torch.randn(1, 512, 16, generator=gen), w.w_uk, w.w_uv, w.w_o)
+    args = (
+        torch.randn(1, 16, 1, 64, generator=gen),
+        torch.randn(1, 16, 1, 16, generator=gen),
+        torch.randn(1, 512, 32, generator=gen),
+        torch.randn(1, 512, 16, generator=gen),
+        w.w_uk,
+        w.w_uv,
+        w.w_o,
+    )
     _, naive = largest_allocation(mla_naive_step, *args)
     _, absorbed = largest_allocation(mla_absorbed_step, *args)
     per_head_keys = 16 * 512 * 64 * 4
@@ -81,8 +91,15 @@ def test_cache_memory_matches_formula() -> None:
 
 def test_bad_inputs() -> None:
     w = MLAWeights.random(8, 2, 6, 4, 2, 4)
-    good = (torch.randn(1, 2, 1, 4), torch.randn(1, 2, 1, 2), torch.randn(1, 3, 6), torch.randn(1, 3, 2),
-            w.w_uk, w.w_uv, w.w_o)
+    good = (
+        torch.randn(1, 2, 1, 4),
+        torch.randn(1, 2, 1, 2),
+        torch.randn(1, 3, 6),
+        torch.randn(1, 3, 2),
+        w.w_uk,
+        w.w_uv,
+        w.w_o,
+    )
     with pytest.raises(ValueError, match="w_uk must be"):
         mla_absorbed_step(*good[:4], w.w_uk.transpose(1, 2), *good[5:])
     with pytest.raises(ValueError, match="exactly 3 dimensions"):

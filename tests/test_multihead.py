@@ -14,8 +14,13 @@ F32 = dict(atol=1e-5, rtol=1e-5)
 
 
 @settings(max_examples=30, deadline=None)
-@given(batch=st.integers(1, 3), length=st.integers(1, 7), n_heads=st.sampled_from([1, 2, 4]),
-       d_head=st.integers(1, 6), seed=st.integers(0, 2**16))
+@given(
+    batch=st.integers(1, 3),
+    length=st.integers(1, 7),
+    n_heads=st.sampled_from([1, 2, 4]),
+    d_head=st.integers(1, 6),
+    seed=st.integers(0, 2**16),
+)
 def test_split_then_merge_is_identity_and_heads_are_column_slices(batch, length, n_heads, d_head, seed) -> None:
     x = torch.randn(batch, length, n_heads * d_head, generator=torch.Generator().manual_seed(seed))
     heads = split_heads(x, n_heads)
@@ -26,8 +31,13 @@ def test_split_then_merge_is_identity_and_heads_are_column_slices(batch, length,
 
 
 @settings(max_examples=25, deadline=None)
-@given(n_heads=st.sampled_from([1, 2, 4, 8]), length=st.integers(1, 8), source_length=st.integers(1, 8),
-       bias=st.booleans(), seed=st.integers(0, 2**16))
+@given(
+    n_heads=st.sampled_from([1, 2, 4, 8]),
+    length=st.integers(1, 8),
+    source_length=st.integers(1, 8),
+    bias=st.booleans(),
+    seed=st.integers(0, 2**16),
+)
 def test_matches_torch_multihead_attention(n_heads, length, source_length, bias, seed) -> None:
     torch.manual_seed(seed)
     d_model = 16
@@ -57,4 +67,5 @@ def test_parameter_count_equals_four_square_projections() -> None:
     module = MultiHeadAttention(64, 8)
     assert sum(p.numel() for p in module.parameters()) == 4 * (64 * 64 + 64)
     assert sum(p.numel() for p in module.parameters()) == sum(
-        p.numel() for p in torch.nn.MultiheadAttention(64, 8).parameters())
+        p.numel() for p in torch.nn.MultiheadAttention(64, 8).parameters()
+    )

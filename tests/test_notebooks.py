@@ -20,7 +20,9 @@ PAIRED = sorted((ROOT / "notebooks").glob("*.ipynb")) + sorted(SOLUTIONS.glob("*
 def test_every_solution_has_an_up_to_date_exercise() -> None:
     expected = expected_exercises(SOLUTIONS)
     actual = {p.name: p.read_text(encoding="utf-8") for p in EXERCISES.glob("*.ipynb")}
-    assert sorted(actual) == sorted(expected), "exercises/ and solutions/ hold different notebooks: run `make exercises`"
+    assert sorted(actual) == sorted(expected), (
+        "exercises/ and solutions/ hold different notebooks: run `make exercises`"
+    )
     stale = [name for name in expected if actual[name] != expected[name]]
     assert not stale, f"exercises out of date (never edit exercises/ by hand; run `make exercises`): {stale}"
 
@@ -41,11 +43,15 @@ def test_jupytext_pair_agrees(notebook: Path) -> None:
 @pytest.mark.parametrize("notebook", sorted(EXERCISES.glob("*.ipynb")), ids=lambda p: p.name)
 def test_exercise_notebook_runs_with_stubs(notebook: Path) -> None:
     nb = nbformat.read(notebook, as_version=4)
-    NotebookClient(nb, timeout=180, kernel_name="python3", resources={"metadata": {"path": str(notebook.parent)}}).execute()
+    NotebookClient(
+        nb, timeout=180, kernel_name="python3", resources={"metadata": {"path": str(notebook.parent)}}
+    ).execute()
     code = [cell for cell in nb.cells if cell.cell_type == "code"]
     assert not [o for cell in code for o in cell.outputs if o.output_type == "error"], "it must run with its stubs"
     checks = [cell for cell in code if check_calls(cell.source)]
     assert checks, f"{notebook.name} has no check cell"
     for cell in checks:
         said = "".join(o.get("text", "") for o in cell.outputs if o.output_type == "stream")
-        assert said.startswith("TODO ") and said.count("\n") == said.count("TODO "), f"a stub should be 'not done yet': {said}"
+        assert said.startswith("TODO ") and said.count("\n") == said.count("TODO "), (
+            f"a stub should be 'not done yet': {said}"
+        )

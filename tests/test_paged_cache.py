@@ -96,8 +96,14 @@ def test_freeing_returns_blocks() -> None:
 
 
 def _state(cache: PagedKVCache) -> tuple:
-    return (cache.k_pool.clone(), cache.v_pool.clone(), cache.ref_counts.clone(), list(cache.free_blocks),
-            {k: list(v) for k, v in cache.tables.items()}, dict(cache.lengths))
+    return (
+        cache.k_pool.clone(),
+        cache.v_pool.clone(),
+        cache.ref_counts.clone(),
+        list(cache.free_blocks),
+        {k: list(v) for k, v in cache.tables.items()},
+        dict(cache.lengths),
+    )
 
 
 def _same(a: tuple, b: tuple) -> bool:

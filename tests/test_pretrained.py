@@ -75,7 +75,8 @@ def libraries() -> dict[str, object]:
 
 
 def test_loading_the_library_model_leaves_the_environment_as_it_found_it(
-        libraries: dict[str, object], monkeypatch: pytest.MonkeyPatch) -> None:
+    libraries: dict[str, object], monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
     before = dict(os.environ)
@@ -135,8 +136,10 @@ def test_hidden_states_and_attention_match_transformers_eager(encoder, libraries
     ours = encoder(SENTENCES)
     with torch.no_grad():
         theirs = libraries["eager"][0].auto_model(
-            input_ids=batch.input_ids, attention_mask=batch.key_mask.long(),
-            output_attentions=True, output_hidden_states=True,
+            input_ids=batch.input_ids,
+            attention_mask=batch.key_mask.long(),
+            output_attentions=True,
+            output_hidden_states=True,
         )
     assert len(theirs.attentions) == len(ours.attentions) == 6
     for layer, (a, b) in enumerate(zip(ours.attentions, theirs.attentions, strict=True)):
@@ -157,9 +160,12 @@ def _torch_attention(q, k, v, mask):
 def test_plugged_attention_functions(encoder) -> None:
     reference = encoder(SENTENCES)
     plugged = encoder(SENTENCES, attention_fn=_torch_attention)
-    assert (plugged.sentence_embedding - reference.sentence_embedding).abs().max().item() <= 1e-6  # same math, fused kernel
-    whole_sublayer = encoder(SENTENCES, self_attention=encoder_self_attention, feed_forward=encoder_feed_forward,
-                             pooling=mean_pooling)
+    assert (
+        plugged.sentence_embedding - reference.sentence_embedding
+    ).abs().max().item() <= 1e-6  # same math, fused kernel
+    whole_sublayer = encoder(
+        SENTENCES, self_attention=encoder_self_attention, feed_forward=encoder_feed_forward, pooling=mean_pooling
+    )
     assert torch.equal(whole_sublayer.sentence_embedding, reference.sentence_embedding)
 
     def ignore_mask(q, k, v, mask):

@@ -24,8 +24,11 @@ ATOL = 1e-5
 
 def _sequence(batch: int, n_heads: int, n_kv: int, n: int, d: int, seed: int) -> tuple[torch.Tensor, ...]:
     gen = torch.Generator().manual_seed(seed)
-    return (torch.randn(batch, n_heads, n, d, generator=gen), torch.randn(batch, n_kv, n, d, generator=gen),
-            torch.randn(batch, n_kv, n, d, generator=gen))
+    return (
+        torch.randn(batch, n_heads, n, d, generator=gen),
+        torch.randn(batch, n_kv, n, d, generator=gen),
+        torch.randn(batch, n_kv, n, d, generator=gen),
+    )
 
 
 @pytest.mark.parametrize("scheme", ["absolute", "in_cache"])
@@ -37,8 +40,9 @@ def test_every_step_matches_dense_reference_across_many_wraps(scheme: str, n_sin
     k_cache = torch.zeros(2, 2, n_sinks + window, 8)
     v_cache = torch.zeros_like(k_cache)
     for p in range(n):
-        out, k_cache, v_cache = rolling_attention_step(q[:, :, p : p + 1], k[:, :, p : p + 1], v[:, :, p : p + 1],
-                                                       k_cache, v_cache, p, n_sinks, scheme)
+        out, k_cache, v_cache = rolling_attention_step(
+            q[:, :, p : p + 1], k[:, :, p : p + 1], v[:, :, p : p + 1], k_cache, v_cache, p, n_sinks, scheme
+        )
         torch.testing.assert_close(out, expected[:, :, p : p + 1], atol=ATOL, rtol=1e-4, msg=f"step {p}")
     assert k_cache.shape == (2, 2, n_sinks + window, 8)  # constant memory
 
@@ -108,15 +112,22 @@ def test_bad_inputs() -> None:
 
 
 @settings(max_examples=25, deadline=None)
-@given(n_sinks=st.integers(0, 3), window=st.integers(1, 5), extra=st.integers(0, 12),
-       scheme=st.sampled_from(["absolute", "in_cache"]), seed=st.integers(0, 2**16))
-def test_property_rolling_equals_dense_for_any_buffer(n_sinks: int, window: int, extra: int, scheme: str,
-                                                      seed: int) -> None:
+@given(
+    n_sinks=st.integers(0, 3),
+    window=st.integers(1, 5),
+    extra=st.integers(0, 12),
+    scheme=st.sampled_from(["absolute", "in_cache"]),
+    seed=st.integers(0, 2**16),
+)
+def test_property_rolling_equals_dense_for_any_buffer(
+    n_sinks: int, window: int, extra: int, scheme: str, seed: int
+) -> None:
     n = n_sinks + window + extra
     q, k, v = _sequence(1, 2, 1, n, 4, seed=seed)
     expected = rolling_reference(q, k, v, n_sinks, window, scheme)
     k_cache = v_cache = torch.zeros(1, 1, n_sinks + window, 4)
     for p in range(n):
-        out, k_cache, v_cache = rolling_attention_step(q[:, :, p : p + 1], k[:, :, p : p + 1], v[:, :, p : p + 1],
-                                                       k_cache, v_cache, p, n_sinks, scheme)
+        out, k_cache, v_cache = rolling_attention_step(
+            q[:, :, p : p + 1], k[:, :, p : p + 1], v[:, :, p : p + 1], k_cache, v_cache, p, n_sinks, scheme
+        )
         torch.testing.assert_close(out, expected[:, :, p : p + 1], atol=ATOL, rtol=1e-4)

@@ -55,8 +55,12 @@ def test_rows_sum_to_one_and_temperature_orders_entropy() -> None:
 
 
 @settings(max_examples=40, deadline=None)
-@given(shape=st.lists(st.integers(1, 6), min_size=1, max_size=3), magnitude=st.sampled_from([1.0, 1e4]),
-       keepdim=st.booleans(), seed=st.integers(0, 2**16))
+@given(
+    shape=st.lists(st.integers(1, 6), min_size=1, max_size=3),
+    magnitude=st.sampled_from([1.0, 1e4]),
+    keepdim=st.booleans(),
+    seed=st.integers(0, 2**16),
+)
 def test_logsumexp_matches_torch(shape, magnitude, keepdim, seed) -> None:
     x = torch.randn(shape, generator=torch.Generator().manual_seed(seed)) * magnitude
     torch.testing.assert_close(logsumexp(x, dim=-1, keepdim=keepdim), torch.logsumexp(x, dim=-1, keepdim=keepdim))

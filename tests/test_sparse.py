@@ -136,14 +136,24 @@ def test_layout_matches_dense_oracle(causal: bool, block_size: int) -> None:
 
 
 @settings(max_examples=60, deadline=None)
-@given(n=st.integers(1, 70), window=st.integers(0, 9), block_size=st.integers(1, 12), causal=st.booleans(),
-       globals_=st.lists(st.integers(0, 69), max_size=3), n_random=st.integers(0, 3), seed=st.integers(0, 99))
+@given(
+    n=st.integers(1, 70),
+    window=st.integers(0, 9),
+    block_size=st.integers(1, 12),
+    causal=st.booleans(),
+    globals_=st.lists(st.integers(0, 69), max_size=3),
+    n_random=st.integers(0, 3),
+    seed=st.integers(0, 99),
+)
 def test_block_bound_layouts_match_the_dense_oracle(n, window, block_size, causal, globals_, n_random, seed) -> None:
     """Window, Longformer and BigBird layouts built from block bounds equal the pair-by-pair layout."""
     globals_ = sorted({g % n for g in globals_})
     n_random = min(n_random, -(-n // block_size))
-    patterns = [sliding_window_pattern(n, window, causal), longformer_pattern(n, window, globals_, causal),
-                bigbird_pattern(n, window, globals_, n_random, block_size, seed=seed, causal=causal)]
+    patterns = [
+        sliding_window_pattern(n, window, causal),
+        longformer_pattern(n, window, globals_, causal),
+        bigbird_pattern(n, window, globals_, n_random, block_size, seed=seed, causal=causal),
+    ]
     for pattern in patterns:
         assert pattern.block_layout is not None, pattern.name
         expected = _dense_layout(pattern.mask(), block_size)
@@ -153,12 +163,16 @@ def test_block_bound_layouts_match_the_dense_oracle(n, window, block_size, causa
 
 def test_block_bound_layouts_visit_no_pair() -> None:
     """At N = 8192 the layout of a window, Longformer or BigBird pattern never calls the pair predicate."""
+
     def refuse(i: torch.Tensor, j: torch.Tensor) -> torch.Tensor:
         raise AssertionError("the layout visited pairs")
 
     n = 8192
-    for pattern in (sliding_window_pattern(n, 128, True), longformer_pattern(n, 64, [0, 100]),
-                    bigbird_pattern(n, 64, [0], 3, 64, seed=0)):
+    for pattern in (
+        sliding_window_pattern(n, 128, True),
+        longformer_pattern(n, 64, [0, 100]),
+        bigbird_pattern(n, 64, [0], 3, 64, seed=0),
+    ):
         fast = dataclasses.replace(pattern, allows=refuse)
         assert fast.layout(64).shape == (128, 128)
         assert torch.equal(fast.layout(64), pattern.scan_layout(64)), pattern.name
@@ -227,13 +241,19 @@ def test_sliding_window_attention_default_block_scale_and_broadcast() -> None:
     q, k, v = _qkv(150, lead=(2, 3))
     mask = sliding_window_mask(150, 20, causal=True)
     expected = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=0.3)
-    torch.testing.assert_close(sliding_window_attention(q, k, v, 20, causal=True, scale=0.3), expected,
-                               atol=ATOL, rtol=0)
+    torch.testing.assert_close(
+        sliding_window_attention(q, k, v, 20, causal=True, scale=0.3), expected, atol=ATOL, rtol=0
+    )
     # keys and values shared by every query batch (broadcast over the leading dimension)
     shared = sliding_window_attention(q, k[:1], v[:1], 20)
-    torch.testing.assert_close(shared, F.scaled_dot_product_attention(q, k[:1].expand_as(k), v[:1].expand_as(v),
-                                                                      attn_mask=sliding_window_mask(150, 20)),
-                               atol=ATOL, rtol=0)
+    torch.testing.assert_close(
+        shared,
+        F.scaled_dot_product_attention(
+            q, k[:1].expand_as(k), v[:1].expand_as(v), attn_mask=sliding_window_mask(150, 20)
+        ),
+        atol=ATOL,
+        rtol=0,
+    )
     assert sliding_window_attention(q[..., :0, :], k[..., :0, :], v[..., :0, :], 3).shape == (2, 3, 0, 8)
 
 
@@ -386,7 +406,9 @@ def test_block_sparse_checks_its_inputs_once_not_once_per_block(monkeypatch: pyt
 
     scanned: list[tuple[int, ...]] = []
     original = validation.require_no_nan
-    monkeypatch.setattr(validation, "require_no_nan", lambda name, x: (scanned.append(tuple(x.shape)), original(name, x)))
+    monkeypatch.setattr(
+        validation, "require_no_nan", lambda name, x: (scanned.append(tuple(x.shape)), original(name, x))
+    )
     q = k = v = torch.randn(1, 64, 8)
     layout = sliding_window_pattern(64, 8).layout(8)  # 8 query blocks
     out = block_sparse_attention(q, k, v, layout, 8)

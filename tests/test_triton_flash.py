@@ -85,8 +85,9 @@ def test_same_call_as_the_course_attention() -> None:
     q, k, v = _qkv((2, 24, 32), 24, torch.float32)
     for causal, scale in ((False, None), (True, 0.3)):
         ours = scaled_dot_product_attention(q, k, v, causal=causal, scale=scale)
-        torch.testing.assert_close(triton_attention(q, k, v, causal=causal, scale=scale, block_m=16, block_n=32),
-                                   ours, atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(
+            triton_attention(q, k, v, causal=causal, scale=scale, block_m=16, block_n=32), ours, atol=1e-5, rtol=1e-4
+        )
 
 
 def test_strided_views_are_read_through_their_strides() -> None:
@@ -99,28 +100,38 @@ def test_strided_views_are_read_through_their_strides() -> None:
 
 
 @settings(max_examples=8, deadline=None)
-@given(heads=st.integers(1, 3), n_queries=st.integers(1, 50), n_keys=st.integers(1, 50), causal=st.booleans(),
-       blocks=st.sampled_from([(16, 16), (32, 16), (16, 32)]), seed=st.integers(0, 2**16))
-def test_any_shape_matches_pytorch(heads: int, n_queries: int, n_keys: int, causal: bool,
-                                   blocks: tuple[int, int], seed: int) -> None:
+@given(
+    heads=st.integers(1, 3),
+    n_queries=st.integers(1, 50),
+    n_keys=st.integers(1, 50),
+    causal=st.booleans(),
+    blocks=st.sampled_from([(16, 16), (32, 16), (16, 32)]),
+    seed=st.integers(0, 2**16),
+)
+def test_any_shape_matches_pytorch(
+    heads: int, n_queries: int, n_keys: int, causal: bool, blocks: tuple[int, int], seed: int
+) -> None:
     q, k, v = _qkv((heads, n_queries, 16), n_keys, torch.float32, seed)
     out = triton_attention(q, k, v, causal=causal, block_m=blocks[0], block_n=blocks[1])
     torch.testing.assert_close(out, _oracle(q, k, v, causal), atol=1e-5, rtol=1e-4)
 
 
-@pytest.mark.parametrize(("change", "error", "words"), [
-    (lambda q, k, v: dict(mask=torch.ones(8, 8, dtype=torch.bool)), ValueError, "mask of shape (8, 8)"),
-    (lambda q, k, v: dict(return_weights=True), ValueError, "return_weights"),
-    (lambda q, k, v: dict(q=q.bfloat16(), k=k.bfloat16(), v=v.bfloat16()), TypeError, "got dtype torch.bfloat16"),
-    (lambda q, k, v: dict(q=q.double(), k=k.double(), v=v.double()), TypeError, "got dtype torch.float64"),
-    (lambda q, k, v: dict(k=k.half()), TypeError, "share a dtype"),
-    (lambda q, k, v: dict(q=q[..., :12], k=k[..., :12], v=v[..., :12]), ValueError, "(2, 8, 12)"),
-    (lambda q, k, v: dict(v=v[..., :8]), ValueError, "d_k == d_v"),
-    (lambda q, k, v: dict(k=k[:1], v=v[:1]), ValueError, "leading"),
-    (lambda q, k, v: dict(q=q[:, :0]), ValueError, "non-empty"),
-    (lambda q, k, v: dict(q=(q * 10).long()), TypeError, "floating-point"),
-    (lambda q, k, v: dict(block_m=24), ValueError, "block_m must be a power of two"),
-])
+@pytest.mark.parametrize(
+    ("change", "error", "words"),
+    [
+        (lambda q, k, v: dict(mask=torch.ones(8, 8, dtype=torch.bool)), ValueError, "mask of shape (8, 8)"),
+        (lambda q, k, v: dict(return_weights=True), ValueError, "return_weights"),
+        (lambda q, k, v: dict(q=q.bfloat16(), k=k.bfloat16(), v=v.bfloat16()), TypeError, "got dtype torch.bfloat16"),
+        (lambda q, k, v: dict(q=q.double(), k=k.double(), v=v.double()), TypeError, "got dtype torch.float64"),
+        (lambda q, k, v: dict(k=k.half()), TypeError, "share a dtype"),
+        (lambda q, k, v: dict(q=q[..., :12], k=k[..., :12], v=v[..., :12]), ValueError, "(2, 8, 12)"),
+        (lambda q, k, v: dict(v=v[..., :8]), ValueError, "d_k == d_v"),
+        (lambda q, k, v: dict(k=k[:1], v=v[:1]), ValueError, "leading"),
+        (lambda q, k, v: dict(q=q[:, :0]), ValueError, "non-empty"),
+        (lambda q, k, v: dict(q=(q * 10).long()), TypeError, "floating-point"),
+        (lambda q, k, v: dict(block_m=24), ValueError, "block_m must be a power of two"),
+    ],
+)
 def test_bad_input_is_named(change, error: type[Exception], words: str) -> None:
     q, k, v = _qkv((2, 8, 16), 8, torch.float32)
     arguments = dict(q=q, k=k, v=v) | change(q, k, v)
@@ -147,7 +158,9 @@ def test_gpu_compiler_rejects_a_break_the_interpreter_accepts() -> None:
 
 
 def test_gpu_compiler_rejects_a_plain_python_helper() -> None:
-    source = "def _same(x):\n    return x\n\n\n" + _mutant("        row_max = new_max\n", "        row_max = _same(new_max)\n")
+    source = "def _same(x):\n    return x\n\n\n" + _mutant(
+        "        row_max = new_max\n", "        row_max = _same(new_max)\n"
+    )
     kernel = load_kernel(source, "flash_attention_kernel", "kernel calling a plain helper")
     assert "def _same(x):" in kernel_module_source(kernel)  # the helper travels with the kernel
     with pytest.raises(GpuCompileError, match="Unsupported function referenced"):
@@ -163,7 +176,8 @@ def test_sandbox_passes_the_reference_and_flags_stray_stores() -> None:
     assert not verdict.passed and "wrote outside the output" in verdict.message
     assert "(exactly one 16×16 block)" not in verdict.message  # N=16 fills the block: nothing stray yet
     assert unmasked_memory_ops(unmasked) == [
-        "tl.store(out_ptr + head * stride_oh + rows[:, None] * stride_on + dims[None, :] * stride_od,"]
+        "tl.store(out_ptr + head * stride_oh + rows[:, None] * stride_on + dims[None, :] * stride_od,"
+    ]
 
 
 def test_right_numbers_from_an_unmasked_load_still_fail() -> None:
@@ -204,25 +218,72 @@ def test_module_source_carries_helpers_and_constants() -> None:
 
 
 @triton.jit
-def flash_stub(q_ptr, k_ptr, v_ptr, out_ptr, stride_qh, stride_qn, stride_qd, stride_kh, stride_kn, stride_kd,
-               stride_vh, stride_vn, stride_vd, stride_oh, stride_on, stride_od, n_queries, n_keys,
-               qk_scale_log2e, D_HEAD: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-               CAUSAL: tl.constexpr):
+def flash_stub(
+    q_ptr,
+    k_ptr,
+    v_ptr,
+    out_ptr,
+    stride_qh,
+    stride_qn,
+    stride_qd,
+    stride_kh,
+    stride_kn,
+    stride_kd,
+    stride_vh,
+    stride_vn,
+    stride_vd,
+    stride_oh,
+    stride_on,
+    stride_od,
+    n_queries,
+    n_keys,
+    qk_scale_log2e,
+    D_HEAD: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    CAUSAL: tl.constexpr,
+):
     raise NotImplementedError("your code here")
 
 
 @triton.jit
-def renamed_parameters(q, k, v, o, a, b, c, d, e, f, g, h, i, j, m, n, n_q, n_k, scale,
-                       D_HEAD: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, CAUSAL: tl.constexpr):
+def renamed_parameters(
+    q,
+    k,
+    v,
+    o,
+    a,
+    b,
+    c,
+    d,
+    e,
+    f,
+    g,
+    h,
+    i,
+    j,
+    m,
+    n,
+    n_q,
+    n_k,
+    scale,
+    D_HEAD: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    CAUSAL: tl.constexpr,
+):
     pass
 
 
-@pytest.mark.parametrize(("kernel", "status", "words"), [
-    (flash_stub, Status.NOT_DONE, "not done yet"),
-    (renamed_parameters, Status.FAILED, "keep the kernel's signature"),
-    (flash_attention_kernel.fn, Status.FAILED, "must be decorated with @triton.jit"),
-    (lambda: math.pi, Status.FAILED, "must be decorated with @triton.jit"),
-])
+@pytest.mark.parametrize(
+    ("kernel", "status", "words"),
+    [
+        (flash_stub, Status.NOT_DONE, "not done yet"),
+        (renamed_parameters, Status.FAILED, "keep the kernel's signature"),
+        (flash_attention_kernel.fn, Status.FAILED, "must be decorated with @triton.jit"),
+        (lambda: math.pi, Status.FAILED, "must be decorated with @triton.jit"),
+    ],
+)
 def test_check_answers_before_running_anything(kernel, status: Status, words: str) -> None:
     assert EXERCISE.custom_check is not None
     found, message = EXERCISE.custom_check(kernel)
@@ -254,7 +315,9 @@ def _parameters(kernel) -> list[tuple[str, str]]:
     """(name, annotation) of each parameter, as the compile child reads them from a compiled JITFunction."""
     from triton.runtime.jit import JITFunction
 
-    return [(param.name, param.annotation) for param in JITFunction(kernel.fn if hasattr(kernel, "fn") else kernel).params]
+    return [
+        (param.name, param.annotation) for param in JITFunction(kernel.fn if hasattr(kernel, "fn") else kernel).params
+    ]
 
 
 def test_compile_step_types_parameters_by_name_and_annotation_not_position() -> None:
@@ -263,10 +326,21 @@ def test_compile_step_types_parameters_by_name_and_annotation_not_position() -> 
     signature, constants, attrs = kernel_signature(params, config)
     assert signature["q_ptr"] == "*bf16" and signature["stride_kn"] == "i32" and signature["n_keys"] == "i32"
     assert signature["qk_scale_log2e"] == "fp32"
-    assert constants == {"stride_qd": 1, "stride_kd": 1, "stride_vd": 1, "stride_od": 1,
-                         "D_HEAD": 32, "BLOCK_M": 64, "BLOCK_N": 16, "CAUSAL": False}
-    assert sorted(attrs) == sorted((i,) for i, (name, _) in enumerate(params)
-                                   if name.endswith("_ptr") or name[-1] in "hn" and name.startswith("stride_"))
+    assert constants == {
+        "stride_qd": 1,
+        "stride_kd": 1,
+        "stride_vd": 1,
+        "stride_od": 1,
+        "D_HEAD": 32,
+        "BLOCK_M": 64,
+        "BLOCK_N": 16,
+        "CAUSAL": False,
+    }
+    assert sorted(attrs) == sorted(
+        (i,)
+        for i, (name, _) in enumerate(params)
+        if name.endswith("_ptr") or name[-1] in "hn" and name.startswith("stride_")
+    )
     reordered, _, _ = kernel_signature(params[::-1], config)
     assert reordered == signature  # the same type for each name, wherever it stands
     assert parameter_type("n_keys", "i64", config) == ("i64", None)  # an annotation wins over the name

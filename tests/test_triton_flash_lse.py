@@ -31,7 +31,9 @@ SHAPES = [(100, 100, 32, 16), (21, 47, 16, 16), (47, 21, 16, 32), (64, 64, 16, 3
 
 @pytest.mark.parametrize("causal", [False, True])
 @pytest.mark.parametrize(("n_queries", "n_keys", "block_m", "block_n"), SHAPES)
-def test_kernel_lse_equals_torch_logsumexp(n_queries: int, n_keys: int, block_m: int, block_n: int, causal: bool) -> None:
+def test_kernel_lse_equals_torch_logsumexp(
+    n_queries: int, n_keys: int, block_m: int, block_n: int, causal: bool
+) -> None:
     # float32 under the interpreter: the same terms as torch in another order; differences ~5e-7,
     # so 1e-5 is tight (a missing ln 2 or a dropped block moves lse by > 1e-2).
     generator = torch.Generator().manual_seed(n_queries * 1000 + n_keys)
@@ -75,6 +77,9 @@ def test_kernel_compiles_for_gpus() -> None:
     from pathlib import Path
 
     root = str(Path(__file__).resolve().parents[1])
-    env = os.environ | {"TRITON_INTERPRET": "0", "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
+    env = os.environ | {
+        "TRITON_INTERPRET": "0",
+        "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])),
+    }
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=600)
     assert result.returncode == 0 and "built" in result.stdout, result.stderr[-2000:]

@@ -201,6 +201,8 @@ def test_every_static_widget_picture_a_lesson_shows_exists() -> None:
             found += 1
             assert (notebook.parent / link).is_file(), f"{notebook.name} shows {link}, which is missing"
     assert found >= 5
+
+
 # --- Lessons 02, 05, 06 (issue 20): query explorer, mask builder, head explorer ---------------------------
 
 from pathlib import Path  # noqa: E402  (kept with the tests of this block, which the lead merges as one)
@@ -232,8 +234,9 @@ def _hand_made_qkv() -> tuple:
 def test_query_explorer_shows_the_lookup_of_the_picked_word() -> None:
     sentence, (q, k, v) = _hand_made_qkv()
     x = sentence.embeddings
-    widget = query_explorer(sentence.tokens, {"x": (x, x, x), "hand-made": (q, k, v)}, word="thirsty",
-                            projection="hand-made")
+    widget = query_explorer(
+        sentence.tokens, {"x": (x, x, x), "hand-made": (q, k, v)}, word="thirsty", projection="hand-made"
+    )
     i = sentence.index("thirsty")
     weights = torch.softmax(k @ q[i], dim=-1)  # the oracle: one query's softmax over its scores
     assert widget.readout["position"] == i and widget.readout["top_position"] == sentence.index("tiger")
@@ -246,8 +249,9 @@ def test_query_explorer_shows_the_lookup_of_the_picked_word() -> None:
 
 def test_mask_builder_combines_masks_and_zeroes_fully_masked_rows() -> None:
     sentence = tiger_sentence()
-    widget = mask_builder(sentence.tokens[:8], sentence.embeddings[:8], causal=True, pad_side="left", n_real=5,
-                          window=2, use_window=True)
+    widget = mask_builder(
+        sentence.tokens[:8], sentence.embeddings[:8], causal=True, pad_side="left", n_real=5, window=2, use_window=True
+    )
     # Three pads in front, causal: each pad query sees only pads before it, which are hidden.
     assert widget.readout["fully_masked"] == 3
     assert [widget.readout[f"row_sum_{i}"] for i in range(8)] == pytest.approx([0, 0, 0, 1, 1, 1, 1, 1], abs=1e-6)
@@ -276,9 +280,11 @@ def test_head_explorer_cuts_the_same_weights_into_heads() -> None:
         expected, expected_weights = oracle(x[None], x[None], x[None], average_attn_weights=False)
     # float32, different order of operations: agreement to a few ulps of values of size ~10.
     assert [widget.readout[f"out_{i}_{c}"] for i in range(5) for c in range(12)] == pytest.approx(
-        expected[0].flatten().tolist(), abs=1e-4)
+        expected[0].flatten().tolist(), abs=1e-4
+    )
     assert [widget.readout[f"weight_{i}_{j}"] for i in range(5) for j in range(5)] == pytest.approx(
-        expected_weights[0, 3].flatten().tolist(), abs=1e-5)
+        expected_weights[0, 3].flatten().tolist(), abs=1e-5
+    )
     draws = []
     draw = widget._draw
     widget._draw = lambda: draws.append(1) or draw()

@@ -45,6 +45,16 @@ def check(name: str, fn: Callable[..., Any]) -> None:
 
 
 __all__ = [
-    "Case", "CatalogueError", "Exercise", "Mistake", "Result", "Status",
-    "all_exercises", "check", "format_result", "get_exercise", "register", "run_check",
+    "Case",
+    "CatalogueError",
+    "Exercise",
+    "Mistake",
+    "Result",
+    "Status",
+    "all_exercises",
+    "check",
+    "format_result",
+    "get_exercise",
+    "register",
+    "run_check",
 ]

@@ -21,8 +21,9 @@ def clone(value: Any) -> Any:
     if isinstance(value, dict):
         return {k: clone(v) for k, v in value.items()}
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return dataclasses.replace(value, **{f.name: clone(getattr(value, f.name))
-                                              for f in dataclasses.fields(value) if f.init})
+        return dataclasses.replace(
+            value, **{f.name: clone(getattr(value, f.name)) for f in dataclasses.fields(value) if f.init}
+        )
     if isinstance(value, torch.nn.Module):
         return copy.deepcopy(value)
     return value
@@ -78,8 +79,10 @@ def to_wire(value: Any, depth: int = 0) -> Any:
         items = [to_wire(v, depth + 1) for v in value]
         return tuple(items) if isinstance(value, tuple) else items
     if isinstance(value, dict) and len(value) <= _MAX_ITEMS:
-        return {(k if isinstance(k, str | int) and not isinstance(k, bool) else repr(k)): to_wire(v, depth + 1)
-                for k, v in value.items()}
+        return {
+            (k if isinstance(k, str | int) and not isinstance(k, bool) else repr(k)): to_wire(v, depth + 1)
+            for k, v in value.items()
+        }
     if isinstance(value, Opaque):
         return {_OPAQUE_KEY: value.type_name, "text": value.text}
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
@@ -135,8 +138,10 @@ def same(a: Any, b: Any) -> bool:
 def _nan_equal(a: Tensor, b: Tensor) -> bool:
     if not a.is_floating_point():
         return False
-    return bool(torch.equal(torch.nan_to_num(a, nan=0.5), torch.nan_to_num(b, nan=0.5)) and
-                torch.equal(torch.isnan(a), torch.isnan(b)))
+    return bool(
+        torch.equal(torch.nan_to_num(a, nan=0.5), torch.nan_to_num(b, nan=0.5))
+        and torch.equal(torch.isnan(a), torch.isnan(b))
+    )
 
 
 def short(value: Any) -> str:
@@ -166,7 +171,9 @@ def describe_type(value: Any) -> str:
     return f"a {type(value).__name__}"
 
 
-def difference(got: Any, expected: Any, *, atol: float, rtol: float, equal_nan: bool = False, where: str = "") -> str | None:
+def difference(
+    got: Any, expected: Any, *, atol: float, rtol: float, equal_nan: bool = False, where: str = ""
+) -> str | None:
     """``None`` when ``got`` matches ``expected``; otherwise what is wrong, in a few words."""
     label = f" ({where})" if where else ""
     if isinstance(expected, Tensor):
@@ -196,7 +203,9 @@ def difference(got: Any, expected: Any, *, atol: float, rtol: float, equal_nan: 
         if not isinstance(got, tuple | list) or len(got) != len(expected):
             return f"returned {describe_type(got)}{label}, expected {describe_type(expected)}"
         for i, (g, e) in enumerate(zip(got, expected, strict=True)):
-            problem = difference(g, e, atol=atol, rtol=rtol, equal_nan=equal_nan, where=f"item {i}" + (f" of {where}" if where else ""))
+            problem = difference(
+                g, e, atol=atol, rtol=rtol, equal_nan=equal_nan, where=f"item {i}" + (f" of {where}" if where else "")
+            )
             if problem:
                 return problem
         return None
@@ -204,12 +213,18 @@ def difference(got: Any, expected: Any, *, atol: float, rtol: float, equal_nan: 
         if not isinstance(got, dict) or got.keys() != expected.keys():
             return f"returned {describe_type(got)}{label}, expected a dict with keys {sorted(expected)}"
         for key in expected:
-            problem = difference(got[key], expected[key], atol=atol, rtol=rtol, equal_nan=equal_nan, where=f"key {key!r}")
+            problem = difference(
+                got[key], expected[key], atol=atol, rtol=rtol, equal_nan=equal_nan, where=f"key {key!r}"
+            )
             if problem:
                 return problem
         return None
     if isinstance(expected, float | int) and not isinstance(expected, bool):
         if not isinstance(got, float | int) or isinstance(got, bool):
             return f"returned {describe_type(got)}{label}, expected a number"
-        return None if abs(got - expected) <= atol + rtol * abs(expected) else f"returned {got}{label}, expected {expected}"
+        return (
+            None
+            if abs(got - expected) <= atol + rtol * abs(expected)
+            else f"returned {got}{label}, expected {expected}"
+        )
     return None if got == expected else f"returned {short(got)}{label}, expected {short(expected)}"

@@ -53,8 +53,7 @@ def exercise_notebook(solution_path: Path) -> nbformat.NotebookNode:
 def expected_exercises(solutions_dir: Path) -> dict[str, str]:
     """File name -> the exercise notebook's text, for every solution notebook."""
     return {
-        path.name: nbformat.writes(exercise_notebook(path)) + "\n"
-        for path in sorted(solutions_dir.glob("*.ipynb"))
+        path.name: nbformat.writes(exercise_notebook(path)) + "\n" for path in sorted(solutions_dir.glob("*.ipynb"))
     }
 
 

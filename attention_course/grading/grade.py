@@ -209,8 +209,12 @@ def _phase_limit(notebooks: dict[int, _Notebook], event: dict[str, Any]) -> floa
         if check is None or check.exercise is None or not isinstance(event.get("case"), int) or event["case"] < 0:
             return CELL_TIME_LIMIT + _GRACE
         case = event.get("case")
-        measured = check.plan is not None and isinstance(case, int) and 0 <= case < len(check.plan.plans) and \
-            check.plan.plans[case].measure_alloc
+        measured = (
+            check.plan is not None
+            and isinstance(case, int)
+            and 0 <= case < len(check.plan.plans)
+            and check.plan.plans[case].measure_alloc
+        )
         return check.exercise.time_limit * (ALLOC_SLOWDOWN if measured else 1.0) + _GRACE
     return _STARTUP_LIMIT
 
@@ -268,19 +272,31 @@ def _job(notebooks: list[_Notebook], workdir: Path, budget: float, protected: li
     job = {
         "workdir": str(workdir),
         "protected": _protected(protected),
-        "limits": {"cpu_seconds": int(budget) + 60, "memory_bytes": None if torch.cuda.is_available() else MEMORY_LIMIT_BYTES},
-        "notebooks": [{
-            "id": notebook.number,
-            "name": notebook.grade.path.name,
-            "cells": notebook.cells,
-            "checks": [{
-                "index": check.index, "exercise": check.call.exercise, "expr": check.call.function_expr,
-                "custom": _custom_kind(check.exercise),
-                "time_limit": check.exercise.time_limit if check.exercise else 10.0,
-                "reference": _dotted(check.exercise.reference) if check.exercise and check.plan else None,
-                "plans": [vars(plan) for plan in check.plan.plans] if check.plan else [],
-            } for check in notebook.open_checks() if check.plan is not None or _custom_kind(check.exercise) == "kernel"],
-        } for notebook in notebooks],
+        "limits": {
+            "cpu_seconds": int(budget) + 60,
+            "memory_bytes": None if torch.cuda.is_available() else MEMORY_LIMIT_BYTES,
+        },
+        "notebooks": [
+            {
+                "id": notebook.number,
+                "name": notebook.grade.path.name,
+                "cells": notebook.cells,
+                "checks": [
+                    {
+                        "index": check.index,
+                        "exercise": check.call.exercise,
+                        "expr": check.call.function_expr,
+                        "custom": _custom_kind(check.exercise),
+                        "time_limit": check.exercise.time_limit if check.exercise else 10.0,
+                        "reference": _dotted(check.exercise.reference) if check.exercise and check.plan else None,
+                        "plans": [vars(plan) for plan in check.plan.plans] if check.plan else [],
+                    }
+                    for check in notebook.open_checks()
+                    if check.plan is not None or _custom_kind(check.exercise) == "kernel"
+                ],
+            }
+            for notebook in notebooks
+        ],
     }
     buffer = io.BytesIO()
     torch.save(job, buffer, pickle_module=cloudpickle)  # cases may hold lambdas
@@ -294,8 +310,9 @@ def _feed(process: subprocess.Popen[bytes], job: bytes) -> None:
         process.stdin.close()
 
 
-def _run_worker(paths: list[Path], tmp: Path, plan: Callable[[], list[_Notebook]],
-                protected: list[Path]) -> tuple[list[_Notebook], _Round]:
+def _run_worker(
+    paths: list[Path], tmp: Path, plan: Callable[[], list[_Notebook]], protected: list[Path]
+) -> tuple[list[_Notebook], _Round]:
     """Run one worker in the throwaway folder ``tmp``, watching its every phase.
 
     The worker starts (Python, torch) while ``plan()`` builds the cases here; it then receives the
@@ -308,15 +325,31 @@ def _run_worker(paths: list[Path], tmp: Path, plan: Callable[[], list[_Notebook]
             shutil.copyfile(path, workdir / path.name)
     stream_path = tmp / "stream.bin"
     stream_path.touch()
-    command = [*_network_prefix(), sys.executable, "-s", "-P", "-m", "attention_course.grading.worker", str(stream_path)]
-    process = subprocess.Popen(command, cwd=workdir, env=_environment(workdir), stdin=subprocess.PIPE,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                               start_new_session=True)  # so the whole group can be stopped
+    command = [
+        *_network_prefix(),
+        sys.executable,
+        "-s",
+        "-P",
+        "-m",
+        "attention_course.grading.worker",
+        str(stream_path),
+    ]
+    process = subprocess.Popen(
+        command,
+        cwd=workdir,
+        env=_environment(workdir),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )  # so the whole group can be stopped
     round_ = _Round()
     try:
         notebooks = plan()
         budget = _round_budget(notebooks)
-        feeder = threading.Thread(target=_feed, args=(process, _job(notebooks, workdir, budget, protected)), daemon=True)
+        feeder = threading.Thread(
+            target=_feed, args=(process, _job(notebooks, workdir, budget, protected)), daemon=True
+        )
         feeder.start()
     except BaseException:
         _stop(process)
@@ -382,8 +415,11 @@ def _verdict(check: _Check, record: dict[str, Any], path: Path) -> Result:
     exercise, name = check.exercise, check.call.exercise
     assert exercise is not None
     if "undefined" in record:
-        return Result(name, Status.FAILED, f"`{check.call.function_expr}` is not defined ({record['undefined']}): "
-                                           "did its cell run without errors?")
+        return Result(
+            name,
+            Status.FAILED,
+            f"`{check.call.function_expr}` is not defined ({record['undefined']}): did its cell run without errors?",
+        )
     if "not_callable" in record:
         return Result(name, Status.FAILED, f"`{name}` should be a function, but it is a {record['not_callable']}")
     if record.get("is_reference") is True:
@@ -411,9 +447,12 @@ def _custom_verdict(exercise: Exercise, record: dict[str, Any], path: Path) -> R
     assert exercise.custom_check is not None
     source, kernel_name = record.get("kernel_source"), record.get("kernel_name")
     if not isinstance(source, str) or not isinstance(kernel_name, str):
-        return Result(exercise.name, Status.FAILED,
-                      f"cannot read the kernel's source ({record.get('kernel_error', 'nothing came back')}): "
-                      "define it in a notebook cell")
+        return Result(
+            exercise.name,
+            Status.FAILED,
+            f"cannot read the kernel's source ({record.get('kernel_error', 'nothing came back')}): "
+            "define it in a notebook cell",
+        )
     problem = kernel_module_problem(source)
     if problem:
         return Result(exercise.name, Status.FAILED, problem)
@@ -451,11 +490,20 @@ def kernel_module_problem(source: str) -> str | None:
                 return "a kernel may use only math, triton and torch: the grader does not load other modules with it"
         elif isinstance(statement, ast.FunctionDef):
             arguments = statement.args
-            nodes = [*statement.decorator_list, *arguments.defaults, *arguments.kw_defaults, statement.returns,
-                     *(a.annotation for a in [*arguments.posonlyargs, *arguments.args, *arguments.kwonlyargs])]
+            nodes = [
+                *statement.decorator_list,
+                *arguments.defaults,
+                *arguments.kw_defaults,
+                statement.returns,
+                *(a.annotation for a in [*arguments.posonlyargs, *arguments.args, *arguments.kwonlyargs]),
+            ]
             if not all(plain(node) for node in nodes):
                 return "the kernel's decorators, defaults and annotations must be plain names or constants"
-        elif isinstance(statement, ast.Assign) and len(statement.targets) == 1 and isinstance(statement.targets[0], ast.Name):
+        elif (
+            isinstance(statement, ast.Assign)
+            and len(statement.targets) == 1
+            and isinstance(statement.targets[0], ast.Name)
+        ):
             value = statement.value
             if isinstance(value, ast.Call) and len(value.args) == 1 and not value.keywords and plain(value.func):
                 value = value.args[0]
@@ -484,8 +532,11 @@ def _settle(notebooks: list[_Notebook], round_: _Round) -> list[_Notebook]:
     again: list[_Notebook] = []
     for notebook in notebooks:
         number = notebook.number
-        notebook.grade.notes.extend(e["message"] for e in round_.events
-                                    if e.get("event") == "note" and e.get("nb") == number and isinstance(e.get("message"), str))
+        notebook.grade.notes.extend(
+            e["message"]
+            for e in round_.events
+            if e.get("event") == "note" and e.get("nb") == number and isinstance(e.get("message"), str)
+        )
         for check in notebook.open_checks():
             result = round_.results.get((number, check.index))
             if result is not None:
@@ -498,8 +549,14 @@ def _settle(notebooks: list[_Notebook], round_: _Round) -> list[_Notebook]:
                 check.result = Result(check.call.exercise, Status.FAILED, "not graded: no result came back")
             continue
         # This notebook's code stopped the worker: say where, and grade its other checks afresh.
-        last = next((e for e in reversed(round_.events) if e.get("nb") == number
-                     and e.get("event") in ("notebook", "cell", "case")), {"event": "notebook"})
+        last = next(
+            (
+                e
+                for e in reversed(round_.events)
+                if e.get("nb") == number and e.get("event") in ("notebook", "cell", "case")
+            ),
+            {"event": "notebook"},
+        )
         if round_.stopped_at is not None and number not in ended:
             stopped = round_.stopped_at
             if stopped.get("event") == "case":
@@ -513,13 +570,19 @@ def _settle(notebooks: list[_Notebook], round_: _Round) -> list[_Notebook]:
                         where = f"for {label}" if label else "on one of the test cases"
                     else:
                         limit = CELL_TIME_LIMIT
-                    looping.result = Result(looping.call.exercise, Status.FAILED,
-                                          f"stopped after {limit:g} s {where}: is there an endless loop? "
-                                          "(an `except:` that catches everything cannot stop the grader)")
+                    looping.result = Result(
+                        looping.call.exercise,
+                        Status.FAILED,
+                        f"stopped after {limit:g} s {where}: is there an endless loop? "
+                        "(an `except:` that catches everything cannot stop the grader)",
+                    )
                     again.append(notebook)
                     continue
-            reason = (f"cell {stopped.get('cell')} ran past {CELL_TIME_LIMIT:g} s and was stopped"
-                      if stopped.get("event") == "cell" else "the grader stopped this notebook's code")
+            reason = (
+                f"cell {stopped.get('cell')} ran past {CELL_TIME_LIMIT:g} s and was stopped"
+                if stopped.get("event") == "cell"
+                else "the grader stopped this notebook's code"
+            )
         else:
             reason = _reason(round_, ended.get(number, round_.exit_code))
             if last.get("event") == "case":
@@ -560,12 +623,17 @@ def grade_notebooks(notebooks: list[Path], protected: list[Path] | None = None) 
             pending, round_ = _run_worker(paths, Path(tmp), planner, protected)
         first = False
         again = _settle(pending, round_)
-        if again and len(again) == len(pending) and all(n.number not in {e.get("nb") for e in round_.events} for n in again):
+        if (
+            again
+            and len(again) == len(pending)
+            and all(n.number not in {e.get("nb") for e in round_.events} for n in again)
+        ):
             for notebook in again:  # no progress at all: report instead of trying forever
                 notebook.grade.complete = False
                 for check in notebook.open_checks():
-                    check.result = Result(check.call.exercise, Status.FAILED,
-                                          f"not graded: {_reason(round_, round_.exit_code)}")
+                    check.result = Result(
+                        check.call.exercise, Status.FAILED, f"not graded: {_reason(round_, round_.exit_code)}"
+                    )
             again = []
         pending = again
     for notebook in prepared:

@@ -46,9 +46,14 @@ def check_calls(source: str) -> list[CheckCall] | None:
     calls = []
     for statement in tree.body:
         call = statement.value if isinstance(statement, ast.Expr) else None
-        if not (isinstance(call, ast.Call) and isinstance(call.func, ast.Name) and call.func.id == "check"
-                and len(call.args) == 2 and isinstance(call.args[0], ast.Constant)
-                and isinstance(call.args[0].value, str)):
+        if not (
+            isinstance(call, ast.Call)
+            and isinstance(call.func, ast.Name)
+            and call.func.id == "check"
+            and len(call.args) == 2
+            and isinstance(call.args[0], ast.Constant)
+            and isinstance(call.args[0].value, str)
+        ):
             return None
         calls.append(CheckCall(call.args[0].value, ast.unparse(call.args[1])))
     return calls or None
@@ -70,14 +75,19 @@ def parse_notebook(path: str | Path) -> ParsedNotebook:
     return parsed
 
 
-def execute_cells(parsed: ParsedNotebook, namespace: dict[str, Any],
-                  on_cell: Callable[[int], None] | None = None) -> list[str]:
+def execute_cells(
+    parsed: ParsedNotebook, namespace: dict[str, Any], on_cell: Callable[[int], None] | None = None
+) -> list[str]:
     """Run the notebook's code cells in ``namespace``; return one line per cell that failed."""
     return run_cells(parsed.code_cells, parsed.path.name, namespace, on_cell)
 
 
-def run_cells(cells: list[tuple[int, str]], notebook_name: str, namespace: dict[str, Any],
-              on_cell: Callable[[int], None] | None = None) -> list[str]:
+def run_cells(
+    cells: list[tuple[int, str]],
+    notebook_name: str,
+    namespace: dict[str, Any],
+    on_cell: Callable[[int], None] | None = None,
+) -> list[str]:
     """Run ``(cell number, source)`` pairs in ``namespace``; one line per cell that failed.
 
     ``exit()``/``sys.exit()`` in a cell ends that cell only (a notebook that stops early is not a
@@ -98,7 +108,11 @@ def run_cells(cells: list[tuple[int, str]], notebook_name: str, namespace: dict[
             problems.append(f"cell {number} has a syntax error (line {line}): {getattr(error, 'msg', error)}")
             continue
         try:
-            with time_limit(CELL_TIME_LIMIT), contextlib.redirect_stdout(_Discard()), contextlib.redirect_stderr(_Discard()):
+            with (
+                time_limit(CELL_TIME_LIMIT),
+                contextlib.redirect_stdout(_Discard()),
+                contextlib.redirect_stderr(_Discard()),
+            ):
                 exec(code, namespace)
         except TimeLimitExceeded:
             problems.append(f"cell {number} ran longer than {CELL_TIME_LIMIT:g} s and was stopped")

@@ -42,8 +42,11 @@ def _registered_names(source: str) -> list[str] | None:
     tree = ast.parse(source)
     constants: dict[str, str] = {}
     for statement in tree.body:
-        if (isinstance(statement, ast.Assign) and isinstance(statement.value, ast.Constant)
-                and isinstance(statement.value.value, str)):
+        if (
+            isinstance(statement, ast.Assign)
+            and isinstance(statement.value, ast.Constant)
+            and isinstance(statement.value.value, str)
+        ):
             for target in statement.targets:
                 if isinstance(target, ast.Name):
                     constants[target.id] = statement.value.value
@@ -86,7 +89,9 @@ def _import(module: str) -> None:
     except Exception as error:
         text = str(error).strip().splitlines()
         detail = f"{type(error).__name__}: {text[0][:160]}" if text else type(error).__name__
-        raise CatalogueError(f"the grader's catalogue {module}.py cannot be loaded ({detail}); please report this") from None
+        raise CatalogueError(
+            f"the grader's catalogue {module}.py cannot be loaded ({detail}); please report this"
+        ) from None
 
 
 def get_exercise(name: str) -> Exercise:

@@ -141,9 +141,15 @@ class CallRecord:
     called_reference: bool = False
 
     def to_wire(self) -> dict[str, Any]:
-        return {"outcome": self.outcome, "output": to_wire(self.output), "error": list(self.error) if self.error else None,
-                "inputs_after": to_wire(self.inputs_after), "grads": to_wire(self.grads),
-                "largest_alloc": self.largest_alloc, "called_reference": bool(self.called_reference)}
+        return {
+            "outcome": self.outcome,
+            "output": to_wire(self.output),
+            "error": list(self.error) if self.error else None,
+            "inputs_after": to_wire(self.inputs_after),
+            "grads": to_wire(self.grads),
+            "largest_alloc": self.largest_alloc,
+            "called_reference": bool(self.called_reference),
+        }
 
     @classmethod
     def from_wire(cls, data: Any) -> CallRecord:
@@ -151,16 +157,27 @@ class CallRecord:
         if not isinstance(data, dict) or data.get("outcome") not in (RETURNED, RAISED, NOT_DONE, TIMED_OUT):
             raise ValueError("malformed record")
         error = data.get("error")
-        if error is not None and not (isinstance(error, list) and len(error) == 2 and all(isinstance(e, str) for e in error)):
+        if error is not None and not (
+            isinstance(error, list) and len(error) == 2 and all(isinstance(e, str) for e in error)
+        ):
             raise ValueError("malformed error")
         grads = from_wire(data.get("grads"))
-        if grads is not None and not (isinstance(grads, list) and all(g is None or isinstance(g, Tensor) for g in grads)):
+        if grads is not None and not (
+            isinstance(grads, list) and all(g is None or isinstance(g, Tensor) for g in grads)
+        ):
             raise ValueError("malformed gradients")
         alloc = data.get("largest_alloc")
         if alloc is not None and (not isinstance(alloc, int) or isinstance(alloc, bool)):
             raise ValueError("malformed allocation")
-        return cls(str(data["outcome"]), from_wire(data.get("output")), (error[0], error[1]) if error else None,
-                   from_wire(data.get("inputs_after")), grads, alloc, data.get("called_reference") is True)
+        return cls(
+            str(data["outcome"]),
+            from_wire(data.get("output")),
+            (error[0], error[1]) if error else None,
+            from_wire(data.get("inputs_after")),
+            grads,
+            alloc,
+            data.get("called_reference") is True,
+        )
 
 
 @dataclass(frozen=True)
@@ -202,8 +219,12 @@ def grad_leaves(value: Any) -> list[Tensor]:
 def _loss(output: Any, cotangent: Any) -> Tensor | None:
     """sum(output * cotangent) over matching tensors (None when nothing in the output can carry a gradient)."""
     if isinstance(cotangent, Tensor):
-        if (isinstance(output, Tensor) and output.shape == cotangent.shape and output.is_floating_point()
-                and output.requires_grad):
+        if (
+            isinstance(output, Tensor)
+            and output.shape == cotangent.shape
+            and output.is_floating_point()
+            and output.requires_grad
+        ):
             return (output * cotangent.to(output.dtype)).sum()
         return None
     if isinstance(cotangent, tuple | list) and isinstance(output, tuple | list) and len(output) == len(cotangent):
@@ -215,7 +236,9 @@ def _loss(output: Any, cotangent: Any) -> Tensor | None:
     return None
 
 
-def call_case(fn: Callable[..., Any], plan: CallPlan, seconds: float, forbidden: frozenset[int] = frozenset()) -> CallRecord:
+def call_case(
+    fn: Callable[..., Any], plan: CallPlan, seconds: float, forbidden: frozenset[int] = frozenset()
+) -> CallRecord:
     """Call ``fn`` on fresh copies of the plan's inputs under a time limit, printing nothing."""
     from ..measure import largest_allocation
 
@@ -242,8 +265,10 @@ def call_case(fn: Callable[..., Any], plan: CallPlan, seconds: float, forbidden:
                     if loss is None or not loss.requires_grad:
                         record.grads = [None] * len(leaves)
                     else:
-                        record.grads = [None if g is None else g.detach()
-                                        for g in torch.autograd.grad(loss, leaves, allow_unused=True)]
+                        record.grads = [
+                            None if g is None else g.detach()
+                            for g in torch.autograd.grad(loss, leaves, allow_unused=True)
+                        ]
         except NotImplementedError:
             record = CallRecord(NOT_DONE)
         except TimeLimitExceeded:
@@ -256,8 +281,13 @@ def call_case(fn: Callable[..., Any], plan: CallPlan, seconds: float, forbidden:
     return record
 
 
-def call_cases(fn: Callable[..., Any], plans: list[CallPlan], seconds: float, forbidden: frozenset[int] = frozenset(),
-               on_case: Callable[[int], None] | None = None) -> list[CallRecord]:
+def call_cases(
+    fn: Callable[..., Any],
+    plans: list[CallPlan],
+    seconds: float,
+    forbidden: frozenset[int] = frozenset(),
+    on_case: Callable[[int], None] | None = None,
+) -> list[CallRecord]:
     """Records for the plans in order, stopping after the first call that does not return."""
     records = []
     for index, plan in enumerate(plans):
@@ -279,8 +309,10 @@ class Tolerances(TypedDict):
 
 
 def _tolerances(exercise: Exercise, case: Case) -> Tolerances:
-    return {"atol": exercise.atol if case.atol is None else case.atol,
-            "rtol": exercise.rtol if case.rtol is None else case.rtol}
+    return {
+        "atol": exercise.atol if case.atol is None else case.atol,
+        "rtol": exercise.rtol if case.rtol is None else case.rtol,
+    }
 
 
 def _where(case: Case) -> str:
@@ -315,8 +347,10 @@ def _cotangent(case: Case, expected: Any) -> Any:
     if case.select is None:
         return cotangent
     try:  # the entries select keeps: the gradient of sum(select(ones)) is 1 there and 0 elsewhere
-        ones = _map_tensors(expected, lambda t: torch.ones_like(t, dtype=torch.float64).requires_grad_(True)
-                            if t.is_floating_point() else t)
+        ones = _map_tensors(
+            expected,
+            lambda t: torch.ones_like(t, dtype=torch.float64).requires_grad_(True) if t.is_floating_point() else t,
+        )
         picked = [t for t in _tensors(case.select(ones)) if t.requires_grad]
         total = torch.stack([t.sum() for t in picked]).sum()
         leaves = [t for t in _tensors(ones) if t.requires_grad]
@@ -324,8 +358,10 @@ def _cotangent(case: Case, expected: Any) -> Any:
     except Exception:
         return cotangent
     masks = iter(indicators)
-    return _map_tensors(cotangent, lambda t: t * (0 if (m := next(masks)) is None else (m != 0)).to(t.dtype)
-                        if t.is_floating_point() else t)
+    return _map_tensors(
+        cotangent,
+        lambda t: t * (0 if (m := next(masks)) is None else (m != 0)).to(t.dtype) if t.is_floating_point() else t,
+    )
 
 
 def _tensors(value: Any) -> list[Tensor]:
@@ -407,8 +443,10 @@ def _grad_problem(exercise: Exercise, case: Case, got: CallRecord, expected: Cal
         name = names[i] if i < len(names) else f"input {i + 1}"
         grad = theirs[i] if i < len(theirs) else None
         if grad is None:
-            return (f"no gradient reaches `{name}` {_where(case)}: the output is cut off from autograd "
-                    "(.detach(), .item(), .data, torch.no_grad() or a tensor rebuilt from numbers)")
+            return (
+                f"no gradient reaches `{name}` {_where(case)}: the output is cut off from autograd "
+                "(.detach(), .item(), .data, torch.no_grad() or a tensor rebuilt from numbers)"
+            )
         problem = difference(grad, reference_grad, **_tolerances(exercise, case), where=f"gradient w.r.t. `{name}`")
         if problem:
             return f"{problem} {_where(case)}"
@@ -418,16 +456,20 @@ def _grad_problem(exercise: Exercise, case: Case, got: CallRecord, expected: Cal
 def _alloc_problem(case: Case, got: CallRecord) -> str | None:
     if case.max_alloc_bytes is None or got.largest_alloc is None or got.largest_alloc <= case.max_alloc_bytes:
         return None
-    return (f"allocated a tensor of {got.largest_alloc:,} bytes {_where(case)}, more than the "
-            f"{case.max_alloc_bytes:,} this exercise allows: it must not build a tensor as large as the full "
-            "L x S score matrix (work on one block of keys at a time)")
+    return (
+        f"allocated a tensor of {got.largest_alloc:,} bytes {_where(case)}, more than the "
+        f"{case.max_alloc_bytes:,} this exercise allows: it must not build a tensor as large as the full "
+        "L x S score matrix (work on one block of keys at a time)"
+    )
 
 
 def _verdict_for_case(exercise: Exercise, case: Case, got: CallRecord, expected: CallRecord) -> str | None:
     """What is wrong with ``got`` on this case (one line), or None; outcomes other than RETURNED excluded."""
     if not same(got.inputs_after, plain((case.args, case.kwargs))):
-        return (f"changed its inputs in place {_where(case)}: use out-of-place operations "
-                "(x.masked_fill(...), not x.masked_fill_(...); y = x - m, not x -= m; a new list, not .append)")
+        return (
+            f"changed its inputs in place {_where(case)}: use out-of-place operations "
+            "(x.masked_fill(...), not x.masked_fill_(...); y = x - m, not x -= m; a new list, not .append)"
+        )
     expected_output = plain(expected.output)
     problem = difference(_selected(case, got.output), _selected(case, expected_output), **_tolerances(exercise, case))
     if problem:
@@ -436,8 +478,9 @@ def _verdict_for_case(exercise: Exercise, case: Case, got: CallRecord, expected:
     return f"{problem}." if problem else None
 
 
-def _behaves_alike(exercise: Exercise, case: Case, learner: CallRecord, mistake: CallRecord, expected: CallRecord,
-                   whole: bool = False) -> bool:
+def _behaves_alike(
+    exercise: Exercise, case: Case, learner: CallRecord, mistake: CallRecord, expected: CallRecord, whole: bool = False
+) -> bool:
     """Whether a catalogued mistake does on this case what the learner's code does (``whole``: on the
     whole output, including what ``select`` leaves out)."""
     if learner.outcome != mistake.outcome:
@@ -485,8 +528,9 @@ def _diagnose(exercise: Exercise, case: Case, plan: CallPlan, got: CallRecord, e
     return next((m for m, theirs in records if _behaves_alike(exercise, case, got, theirs, expected)), None)
 
 
-def judge(exercise: Exercise, cases: list[Case], plans: list[CallPlan], expected: list[CallRecord],
-          records: list[CallRecord]) -> Result:
+def judge(
+    exercise: Exercise, cases: list[Case], plans: list[CallPlan], expected: list[CallRecord], records: list[CallRecord]
+) -> Result:
     """The verdict on the learner's records (from ``call_cases``), computed with our code only."""
     name = exercise.name
     called_reference = False
@@ -496,9 +540,15 @@ def judge(exercise: Exercise, cases: list[Case], plans: list[CallPlan], expected
         got = records[index]
         called_reference = called_reference or got.called_reference
         if got.outcome == NOT_DONE:
-            return Result(name, Status.NOT_DONE, f"not done yet: replace `raise NotImplementedError` in `{name}` with your code")
+            return Result(
+                name, Status.NOT_DONE, f"not done yet: replace `raise NotImplementedError` in `{name}` with your code"
+            )
         if got.outcome == TIMED_OUT:
-            return Result(name, Status.FAILED, f"stopped after {exercise.time_limit:g} s {_where(case)}: is there an endless loop?")
+            return Result(
+                name,
+                Status.FAILED,
+                f"stopped after {exercise.time_limit:g} s {_where(case)}: is there an endless loop?",
+            )
         if got.outcome == RAISED and got.error is not None:
             mistake = _diagnose(exercise, case, plans[index], got, expected[index])
             hint = f" Hint: {mistake.hint}" if mistake else ""
@@ -523,8 +573,10 @@ def judge(exercise: Exercise, cases: list[Case], plans: list[CallPlan], expected
 
 def reference_message(exercise: Exercise) -> str:
     module = getattr(exercise.reference, "__module__", "attention_course")
-    return (f"this exercise asks you to write `{exercise.name}`; your function calls the course's "
-            f"(`{module}.{exercise.name}`). Write it yourself: functions of earlier lessons may be used.")
+    return (
+        f"this exercise asks you to write `{exercise.name}`; your function calls the course's "
+        f"(`{module}.{exercise.name}`). Write it yourself: functions of earlier lessons may be used."
+    )
 
 
 def run_check(exercise: Exercise, fn: Any, *, forbid_reference: bool = True) -> Result:

@@ -20,7 +20,12 @@ from .generate import BEGIN, exercise_notebook, strip_solution
 
 # How a class of 100 splits, in this order; ``make_sample_class`` repeats it for other sizes.
 MIX: tuple[tuple[str, int], ...] = (
-    ("complete", 60), ("partial", 15), ("wrong", 10), ("crashing", 5), ("hanging", 4), ("corrupt_json", 3),
+    ("complete", 60),
+    ("partial", 15),
+    ("wrong", 10),
+    ("crashing", 5),
+    ("hanging", 4),
+    ("corrupt_json", 3),
     ("empty", 3),
 )
 KINDS = tuple(kind for kind, _ in MIX)
@@ -28,7 +33,7 @@ KINDS = tuple(kind for kind, _ in MIX)
 _DEF = re.compile(r"^def (\w+)\(", re.MULTILINE)
 
 # Appended to an exercise cell: the learner's function returns a slightly wrong answer.
-_WRONG = '''
+_WRONG = """
 
 _right_{name} = {name}
 
@@ -41,7 +46,7 @@ def {name}(*args, **kwargs):
             return type(x)(off(item) for item in x)
         return x
     return off(_right_{name}(*args, **kwargs))
-'''
+"""
 
 
 @dataclass(frozen=True)
@@ -76,8 +81,11 @@ def kind_of(index: int, n_learners: int) -> str:
 
 
 def _exercise_cells(notebook: nbformat.NotebookNode) -> list[int]:
-    return [i for i, cell in enumerate(notebook.cells)
-            if cell.cell_type == "code" and any(BEGIN.match(line) for line in cell.source.splitlines())]
+    return [
+        i
+        for i, cell in enumerate(notebook.cells)
+        if cell.cell_type == "code" and any(BEGIN.match(line) for line in cell.source.splitlines())
+    ]
 
 
 def _broken(solution: Path, kind: str) -> str:
@@ -106,8 +114,9 @@ def _broken(solution: Path, kind: str) -> str:
     return nbformat.writes(notebook)
 
 
-def make_sample_class(root: Path, solutions: Sequence[Path], n_learners: int,
-                      kinds: Sequence[str] | None = None) -> list[Learner]:
+def make_sample_class(
+    root: Path, solutions: Sequence[Path], n_learners: int, kinds: Sequence[str] | None = None
+) -> list[Learner]:
     """Write ``root/learnerNNN/`` folders, one per learner, with their copies of ``solutions``' notebooks.
 
     Learner ``i`` is of kind ``kinds[i % len(kinds)]`` when ``kinds`` is given, else as ``MIX``
@@ -117,7 +126,9 @@ def make_sample_class(root: Path, solutions: Sequence[Path], n_learners: int,
     if unknown:
         raise ValueError(f"kinds must be among {', '.join(KINDS)}, got {', '.join(unknown)}")
     if n_learners < 1 or not solutions:
-        raise ValueError(f"need n_learners >= 1 and at least one solution notebook, got {n_learners} and {len(solutions)}")
+        raise ValueError(
+            f"need n_learners >= 1 and at least one solution notebook, got {n_learners} and {len(solutions)}"
+        )
     learners = []
     for index in range(n_learners):
         kind = kinds[index % len(kinds)] if kinds else kind_of(index, n_learners)

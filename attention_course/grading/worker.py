@@ -34,11 +34,31 @@ from .notebook import CELL_TIME_LIMIT, run_cells
 from .runner import CallPlan, _first_line, call_cases, reference_codes, set_trace, time_limit
 
 _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_TRUNC
-_PATH_EVENTS = {"os.remove": "delete", "os.rename": "rename", "os.rmdir": "delete", "os.mkdir": "create",
-                "os.chmod": "change", "os.chown": "change", "os.link": "link", "os.symlink": "link",
-                "os.truncate": "truncate", "os.utime": "change", "shutil.rmtree": "delete"}
-_PROGRAM_EVENTS = ("os.system", "subprocess.Popen", "os.exec", "os.posix_spawn", "os.spawn", "os.fork",
-                   "os.forkpty", "pty.spawn", "os.kill", "os.killpg")
+_PATH_EVENTS = {
+    "os.remove": "delete",
+    "os.rename": "rename",
+    "os.rmdir": "delete",
+    "os.mkdir": "create",
+    "os.chmod": "change",
+    "os.chown": "change",
+    "os.link": "link",
+    "os.symlink": "link",
+    "os.truncate": "truncate",
+    "os.utime": "change",
+    "shutil.rmtree": "delete",
+}
+_PROGRAM_EVENTS = (
+    "os.system",
+    "subprocess.Popen",
+    "os.exec",
+    "os.posix_spawn",
+    "os.spawn",
+    "os.fork",
+    "os.forkpty",
+    "pty.spawn",
+    "os.kill",
+    "os.killpg",
+)
 
 
 # ------------------------------------------------------------------ the stream back to the grader
@@ -53,12 +73,12 @@ def read_frames(data: bytes) -> tuple[list[tuple[bytes, bytes]], int]:
     """Whole frames in ``data`` and how many bytes they use (a frame being written is left for later)."""
     frames, at = [], 0
     while at + 9 <= len(data):
-        kind, (size,) = data[at:at + 1], struct.unpack("<Q", data[at + 1:at + 9])
+        kind, (size,) = data[at : at + 1], struct.unpack("<Q", data[at + 1 : at + 9])
         if kind not in (b"J", b"T") or size > 1 << 34:
             raise ValueError("the worker's stream is damaged")
         if at + 9 + size > len(data):
             break
-        frames.append((kind, data[at + 9:at + 9 + size]))
+        frames.append((kind, data[at + 9 : at + 9 + size]))
         at += 9 + size
     return frames, at
 
@@ -164,16 +184,20 @@ def _kernel_payload(fn: Any) -> dict[str, Any]:
 def _custom(custom_check: Callable[[Any], tuple[Any, str]], fn: Any) -> tuple[str, str]:
     """An exercise's own extra check, run here because it needs the learner's function."""
     try:
-        with time_limit(CELL_TIME_LIMIT), contextlib.redirect_stdout(io.StringIO()), \
-                contextlib.redirect_stderr(io.StringIO()):
+        with (
+            time_limit(CELL_TIME_LIMIT),
+            contextlib.redirect_stdout(io.StringIO()),
+            contextlib.redirect_stderr(io.StringIO()),
+        ):
             status, message = custom_check(fn)
         return str(getattr(status, "value", status)), str(message)
     except BaseException as error:  # noqa: BLE001 - the learner's code ran inside it
         return "failed", f"raised {_first_line(error)} in the exercise's own check"
 
 
-def grade_notebook(out: _Stream, notebook: dict[str, Any], references: dict[str, Any],
-                   customs: dict[str, Any], attempts: list[str]) -> None:
+def grade_notebook(
+    out: _Stream, notebook: dict[str, Any], references: dict[str, Any], customs: dict[str, Any], attempts: list[str]
+) -> None:
     number = notebook["id"]
     shown = 0
 
@@ -209,8 +233,9 @@ def grade_notebook(out: _Stream, notebook: dict[str, Any], references: dict[str,
         else:
             plans = [CallPlan(**plan) for plan in check["plans"]]
             forbidden = reference["codes"] if reference else frozenset()
-            records = call_cases(fn, plans, check["time_limit"], forbidden,
-                                 on_case=functools.partial(_case_event, out, number, index))
+            records = call_cases(
+                fn, plans, check["time_limit"], forbidden, on_case=functools.partial(_case_event, out, number, index)
+            )
             record["records"] = [r.to_wire() for r in records]
             custom = customs.get(check["exercise"])
             if check["custom"] == "worker" and custom is not None and all(r.outcome == "returned" for r in records):
@@ -219,8 +244,11 @@ def grade_notebook(out: _Stream, notebook: dict[str, Any], references: dict[str,
         try:
             out.data(record)
         except Exception as error:
-            out.event(event="note", nb=number, message=f"the results of `{check['exercise']}` could not be sent back "
-                                                          f"({_first_line(error)})")
+            out.event(
+                event="note",
+                nb=number,
+                message=f"the results of `{check['exercise']}` could not be sent back ({_first_line(error)})",
+            )
         notes()
     out.event(event="notebook_done", nb=number)
 

@@ -142,10 +142,23 @@ def static_widgets(nb: nbformat.NotebookNode) -> int:
             replaced += 1
             controls: list[str] = []
             shown = _widget_outputs(view["model_id"], models, controls)
-            note = ("Interactive in JupyterLab" + (": " + "; ".join(controls) if controls else "")
-                    + (". Shown here as it was saved." if shown else ". Run the notebook to use it."))
-            outputs.append(nbformat.from_dict({"output_type": "display_data", "metadata": {}, "data": {
-                "text/html": f'<p class="course-widget-note">{html.escape(note)}</p>', "text/plain": note}}))
+            note = (
+                "Interactive in JupyterLab"
+                + (": " + "; ".join(controls) if controls else "")
+                + (". Shown here as it was saved." if shown else ". Run the notebook to use it.")
+            )
+            outputs.append(
+                nbformat.from_dict(
+                    {
+                        "output_type": "display_data",
+                        "metadata": {},
+                        "data": {
+                            "text/html": f'<p class="course-widget-note">{html.escape(note)}</p>',
+                            "text/plain": note,
+                        },
+                    }
+                )
+            )
             outputs += [nbformat.from_dict(shown_output) for shown_output in shown]
         cell.outputs = outputs
     return replaced
@@ -156,8 +169,9 @@ _IPYNB_LINK = re.compile(r'href="(?![a-z]+:|#)([^"#]+)\.ipynb(#[^"]*)?"')
 
 def _link_pages(page: str, source: Path, rendered: set[Path], broken: list[str]) -> str:
     """Point ``href="x.ipynb"`` links at the rendered ``x.html``; note links to notebooks that do not exist."""
+
     def replace(match: re.Match[str]) -> str:
-        target = (source.parent / f"{match.group(1)}.ipynb")
+        target = source.parent / f"{match.group(1)}.ipynb"
         if Path(*_normalise(target.parts)) not in rendered:
             broken.append(f"{source}: link to {match.group(1)}.ipynb, which is not in the course")
             return match.group(0)
@@ -198,11 +212,16 @@ def _index(titles: dict[Path, str], math_note: str, math: str) -> str:
         cells = [f'<a href="{lesson.with_suffix(".html").as_posix()}">{html.escape(titles[lesson])}</a>']
         for folder in ("exercises", "solutions"):
             twin = Path(folder, lesson.name)
-            cells.append(f'<a href="{twin.with_suffix(".html").as_posix()}">{folder[:-1]}</a>' if twin in titles else "")
+            cells.append(
+                f'<a href="{twin.with_suffix(".html").as_posix()}">{folder[:-1]}</a>' if twin in titles else ""
+            )
         rows.append("<tr><td>" + "</td><td>".join(cells) + "</td></tr>")
     extra = [p for p in titles if p.parts[0] != "notebooks" and Path("notebooks", p.name) not in titles]
-    extra_list = "".join(f'<li><a href="{p.with_suffix(".html").as_posix()}">{html.escape(titles[p])}</a> '
-                         f"({html.escape(p.as_posix())})</li>" for p in extra)
+    extra_list = "".join(
+        f'<li><a href="{p.with_suffix(".html").as_posix()}">{html.escape(titles[p])}</a> '
+        f"({html.escape(p.as_posix())})</li>"
+        for p in extra
+    )
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>Attention, from first principles</title>
 <style>body {{ font-family: system-ui, sans-serif; max-width: 52em; margin: 2em auto; padding: 0 1em; }}
@@ -273,7 +292,9 @@ def build(root: Path, out: Path) -> list[Path]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m attention_course.teaching.html_build OUT [--root ROOT]``: build the static site and say where it is."""
-    parser = argparse.ArgumentParser(prog="python -m attention_course.teaching.html_build", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m attention_course.teaching.html_build", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("out", type=Path, help="output folder, e.g. build/html")
     parser.add_argument("--root", type=Path, default=Path("."), help="the repository (default: .)")
     args = parser.parse_args(argv)

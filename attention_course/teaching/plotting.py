@@ -62,8 +62,15 @@ def plot_attention(
         for i in range(n_queries):
             for j in range(n_keys):
                 value = float(w[i, j])
-                ax.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=7,
-                        color="black" if value > 0.6 * float(w.max()) else "white")
+                ax.text(
+                    j,
+                    i,
+                    f"{value:.2f}",
+                    ha="center",
+                    va="center",
+                    fontsize=7,
+                    color="black" if value > 0.6 * float(w.max()) else "white",
+                )
     ax.figure.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label=colorbar_label)
     return ax
 
@@ -78,7 +85,9 @@ def plot_weights_bar(
     """Bar chart of one query's weights ``(S,)`` over its keys."""
     w = torch.as_tensor(weights).detach().float().cpu()
     if w.dim() != 1 or len(tokens) != w.shape[0]:
-        raise ValueError(f"weights must be (S,) with one token label each, got {tuple(w.shape)} and {len(tokens)} labels")
+        raise ValueError(
+            f"weights must be (S,) with one token label each, got {tuple(w.shape)} and {len(tokens)} labels"
+        )
     if ax is None:
         _, ax = plt.subplots(figsize=(1 + 0.5 * len(tokens), 3))
     ax.bar(range(len(tokens)), w.numpy(), color="tab:blue")

@@ -29,12 +29,15 @@ class PronounPair:
 
     def sentences(self) -> list[tuple[str, str, str]]:
         """``(sentence, referent, other noun)`` for both endings: the subject reading first."""
-        return [(self.template.format(end=self.subject_end), self.subject, self.obj),
-                (self.template.format(end=self.object_end), self.obj, self.subject)]
+        return [
+            (self.template.format(end=self.subject_end), self.subject, self.obj),
+            (self.template.format(end=self.object_end), self.obj, self.subject),
+        ]
 
 
-def _pair(template: str, subject: str, obj: str, pronoun: str, subject_end: str, object_end: str,
-          kind: str) -> PronounPair:
+def _pair(
+    template: str, subject: str, obj: str, pronoun: str, subject_end: str, object_end: str, kind: str
+) -> PronounPair:
     return PronounPair(template, subject, obj, pronoun, subject_end, object_end, kind)
 
 
@@ -42,25 +45,47 @@ AA, II, AI, IA = "animate/animate", "inanimate/inanimate", "animate/inanimate", 
 
 PRONOUN_PAIRS: tuple[PronounPair, ...] = (
     _pair("The fox could not catch the rabbit because it was too {end}.", "fox", "rabbit", "it", "slow", "fast", AA),
-    _pair("The trophy did not fit in the suitcase because it was too {end}.", "trophy", "suitcase", "it",
-          "big", "small", II),
+    _pair(
+        "The trophy did not fit in the suitcase because it was too {end}.",
+        "trophy",
+        "suitcase",
+        "it",
+        "big",
+        "small",
+        II,
+    ),
     _pair("The tiger jumped out of the tree because it was {end}.", "tiger", "tree", "it", "thirsty", "burning", AI),
     _pair("The fence could not stop the bull because it was too {end}.", "fence", "bull", "it", "low", "strong", IA),
     _pair("The mouse ran from the cat because it was {end}.", "mouse", "cat", "it", "scared", "hungry", AA),
-    _pair("The table would not fit through the door because it was too {end}.", "table", "door", "it",
-          "wide", "narrow", II),
+    _pair(
+        "The table would not fit through the door because it was too {end}.",
+        "table",
+        "door",
+        "it",
+        "wide",
+        "narrow",
+        II,
+    ),
     _pair("The dog could not carry the log because it was too {end}.", "dog", "log", "it", "weak", "heavy", AI),
     _pair("The branch could not hold the bear because it was too {end}.", "branch", "bear", "it", "thin", "heavy", IA),
     _pair("The lion attacked the zebra because it was {end}.", "lion", "zebra", "it", "hungry", "weak", AA),
     _pair("The car passed the truck because it was {end}.", "car", "truck", "it", "fast", "slow", II),
-    _pair("The horse would not cross the bridge because it was {end}.", "horse", "bridge", "it", "scared", "broken",
-          AI),
+    _pair(
+        "The horse would not cross the bridge because it was {end}.", "horse", "bridge", "it", "scared", "broken", AI
+    ),
     _pair("The cage could not hold the tiger because it was {end}.", "cage", "tiger", "it", "broken", "strong", IA),
     _pair("The bird fled from the snake because it was {end}.", "bird", "snake", "it", "afraid", "dangerous", AA),
     _pair("The hammer broke the glass because it was {end}.", "hammer", "glass", "it", "heavy", "fragile", II),
     _pair("The dog ignored the food because it was {end}.", "dog", "food", "it", "full", "rotten", AI),
-    _pair("The boat could not carry the elephant because it was too {end}.", "boat", "elephant", "it", "small",
-          "heavy", IA),
+    _pair(
+        "The boat could not carry the elephant because it was too {end}.",
+        "boat",
+        "elephant",
+        "it",
+        "small",
+        "heavy",
+        IA,
+    ),
     _pair("The nurse helped the woman because she was {end}.", "nurse", "woman", "she", "kind", "sick", AA),
     _pair("The ball broke the window because it was {end}.", "ball", "window", "it", "hard", "thin", II),
     _pair("The bird could not open the box because it was too {end}.", "bird", "box", "it", "weak", "heavy", AI),

@@ -128,7 +128,7 @@ def embed(words: Sequence[str], vocabulary: Mapping[str, Mapping[str, float]], f
 
 
 def tiger_sentence() -> Sentence:
-    """"The tiger jumped out of a tree to get a drink because it was thirsty": 15 tokens, d_model 6.
+    """ "The tiger jumped out of a tree to get a drink because it was thirsty": 15 tokens, d_model 6.
 
     Returns:
         a :class:`Sentence` with embeddings ``(15, 6)`` over :data:`TIGER_FEATURES`.
@@ -232,12 +232,13 @@ SURGEON_CANDIDATES: tuple[str, ...] = ("scalpel", "hammer", "nurse", "smile")
 
 
 def surgeon_sentence() -> Sentence:
-    """"The skilled surgeon operated on the patient with a": 9 tokens, d_model 5 over :data:`SURGEON_FEATURES`."""
+    """ "The skilled surgeon operated on the patient with a": 9 tokens, d_model 5 over :data:`SURGEON_FEATURES`."""
     tokens = tuple(SURGEON_TEXT.split())
     return Sentence(tokens, embed(tokens, _SURGEON_VOCABULARY, SURGEON_FEATURES), SURGEON_FEATURES)
 
 
 def surgeon_candidates() -> Sentence:
     """The candidate next words of :data:`SURGEON_CANDIDATES` as a :class:`Sentence` (their embeddings ``(4, 5)``)."""
-    return Sentence(SURGEON_CANDIDATES, embed(SURGEON_CANDIDATES, _SURGEON_VOCABULARY, SURGEON_FEATURES),
-                    SURGEON_FEATURES)
+    return Sentence(
+        SURGEON_CANDIDATES, embed(SURGEON_CANDIDATES, _SURGEON_VOCABULARY, SURGEON_FEATURES), SURGEON_FEATURES
+    )

@@ -28,6 +28,7 @@ from torch import Tensor
 
 from .._validation import require_float, require_rank, shape_of
 from ..attention import scaled_dot_product_attention
+from ..decoder import Decoder
 from ..positional import apply_rope
 from ..qkv import attention_scores, scaled_attention_scores
 from ..softmax import entropy, softmax
@@ -152,8 +153,13 @@ def scaling_explorer(n_queries: int = 512, n_keys: int = 16, *, seed: int = 0) -
             readout[f"{label}_std"] = float(scores.std())
             readout[f"{label}_max_weight"] = float(weights.amax(dim=-1).mean())
             readout[f"{label}_entropy"] = float(entropy(weights).mean()) / uniform_entropy
-            left.hist(scores.flatten().numpy(), bins=40, alpha=0.6, density=True,
-                      label=f"{label}: std {readout[f'{label}_std']:.1f}")
+            left.hist(
+                scores.flatten().numpy(),
+                bins=40,
+                alpha=0.6,
+                density=True,
+                label=f"{label}: std {readout[f'{label}_std']:.1f}",
+            )
         left.set_xlabel("score q·k")
         left.set_ylabel("density")
         left.set_title(f"Scores of random q, k with d_k = {d_k}")
@@ -195,10 +201,14 @@ def temperature_explorer(scores: Tensor, tokens: Sequence[str]) -> PlotWidget:
         weights = softmax(scores, temperature=slider.value)  # (S,)
         readout = {"max_weight": float(weights.max()), "entropy": float(entropy(weights))}
         figure, ax = plt.subplots(figsize=(max(7.0, 1 + 0.6 * len(tokens)), 3.4))
-        plot_weights_bar(weights, tokens, ax=ax,
-                         title=f"softmax(scores / T) at T = {slider.value:.2f}\n"
-                               f"largest weight {readout['max_weight']:.2f}, "
-                               f"entropy {readout['entropy']:.2f} nats (even spread: {math.log(len(tokens)):.2f})")
+        plot_weights_bar(
+            weights,
+            tokens,
+            ax=ax,
+            title=f"softmax(scores / T) at T = {slider.value:.2f}\n"
+            f"largest weight {readout['max_weight']:.2f}, "
+            f"entropy {readout['entropy']:.2f} nats (even spread: {math.log(len(tokens)):.2f})",
+        )
         figure.tight_layout()
         return readout
 
@@ -227,8 +237,14 @@ class FigureWidget(widgets.VBox):
         dpi: pixels per inch of the PNG.
     """
 
-    def __init__(self, title: str, controls: Sequence[widgets.ValueWidget], draw: Callable[[Figure], dict[str, float]],
-                 figsize: tuple[float, float], dpi: int = 80) -> None:
+    def __init__(
+        self,
+        title: str,
+        controls: Sequence[widgets.ValueWidget],
+        draw: Callable[[Figure], dict[str, float]],
+        figsize: tuple[float, float],
+        dpi: int = 80,
+    ) -> None:
         # An Image widget, not an Output: its picture travels as widget state, so nothing is printed
         # into the cell while the front end is still creating the widget (an Output's first contents
         # can land in the cell instead), and its fixed size keeps the page from moving while it loads.
@@ -263,10 +279,12 @@ class FigureWidget(widgets.VBox):
             pars = self.figure.subplotpars
             self._margins = {name: float(getattr(pars, name)) for name in ("left", "bottom", "right", "top", "wspace")}
         canvas = self.figure.canvas
+        assert isinstance(canvas, FigureCanvasAgg)  # attached in __init__
         canvas.draw()  # one render; savefig would render again for the PNG
         buffer = io.BytesIO()
         PILImage.frombuffer("RGBA", canvas.get_width_height(), canvas.buffer_rgba()).save(
-            buffer, format="png", compress_level=1)
+            buffer, format="png", compress_level=1
+        )
         self.png = buffer.getvalue()
         self.image.value = self.png
 
@@ -319,24 +337,38 @@ def alignment_stepper(
     require_float("alignments", alignments)
     require_rank("alignments", alignments, 3, "(n_snapshots, T, S)")
     if len(steps) != alignments.shape[0] or tuple(written.shape) != tuple(alignments.shape[:2]):
-        raise ValueError(f"need one step and one written row per snapshot, got {len(steps)} steps, alignments "
-                         f"{shape_of(alignments)} and written {shape_of(written)}")
+        raise ValueError(
+            f"need one step and one written row per snapshot, got {len(steps)} steps, alignments "
+            f"{shape_of(alignments)} and written {shape_of(written)}"
+        )
     n_out, n_in = alignments.shape[1:]
     mirror = torch.arange(n_in - 1, n_in - 1 - n_out, -1)  # (T,)
-    slider = widgets.SelectionSlider(options=list(steps), value=steps[-1], description="training step",
-                                     style={"description_width": "initial"}, layout={"width": "60%"})
+    slider = widgets.SelectionSlider(
+        options=list(steps),
+        value=steps[-1],
+        description="training step",
+        style={"description_width": "initial"},
+        layout={"width": "60%"},
+    )
 
     def draw(figure: Figure) -> dict[str, float]:
         at = list(steps).index(slider.value)
         weights = alignments[at]  # (T, S)
-        readout = {"step": float(slider.value),
-                   "mirrored": float((weights.argmax(-1) == mirror).float().mean()),
-                   "sharpness": float(weights.max(-1).values.mean())}
+        readout = {
+            "step": float(slider.value),
+            "mirrored": float((weights.argmax(-1) == mirror).float().mean()),
+            "sharpness": float(weights.max(-1).values.mean()),
+        }
         (left, right) = figure.subplots(1, 2, width_ratios=(3, 2))
-        plot_attention(weights, [f"out {t}: {d}" for t, d in enumerate(written[at].tolist())],
-                       [f"in {s}: {d}" for s, d in enumerate(source)], ax=left, annotate=False,
-                       title=f"Cross-attention after {slider.value} steps\n"
-                             f"{readout['mirrored']:.0%} of outputs read the mirrored digit")
+        plot_attention(
+            weights,
+            [f"out {t}: {d}" for t, d in enumerate(written[at].tolist())],
+            [f"in {s}: {d}" for s, d in enumerate(source)],
+            ax=left,
+            annotate=False,
+            title=f"Cross-attention after {slider.value} steps\n"
+            f"{readout['mirrored']:.0%} of outputs read the mirrored digit",
+        )
         if losses is not None:
             right.semilogy(range(1, len(losses) + 1), list(losses), color="tab:gray")
             if slider.value >= 1:
@@ -372,8 +404,10 @@ def rope_dial(d_head: int = 16, n_positions: int = 32, *, seed: int = 0) -> Figu
     rotated = {}  # tokens -> (q at every position, k at every position), each (2P, d)
     for n in range(1, 4):
         q, k = torch.randn(d_head, generator=generator), torch.randn(d_head, generator=generator)
-        rotated[f"query {n} · key {n}"] = (apply_rope(q.expand(span, d_head), positions),
-                                           apply_rope(k.expand(span, d_head), positions))
+        rotated[f"query {n} · key {n}"] = (
+            apply_rope(q.expand(span, d_head), positions),
+            apply_rope(k.expand(span, d_head), positions),
+        )
     tokens = widgets.Dropdown(options=list(rotated), value=next(iter(rotated)), description="tokens")
     offsets = torch.arange(n_positions)  # the key sits Δ positions after the query
     pair_angle = 10000.0 ** (-torch.arange(half) * 2 / d_head)  # θ_i, (d/2,)
@@ -388,36 +422,54 @@ def rope_dial(d_head: int = 16, n_positions: int = 32, *, seed: int = 0) -> Figu
         left.add_patch(Circle((0, 0), 1.0, fill=False, color="lightgray"))
         left.plot(torch.cos(trail).numpy(), torch.sin(trail).numpy(), ".", color="tab:gray", markersize=4)
         angle = float(m * pair_angle[i])
-        left.annotate("", xy=(math.cos(angle), math.sin(angle)), xytext=(0, 0),
-                      arrowprops={"arrowstyle": "->", "color": "tab:red", "lw": 2})
+        left.annotate(
+            "",
+            xy=(math.cos(angle), math.sin(angle)),
+            xytext=(0, 0),
+            arrowprops={"arrowstyle": "->", "color": "tab:red", "lw": 2},
+        )
         left.annotate("", xy=(1, 0), xytext=(0, 0), arrowprops={"arrowstyle": "->", "color": "tab:blue"})
         left.set_xlim(-1.25, 1.25)
         left.set_ylim(-1.25, 1.25)
         left.set_aspect("equal")
         left.set_xlabel(f"coordinate {i}")
         left.set_ylabel(f"coordinate {i + half}")
-        left.set_title(f"Pair {i} at position {m}: turned {angle:.2f} rad\n"
-                       f"(θ_{i} = {float(pair_angle[i]):.4f} rad per position)")
+        left.set_title(
+            f"Pair {i} at position {m}: turned {angle:.2f} rad\n(θ_{i} = {float(pair_angle[i]):.4f} rad per position)"
+        )
         scores_here = (q_at[m] * k_at[m + offsets]).sum(-1)  # (P,) query at m, key at m + Δ
         scores_zero = (q_at[0] * k_at[offsets]).sum(-1)  # query at 0
         pair_scores = q_at[m, [i, i + half]] @ k_at[m + offsets][:, [i, i + half]].T  # (P,) pair i's share
         right.plot(offsets.numpy(), scores_zero.numpy(), color="tab:gray", lw=5, alpha=0.4, label="query at 0")
         right.plot(offsets.numpy(), scores_here.numpy(), color="tab:red", label=f"query at {m}")
-        right.plot(offsets.numpy(), pair_scores.numpy(), color="tab:blue", linestyle="--",
-                   label=f"pair {i}'s share (period {2 * math.pi / float(pair_angle[i]):.0f})")
+        right.plot(
+            offsets.numpy(),
+            pair_scores.numpy(),
+            color="tab:blue",
+            linestyle="--",
+            label=f"pair {i}'s share (period {2 * math.pi / float(pair_angle[i]):.0f})",
+        )
         right.axhline(0, color="k", lw=0.5)
         right.set_xlabel("offset Δ = key position − query position")
         right.set_ylabel("score q'·k'")
         right.set_title(f"{tokens.value}: the score depends on the offset only")
         right.legend(fontsize=8, loc="upper right")
-        return {"angle": angle, "score_gap": float((scores_here - scores_zero).abs().max()),
-                "pair_share": float(pair_scores[1]), "score_at_1": float(scores_here[1])}
+        return {
+            "angle": angle,
+            "score_gap": float((scores_here - scores_zero).abs().max()),
+            "pair_share": float(pair_scores[1]),
+            "score_at_1": float(scores_here[1]),
+        }
 
-    return FigureWidget("The RoPE dial: a position and a pair turn the vector; the score sees only the offset",
-                        [tokens, position_slider, pair_slider], draw, figsize=(11, 4.2))
+    return FigureWidget(
+        "The RoPE dial: a position and a pair turn the vector; the score sees only the offset",
+        [tokens, position_slider, pair_slider],
+        draw,
+        figsize=(11, 4.2),
+    )
 
 
-def decode_stepper(model: torch.nn.Module, prompt: Tensor, n_new: int = 24) -> FigureWidget:
+def decode_stepper(model: Decoder, prompt: Tensor, n_new: int = 24) -> FigureWidget:
     """Decode token by token with a growing KV cache (lesson 09): the cache, its bytes, and the work
     of recomputing every step versus reading the cache.
 
@@ -434,9 +486,11 @@ def decode_stepper(model: torch.nn.Module, prompt: Tensor, n_new: int = 24) -> F
         chosen step or in total so far).
     """
     from ..generation import decode_step, new_cache, prefill  # the widget module stays importable without them
+    from ..kv_cache import GrowingKVCache
 
     require_rank("prompt", prompt, 2, "(1, P)")
     cache = new_cache(model, batch_size=1, kind="growing")
+    assert isinstance(cache, GrowingKVCache)
     n_prompt = prompt.shape[1]
     tokens, cache_bytes = prompt[0].tolist(), []
     with torch.no_grad():
@@ -447,7 +501,9 @@ def decode_stepper(model: torch.nn.Module, prompt: Tensor, n_new: int = 24) -> F
             tokens.append(int(token))
             logits = decode_step(model, token, cache)
             cache_bytes.append(cache.memory_bytes())
-    keys = cache.keys[0][0, 0]  # (P + n_new, d_head): layer 0, batch 0, kv head 0
+    layer_keys = cache.keys[0]
+    assert layer_keys is not None  # filled by the prefill
+    keys = layer_keys[0, 0]  # (P + n_new, d_head): layer 0, batch 0, kv head 0
     lengths = torch.arange(n_prompt, n_prompt + n_new + 1)  # cached tokens after each step (step 0 = prefill)
     recompute = lengths * (lengths + 1) // 2  # causal pairs when the whole sequence is recomputed
     cached = lengths.clone()  # one new query against every cached key
@@ -482,11 +538,16 @@ def decode_stepper(model: torch.nn.Module, prompt: Tensor, n_new: int = 24) -> F
         right.set_ylim(0, 1.15 * int(recompute.sum() if count.value != "this step" else recompute.max()))
         right.set_ylabel("query-key pairs per layer and head")
         right.set_title(f"Work, {count.value}: {values[0] / values[1]:.1f}× less cached")
-        return {"length": float(length), "cache_bytes": float(cache_bytes[step]),
-                "recompute_pairs": float(values[0]), "cached_pairs": float(values[1])}
+        return {
+            "length": float(length),
+            "cache_bytes": float(cache_bytes[step]),
+            "recompute_pairs": float(values[0]),
+            "cached_pairs": float(values[1]),
+        }
 
-    return FigureWidget("Decode stepper: the KV cache grows one token per step", [count, step_slider], draw,
-                        figsize=(13, 4.2))
+    return FigureWidget(
+        "Decode stepper: the KV cache grows one token per step", [count, step_slider], draw, figsize=(13, 4.2)
+    )
 
 
 def pattern_picker(n: int = 64, block_size: int = 8, max_layers: int = 6, *, seed: int = 0) -> FigureWidget:
@@ -530,22 +591,31 @@ def pattern_picker(n: int = 64, block_size: int = 8, max_layers: int = 6, *, see
         left.imshow(mask.numpy(), cmap="Greys", interpolation="nearest")
         left.set_xlabel("key position")
         left.set_ylabel("query position")
-        left.set_title(f"w={window.value}, r={dilation.value}, {n_global.value} global, "
-                       f"{n_random.value} random\ndensity {density:.1%} of {n}×{n}")
+        left.set_title(
+            f"w={window.value}, r={dilation.value}, {n_global.value} global, "
+            f"{n_random.value} random\ndensity {density:.1%} of {n}×{n}"
+        )
         right.plot(range(1, max_layers + 1), (100 * reach).numpy(), "o-")
         right.set_ylim(0, 105)
         right.set_xlabel("layers stacked")
         right.set_ylabel("% of (position, input) pairs reached")
-        right.set_title("Receptive field over depth: " + (f"everything after {full[0]} layers" if full
-                                                          else f"not everything within {max_layers} layers"))
+        right.set_title(
+            "Receptive field over depth: "
+            + (f"everything after {full[0]} layers" if full else f"not everything within {max_layers} layers")
+        )
         return {"density": density, "layers_to_full": float(full[0] if full else max_layers + 1)}
 
-    return FigureWidget("Pattern picker: build a sparse attention pattern", [length, window, dilation, n_global, n_random],
-                        draw, figsize=(11, 4.4))
+    return FigureWidget(
+        "Pattern picker: build a sparse attention pattern",
+        [length, window, dilation, n_global, n_random],
+        draw,
+        figsize=(11, 4.4),
+    )
 
 
-def head_view(views: Mapping[str, tuple[Sequence[str], Tensor]], *, sentence: str | None = None,
-              layer: int = 0, head: int = 0) -> FigureWidget:
+def head_view(
+    views: Mapping[str, tuple[Sequence[str], Tensor]], *, sentence: str | None = None, layer: int = 0, head: int = 0
+) -> FigureWidget:
     """A head view in the manner of BertViz (lesson 12): the tokens twice, side by side, and a line from
     each query token (left) to each key token (right) whose opacity and width grow with the weight.
 
@@ -566,8 +636,9 @@ def head_view(views: Mapping[str, tuple[Sequence[str], Tensor]], *, sentence: st
             raise ValueError(f"views[{text!r}]: weights {shape_of(weights)} do not match its {len(tokens)} tokens")
     first = next(iter(views.values()))[1]
     longest = max(len(tokens) for tokens, _ in views.values())
-    sentence_picker = widgets.Dropdown(options=list(views), value=sentence or next(iter(views)),
-                                       description="sentence", layout={"width": "95%"})
+    sentence_picker = widgets.Dropdown(
+        options=list(views), value=sentence or next(iter(views)), description="sentence", layout={"width": "95%"}
+    )
     layer_slider = widgets.IntSlider(value=layer, min=0, max=first.shape[0] - 1, description="layer")
     head_slider = widgets.IntSlider(value=head, min=0, max=first.shape[1] - 1, description="head")
 
@@ -579,15 +650,17 @@ def head_view(views: Mapping[str, tuple[Sequence[str], Tensor]], *, sentence: st
         n_tokens = len(tokens)
         y = -torch.arange(n_tokens).float()
         i, j = torch.meshgrid(torch.arange(n_tokens), torch.arange(n_tokens), indexing="ij")
-        segments = torch.stack([torch.stack([torch.zeros_like(y[i]), y[i]], -1),
-                                torch.stack([torch.ones_like(y[j]), y[j]], -1)], dim=-2).reshape(-1, 2, 2)
+        segments = torch.stack(
+            [torch.stack([torch.zeros_like(y[i]), y[i]], -1), torch.stack([torch.ones_like(y[j]), y[j]], -1)], dim=-2
+        ).reshape(-1, 2, 2)
         flat = weights.reshape(-1)
         colours = torch.zeros(flat.numel(), 4)
         colours[:, 2] = 0.75  # blue lines, opacity = weight
         colours[:, 3] = flat.clamp(0, 1)
         ax = figure.subplots()
-        ax.add_collection(LineCollection(segments.numpy(), colors=colours.numpy(),
-                                         linewidths=(0.5 + 4 * flat).numpy()))
+        ax.add_collection(
+            LineCollection(list(segments.numpy()), colors=colours.numpy(), linewidths=(0.5 + 4 * flat).numpy())
+        )
         for position, token in enumerate(tokens):
             ax.text(-0.03, -position, token, ha="right", va="center", fontsize=9)
             ax.text(1.03, -position, token, ha="left", va="center", fontsize=9)
@@ -597,14 +670,28 @@ def head_view(views: Mapping[str, tuple[Sequence[str], Tensor]], *, sentence: st
         ax.text(0, 0.6, "query (attending)", ha="center", fontsize=9, style="italic")
         ax.text(1, 0.6, "key (attended to)", ha="center", fontsize=9, style="italic")
         top = int(flat.argmax())
-        ax.set_title(f"Layer {layer_slider.value}, head {head_slider.value}: strongest line "
-                     f"{tokens[top // n_tokens]} → {tokens[top % n_tokens]} ({float(flat[top]):.2f})")
+        ax.set_title(
+            f"Layer {layer_slider.value}, head {head_slider.value}: strongest line "
+            f"{tokens[top // n_tokens]} → {tokens[top % n_tokens]} ({float(flat[top]):.2f})"
+        )
         distance = (weights * (i - j).abs().float()).sum() / n_tokens
-        return {"layer": float(layer_slider.value), "head": float(head_slider.value), "top_weight": float(flat[top]),
-                "top_query": float(top // n_tokens), "top_key": float(top % n_tokens), "mean_distance": float(distance)}
+        return {
+            "layer": float(layer_slider.value),
+            "head": float(head_slider.value),
+            "top_weight": float(flat[top]),
+            "top_query": float(top // n_tokens),
+            "top_key": float(top % n_tokens),
+            "mean_distance": float(distance),
+        }
 
-    return FigureWidget("Head view: query → key lines, as strong as the weights",
-                        [sentence_picker, layer_slider, head_slider], draw, figsize=(6.5, max(4.0, 0.32 * longest + 1.2)))
+    return FigureWidget(
+        "Head view: query → key lines, as strong as the weights",
+        [sentence_picker, layer_slider, head_slider],
+        draw,
+        figsize=(6.5, max(4.0, 0.32 * longest + 1.2)),
+    )
+
+
 def tile_stepper(q: Tensor, k: Tensor, v: Tensor, block_q: int = 4, block_k: int = 4) -> PlotWidget:
     r"""Step through ``tiled_attention`` on one head, tile by tile (lesson 11).
 
@@ -645,11 +732,24 @@ def tile_stepper(q: Tensor, k: Tensor, v: Tensor, block_q: int = 4, block_k: int
         ax_map.imshow(weights, cmap="Blues", vmin=0, vmax=float(weights.max()))
         for seen in visited[:step]:
             is_current = seen is current
-            ax_map.add_patch(Rectangle((seen.k_start - 0.5, seen.q_start - 0.5), seen.k_stop - seen.k_start,
-                                       seen.q_stop - seen.q_start, fill=not is_current, alpha=1 if is_current else 0.35,
-                                       facecolor="grey", edgecolor="red" if is_current else "grey", linewidth=3))
-        ax_map.set(title=f"tile {step} of {len(visited)}: queries {current.q_start}-{current.q_stop - 1}, "
-                   f"keys {current.k_start}-{current.k_stop - 1}", xlabel="key", ylabel="query")
+            ax_map.add_patch(
+                Rectangle(
+                    (seen.k_start - 0.5, seen.q_start - 0.5),
+                    seen.k_stop - seen.k_start,
+                    seen.q_stop - seen.q_start,
+                    fill=not is_current,
+                    alpha=1 if is_current else 0.35,
+                    facecolor="grey",
+                    edgecolor="red" if is_current else "grey",
+                    linewidth=3,
+                )
+            )
+        ax_map.set(
+            title=f"tile {step} of {len(visited)}: queries {current.q_start}-{current.q_stop - 1}, "
+            f"keys {current.k_start}-{current.k_stop - 1}",
+            xlabel="key",
+            ylabel="query",
+        )
         width = 0.4
         ax_stats.bar(rows - width / 2, current.running_max, width, label="running max m")
         ax_stats.bar(rows + width / 2, current.running_sum, width, label="running sum ℓ")
@@ -657,18 +757,25 @@ def tile_stepper(q: Tensor, k: Tensor, v: Tensor, block_q: int = 4, block_k: int
         ax_stats.legend()
         ax_out.scatter(*current.partial_output.T, label="partial output o / ℓ")
         ax_out.scatter(*final[rows].T, marker="x", s=80, label="final output")
-        for row, (x, y), (fx, fy) in zip(rows.tolist(), current.partial_output.tolist(), final[rows].tolist(),
-                                         strict=True):
+        for row, (x, y), (fx, fy) in zip(
+            rows.tolist(), current.partial_output.tolist(), final[rows].tolist(), strict=True
+        ):
             ax_out.plot([x, fx], [y, fy], ":", color="grey")  # how far this row still has to go
             ax_out.annotate(str(row), (x, y), textcoords="offset points", xytext=(4, 4))
         ax_out.set(title="partial against final output", xlabel="output feature 0", ylabel="output feature 1")
         ax_out.legend()
         figure.tight_layout()
         distance = float((current.partial_output - final[rows]).norm(dim=-1).max())
-        return {"tiles": float(len(visited)), "q_start": float(current.q_start), "k_start": float(current.k_start),
-                "distance": distance}
+        return {
+            "tiles": float(len(visited)),
+            "q_start": float(current.q_start),
+            "k_start": float(current.k_start),
+            "distance": distance,
+        }
 
     return PlotWidget([slider, causal_box], draw)
+
+
 # --- Lessons 02, 05, 06 (issue 20): query explorer, mask builder, head explorer -------------------------
 #
 # Each builder takes the state it starts in as keyword arguments, so :func:`save_picture` can draw the
@@ -769,15 +876,21 @@ def query_explorer(
             require_float(f"projections[{label!r}] {name}", t)
             require_rank(f"projections[{label!r}] {name}", t, 2, "(L, d)")
             if t.shape[0] != len(tokens):
-                raise ValueError(f"projections[{label!r}] {name} must have one row per token ({len(tokens)}), "
-                                 f"got shape {shape_of(t)}")
+                raise ValueError(
+                    f"projections[{label!r}] {name} must have one row per token ({len(tokens)}), "
+                    f"got shape {shape_of(t)}"
+                )
         _, weights = scaled_dot_product_attention(q, k, v, scale=1.0, return_weights=True)
         computed[label] = (q, k, v, attention_scores(q, k), weights)  # scores and weights (L, L)
     options = [f"{i}: {token}" for i, token in enumerate(tokens)]
     first = options[0] if word is None else next(o for o in options if word in (o, o.split(": ", 1)[1]))
     word_picker_ = widgets.Dropdown(options=options, value=first, description="query word")
-    projection_picker = widgets.Dropdown(options=list(projections), value=projection or list(projections)[0],
-                                         description="Q, K, V", style={"description_width": "initial"})
+    projection_picker = widgets.Dropdown(
+        options=list(projections),
+        value=projection or list(projections)[0],
+        description="Q, K, V",
+        style={"description_width": "initial"},
+    )
     positions = list(range(len(tokens)))
 
     def draw() -> dict[str, float]:
@@ -787,11 +900,12 @@ def query_explorer(
         output = row_weights @ v  # (d_v,)
         figure, axes = plt.subplots(1, 4, figsize=(14, 3.6), width_ratios=(1.3, 1, 1, 1.2))
         lookup, score_ax, weight_ax, out_ax = axes
-        table = torch.cat([q[i:i + 1], torch.full((1, q.shape[1]), float("nan")), k])  # query, gap, keys
+        table = torch.cat([q[i : i + 1], torch.full((1, q.shape[1]), float("nan")), k])  # query, gap, keys
         limit = max(float(table.nan_to_num().abs().max()), 1e-6)
         lookup.imshow(table.numpy(), cmap="RdBu_r", vmin=-limit, vmax=limit, aspect="auto")
-        lookup.set_yticks([0, *range(2, len(tokens) + 2)], [f"query {tokens[i]}", *(f"key {t}" for t in tokens)],
-                          fontsize=7)
+        lookup.set_yticks(
+            [0, *range(2, len(tokens) + 2)], [f"query {tokens[i]}", *(f"key {t}" for t in tokens)], fontsize=7
+        )
         lookup.set_xticks(range(q.shape[1]))
         lookup.set_xlabel("feature of q and k")
         lookup.set_title(f"q of {tokens[i]!r} against every key")
@@ -814,10 +928,12 @@ def query_explorer(
         # Fixed margins: tight_layout would cost about a third of each redraw.
         figure.subplots_adjust(left=0.09, right=0.99, bottom=0.15, top=0.83, wspace=0.3)
         top = int(row_weights.argmax())
-        return ({"position": float(i), "top_position": float(top), "top_weight": float(row_weights[top])}
-                | {f"score_{j}": float(s) for j, s in enumerate(row_scores)}
-                | {f"weight_{j}": float(w) for j, w in enumerate(row_weights)}
-                | {f"out_{c}": float(o) for c, o in enumerate(output)})
+        return (
+            {"position": float(i), "top_position": float(top), "top_weight": float(row_weights[top])}
+            | {f"score_{j}": float(s) for j, s in enumerate(row_scores)}
+            | {f"weight_{j}": float(w) for j, w in enumerate(row_weights)}
+            | {f"out_{c}": float(o) for c, o in enumerate(output)}
+        )
 
     return _StatefulPlotWidget([word_picker_, projection_picker], draw)
 
@@ -864,14 +980,16 @@ def mask_builder(
     require_rank("embeddings", embeddings, 2, "(L, d_model)")
     n = len(tokens)
     if embeddings.shape[0] != n or n < 2:
-        raise ValueError(f"need at least 2 tokens and one embedding row each, got {n} tokens and "
-                         f"embeddings {shape_of(embeddings)}")
+        raise ValueError(
+            f"need at least 2 tokens and one embedding row each, got {n} tokens and embeddings {shape_of(embeddings)}"
+        )
     pad_vector = torch.randn(embeddings.shape[1], generator=torch.Generator().manual_seed(seed))
     causal_picker = widgets.Dropdown(options=_ON_OFF, value=causal, description="causal")
     side_picker = widgets.Dropdown(options=["right", "left"], value=pad_side, description="padding")
     # continuous_update=False: a drag sends one value when released, not one redraw per step
-    length_slider = widgets.IntSlider(value=n - 2 if n_real is None else n_real, min=1, max=n,
-                                      description="real tokens", continuous_update=False)
+    length_slider = widgets.IntSlider(
+        value=n - 2 if n_real is None else n_real, min=1, max=n, description="real tokens", continuous_update=False
+    )
     window_slider = widgets.IntSlider(value=window, min=0, max=n - 1, description="window w", continuous_update=False)
     window_picker = widgets.Dropdown(options=_ON_OFF, value=use_window, description="window")
 
@@ -896,23 +1014,38 @@ def mask_builder(
         figure = plt.figure(figsize=(12, 5))
         # Fixed axes instead of tight_layout, which would cost about a third of each redraw.
         left, right = figure.add_axes((0.07, 0.2, 0.36, 0.62)), figure.add_axes((0.55, 0.2, 0.36, 0.62))
-        plot_attention(mask.float(), labels, title="combined mask", ax=left, cmap="Greys", annotate=False,
-                       colorbar_label="1 = may attend, 0 = hidden")
+        plot_attention(
+            mask.float(),
+            labels,
+            title="combined mask",
+            ax=left,
+            cmap="Greys",
+            annotate=False,
+            colorbar_label="1 = may attend, 0 = hidden",
+        )
         plot_attention(weights, labels, title="weights softmax(QKᵀ/√d + M)", ax=right, annotate=False)
         for ax in (left, right):
             for i in empty:
                 ax.get_yticklabels()[i].set_color("tab:red")
         for i in empty:  # one label per row rather than n numbers: each cell of text costs time on every redraw
             right.text((n - 1) / 2, i, "all weights 0, output 0", ha="center", va="center", color="white", fontsize=8)
-        settings_line = (f"causal {'on' if causal_picker.value else 'off'} · {n_real_now} real tokens, "
-                         f"{n_pad} pads on the {side_picker.value} · window "
-                         + (f"w = {window_slider.value}" if window_picker.value else f"off (w = {window_slider.value} unused)"))
-        empty_line = (f"; {len(empty)} red rows see no key: their weights and output are 0" if empty
-                      else "; every row sees at least one key")
+        settings_line = (
+            f"causal {'on' if causal_picker.value else 'off'} · {n_real_now} real tokens, "
+            f"{n_pad} pads on the {side_picker.value} · window "
+            + (f"w = {window_slider.value}" if window_picker.value else f"off (w = {window_slider.value} unused)")
+        )
+        empty_line = (
+            f"; {len(empty)} red rows see no key: their weights and output are 0"
+            if empty
+            else "; every row sees at least one key"
+        )
         figure.suptitle(f"{settings_line}\n{int(mask.sum())} of {n * n} pairs visible{empty_line}", fontsize=10)
-        return ({"allowed": float(mask.sum()), "density": float(mask.float().mean()),
-                 "fully_masked": float(len(empty)), "masked_weight": float(weights[~mask].sum())}
-                | {f"row_sum_{i}": float(s) for i, s in enumerate(weights.sum(-1))})
+        return {
+            "allowed": float(mask.sum()),
+            "density": float(mask.float().mean()),
+            "fully_masked": float(len(empty)),
+            "masked_weight": float(weights[~mask].sum()),
+        } | {f"row_sum_{i}": float(s) for i, s in enumerate(weights.sum(-1))}
 
     return _StatefulPlotWidget([causal_picker, side_picker, length_slider, window_slider, window_picker], draw)
 
@@ -964,8 +1097,9 @@ def head_explorer(
             heads = weights[0] @ split_heads((x @ w_v)[None], h)[0]  # (h, L, d_head): each head's output
             computed[h] = (weights[0], heads, output[0])
     # continuous_update=False: a drag sends one value when released, not one redraw per step
-    heads_slider = widgets.SelectionSlider(options=divisors, value=n_heads, description="heads h",
-                                           continuous_update=False)
+    heads_slider = widgets.SelectionSlider(
+        options=divisors, value=n_heads, description="heads h", continuous_update=False
+    )
     head_slider = widgets.IntSlider(value=head, min=0, max=n_heads - 1, description="head", continuous_update=False)
 
     def clamp_head(change: dict) -> None:
@@ -993,27 +1127,46 @@ def head_explorer(
                     spine.set_color("tab:red")
                     spine.set_linewidth(3)
         pattern = figure.add_axes((0.08, 0.1, 0.34, 0.56))
-        plot_attention(weights[chosen], tokens, title=f"head {chosen} of {h} (d_head = {d_head})", ax=pattern,
-                       annotate=len(tokens) <= 8)
+        plot_attention(
+            weights[chosen],
+            tokens,
+            title=f"head {chosen} of {h} (d_head = {d_head})",
+            ax=pattern,
+            annotate=len(tokens) <= 8,
+        )
         merged = figure.add_axes((0.56, 0.1, 0.36, 0.56))
         concat = merge_heads(heads[None])[0]  # (L, d_model): head i in columns i*d_head .. (i+1)*d_head - 1
         limit = max(float(concat.abs().max()), 1e-6)
         image = merged.imshow(concat.numpy(), cmap="RdBu_r", vmin=-limit, vmax=limit, aspect="auto")
-        merged.add_patch(plt.Rectangle((chosen * d_head - 0.5, -0.5), d_head, len(tokens), fill=False,
-                                       edgecolor="tab:red", linewidth=2.5))
+        merged.add_patch(
+            plt.Rectangle(
+                (chosen * d_head - 0.5, -0.5), d_head, len(tokens), fill=False, edgecolor="tab:red", linewidth=2.5
+            )
+        )
         merged.set_yticks(range(len(tokens)), list(tokens))
         merged.set_xlabel(f"feature (head {chosen} wrote columns {chosen * d_head}–{(chosen + 1) * d_head - 1})")
         merged.set_title("merged heads Concat(head 0, …); W_O then mixes the columns", fontsize=10)
         figure.colorbar(image, ax=merged, fraction=0.046, pad=0.04, label="value")
-        figure.suptitle(f"h = {h} heads of width {d_head}: {per_head} parameters per head "
-                        f"(3·{d_model}·{d_head} + {d_head}·{d_model}), {h * per_head} in all = 4·{d_model}² "
-                        "for every h (biases left out)", fontsize=10)
-        return ({"n_heads": float(h), "head": float(chosen), "params_per_head": float(per_head),
-                 "params_total": float(h * per_head)}
-                | {f"weight_{i}_{j}": float(weights[chosen, i, j]) for i in range(len(tokens)) for j in range(len(tokens))}
-                | {f"out_{i}_{c}": float(output[i, c]) for i in range(len(tokens)) for c in range(d_model)})
+        figure.suptitle(
+            f"h = {h} heads of width {d_head}: {per_head} parameters per head "
+            f"(3·{d_model}·{d_head} + {d_head}·{d_model}), {h * per_head} in all = 4·{d_model}² "
+            "for every h (biases left out)",
+            fontsize=10,
+        )
+        return (
+            {
+                "n_heads": float(h),
+                "head": float(chosen),
+                "params_per_head": float(per_head),
+                "params_total": float(h * per_head),
+            }
+            | {f"weight_{i}_{j}": float(weights[chosen, i, j]) for i in range(len(tokens)) for j in range(len(tokens))}
+            | {f"out_{i}_{c}": float(output[i, c]) for i in range(len(tokens)) for c in range(d_model)}
+        )
 
     return _StatefulPlotWidget([heads_slider, head_slider], draw)
+
+
 def draw_rolling_buffer(ax: plt.Axes, step: int, n_sinks: int, window: int, history: int = 10) -> dict[str, float]:
     """Draw a sink + window rolling buffer (lesson 13) as it wraps: one row per step, one column per slot.
 
@@ -1041,23 +1194,42 @@ def draw_rolling_buffer(ax: plt.Axes, step: int, n_sinks: int, window: int, hist
             colour = "#f2f2f2" if token < 0 else ("#f4a259" if slot < n_sinks else "#8cb8e0")
             ax.add_patch(plt.Rectangle((slot, r), 1, 1, facecolor=colour, edgecolor="white"))
             if token >= 0:
-                ax.text(slot + 0.5, r + 0.5, str(token), ha="center", va="center", fontsize=9,
-                        fontweight="bold" if token == t else "normal")
+                ax.text(
+                    slot + 0.5,
+                    r + 0.5,
+                    str(token),
+                    ha="center",
+                    va="center",
+                    fontsize=9,
+                    fontweight="bold" if token == t else "normal",
+                )
         new_slot = ring_slot(t, n_sinks, window)
         ax.add_patch(plt.Rectangle((new_slot, r), 1, 1, fill=False, edgecolor="crimson", linewidth=2))
     ax.set_xlim(0, capacity)
     ax.set_ylim(len(rows), 0)
-    ax.set_xticks([s + 0.5 for s in range(capacity)], [f"slot {s}" + (" (sink)" if s < n_sinks else "")
-                                                      for s in range(capacity)], rotation=45, ha="right", fontsize=8)
-    ax.set_yticks([r + 0.5 for r in range(len(rows))], [f"after token {first + r}" for r in range(len(rows))],
-                  fontsize=8)
+    ax.set_xticks(
+        [s + 0.5 for s in range(capacity)],
+        [f"slot {s}" + (" (sink)" if s < n_sinks else "") for s in range(capacity)],
+        rotation=45,
+        ha="right",
+        fontsize=8,
+    )
+    ax.set_yticks(
+        [r + 0.5 for r in range(len(rows))], [f"after token {first + r}" for r in range(len(rows))], fontsize=8
+    )
     ax.set_xlabel("buffer slot")
     ax.set_ylabel("step")
     oldest = max(n_sinks, step - window + 1)
-    ax.set_title(f"{n_sinks} sinks + window {window}: token {step} went to slot {ring_slot(step, n_sinks, window)}"
-                 f" (red); oldest window token kept: {oldest}", fontsize=10)
-    return {"slot": float(ring_slot(step, n_sinks, window)), "oldest": float(oldest),
-            "filled": float(min(step + 1, capacity))}
+    ax.set_title(
+        f"{n_sinks} sinks + window {window}: token {step} went to slot {ring_slot(step, n_sinks, window)}"
+        f" (red); oldest window token kept: {oldest}",
+        fontsize=10,
+    )
+    return {
+        "slot": float(ring_slot(step, n_sinks, window)),
+        "oldest": float(oldest),
+        "filled": float(min(step + 1, capacity)),
+    }
 
 
 def rolling_buffer_explorer(n_sinks: int = 2, window: int = 5, n_tokens: int = 30) -> PlotWidget:
@@ -1069,8 +1241,9 @@ def rolling_buffer_explorer(n_sinks: int = 2, window: int = 5, n_tokens: int = 3
     """
     from ..rolling_cache import chronological_slots
 
-    slider = widgets.IntSlider(value=min(n_tokens - 1, n_sinks + 2 * window), min=0, max=n_tokens - 1,
-                               description="token")
+    slider = widgets.IntSlider(
+        value=min(n_tokens - 1, n_sinks + 2 * window), min=0, max=n_tokens - 1, description="token"
+    )
 
     def draw() -> dict[str, float]:
         figure, ax = plt.subplots(figsize=(8, 4.2))
