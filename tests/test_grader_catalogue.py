@@ -141,35 +141,6 @@ def test_mistake_in_notebook_fails_only_that_exercise(graded, exercise, mistake)
     assert all(r.passed for r in others), [r.message for r in others if not r.passed]
 
 
-# Exercises whose catalogues were written in this style (issue 16); catalogues added since by other
-# lessons are listed by the next test as expected failures until they are converted.
-EDIT_STYLE = {
-    "qkv_projection",
-    "attention_scores",
-    "scaled_attention_scores",
-    "softmax",
-    "causal_mask",
-    "padding_mask",
-    "masked_attention",
-    "split_heads",
-    "merge_heads",
-    "multi_head_attention",
-    "cross_attention",
-    "sinusoidal_table",
-    "apply_rope",
-    "cached_attention_step",
-    "sliding_window_mask",
-    "global_local_mask",
-    "block_sparse_attention",
-    "online_softmax",
-    "tiled_attention",
-    "flash_attention_kernel",
-    "encoder_self_attention",
-    "encoder_feed_forward",
-    "mean_pooling",
-}
-
-
 def _loose_mistakes(exercise) -> list[str]:
     built = {(spec.function, spec.name) for spec in SPECS}
     return [m.name for m in exercise.mistakes if (exercise.name, m.name) not in built]
@@ -178,8 +149,6 @@ def _loose_mistakes(exercise) -> list[str]:
 @pytest.mark.parametrize("exercise", ALL, ids=_id)
 def test_every_mistake_is_an_edit_of_its_solution(exercise) -> None:
     loose = _loose_mistakes(exercise)
-    if loose and exercise.name not in EDIT_STYLE:
-        pytest.xfail(f"{exercise.name}'s catalogue is not yet written as edits of its solution (grading/edits.py)")
     assert not loose, f"mistakes not written as edits of the solution (grading/edits.py): {loose}"
 
 

@@ -21,6 +21,15 @@ import pytest
 import torch
 import torch.nn.functional as F  # noqa: N812
 from grading_helpers import SOLUTIONS, function_source, with_replacement
+from test_flash_backward_exercise import _key_tiles_outer, _prescaled_lists
+from test_lesson13_exercises import (
+    mla_concatenated,
+    mla_naive,
+    paged_with_loop,
+    paged_with_reshape,
+    rolling_by_token_table,
+    rolling_with_roll,
+)
 
 import attention_course as ac
 from attention_course.grading import Case, Exercise, Status, all_exercises, get_exercise, run_check
@@ -625,6 +634,11 @@ VARIANTS: dict[str, tuple[Callable[..., Any], ...]] = {
     "mean_pooling": (pooling_where, pooling_einsum, pooling_loop),
     "induction_score": (induction_loop, induction_gather),
     "ablated_attention": (ablated_keep_vector, ablated_sum_of_heads),
+    # written next to their exercises' other tests
+    "tiled_attention_backward": (_key_tiles_outer, _prescaled_lists),
+    "rolling_attention_step": (rolling_by_token_table, rolling_with_roll),
+    "paged_write_and_gather": (paged_with_loop, paged_with_reshape),
+    "mla_absorbed_step": (mla_concatenated, mla_naive),
 }
 
 # Variants that are right only because the exercise leaves something undefined, which the grader

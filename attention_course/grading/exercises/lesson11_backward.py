@@ -5,25 +5,34 @@ shows that it equals autograd through PyTorch's ``scaled_dot_product_attention``
 below (float32, 1e-5), so a learner is graded against SDPA's gradients. (Autograd through SDPA is
 not the reference itself because it builds the (L, S) matrix, which the allocation case forbids.)
 
-Each catalogued mistake is a whole function (the grader's tests paste its source into a notebook),
-so each repeats the loop and differs in the line its hint names.
+Each catalogued mistake is an edit of the solution's function (``grading/edits.py``): the line its
+hint names, changed.
 """
 
 from __future__ import annotations
 
-import math
-
 import torch
 
 from ...flash import tiled_attention, tiled_attention_backward
+from ..edits import catalogue, edit
 from ..registry import register
-from ..spec import Case, Exercise, Mistake
+from ..spec import Case, Exercise
 
 LESSON = "11_flash_attention"
 
 
-def _problem(generator: torch.Generator, lead: tuple[int, ...], n_queries: int, n_keys: int, d_k: int, d_v: int,
-             causal: bool, block_q: int, block_k: int, spread: float = 1.0) -> tuple[tuple, dict]:
+def _problem(
+    generator: torch.Generator,
+    lead: tuple[int, ...],
+    n_queries: int,
+    n_keys: int,
+    d_k: int,
+    d_v: int,
+    causal: bool,
+    block_q: int,
+    block_k: int,
+    spread: float = 1.0,
+) -> tuple[tuple, dict]:
     """Inputs of one case: q, k, v, the forward's out and lse, and a gradient of the output."""
     q = torch.randn(*lead, n_queries, d_k, generator=generator) * spread
     k = torch.randn(*lead, n_keys, d_k, generator=generator) * spread
@@ -40,16 +49,28 @@ def _backward_cases() -> list[Case]:
     # the matrix from working tile by tile.
     big_args, big_kwargs = _problem(generator, (2,), 256, 256, 16, 16, True, 32, 32)
     return [
-        Case(*_problem(generator, (2,), 8, 8, 4, 4, False, 4, 4),
-             label="q, k, v (2, 8, 4), causal=False, block_q=4, block_k=4 (square tiles, no ragged tile)"),
-        Case(*_problem(generator, (2, 3), 10, 10, 4, 4, True, 4, 4),
-             label="q, k, v (2, 3, 10, 4), causal=True, block_q=4, block_k=4 (a ragged last tile of 2)"),
-        Case(*_problem(generator, (2,), 7, 11, 8, 5, False, 3, 4, spread=2.0),
-             label="q (2, 7, 8), k (2, 11, 8), v (2, 11, 5), causal=False, block_q=3, block_k=4 (L != S, d_v != d_k)"),
-        Case(*_problem(generator, (1, 2), 9, 13, 4, 4, True, 4, 5),
-             label="q (1, 2, 9, 4), k and v (1, 2, 13, 4), causal=True, block_q=4, block_k=5 (L != S)"),
-        Case(big_args, big_kwargs, max_alloc_bytes=128 * 1024,
-             label="q, k, v (2, 256, 16), causal=True, block_q=32, block_k=32, never allocating an (L, S) matrix"),
+        Case(
+            *_problem(generator, (2,), 8, 8, 4, 4, False, 4, 4),
+            label="q, k, v (2, 8, 4), causal=False, block_q=4, block_k=4 (square tiles, no ragged tile)",
+        ),
+        Case(
+            *_problem(generator, (2, 3), 10, 10, 4, 4, True, 4, 4),
+            label="q, k, v (2, 3, 10, 4), causal=True, block_q=4, block_k=4 (a ragged last tile of 2)",
+        ),
+        Case(
+            *_problem(generator, (2,), 7, 11, 8, 5, False, 3, 4, spread=2.0),
+            label="q (2, 7, 8), k (2, 11, 8), v (2, 11, 5), causal=False, block_q=3, block_k=4 (L != S, d_v != d_k)",
+        ),
+        Case(
+            *_problem(generator, (1, 2), 9, 13, 4, 4, True, 4, 5),
+            label="q (1, 2, 9, 4), k and v (1, 2, 13, 4), causal=True, block_q=4, block_k=5 (L != S)",
+        ),
+        Case(
+            big_args,
+            big_kwargs,
+            max_alloc_bytes=128 * 1024,
+            label="q, k, v (2, 256, 16), causal=True, block_q=32, block_k=32, never allocating an (L, S) matrix",
+        ),
     ]
 
 
@@ -58,197 +79,75 @@ def _backward_cases() -> list[Case]:
 # ---------------------------------------------------------------------------------------------
 
 
-def _no_delta(q, k, v, out, lse, grad_out, causal=False, block_q=64, block_k=64):
-    scale = 1 / math.sqrt(q.shape[-1])
-    dq, dk, dv = torch.zeros_like(q), torch.zeros_like(k), torch.zeros_like(v)
-    for i in range(0, q.shape[-2], block_q):
-        q_tile, do_tile = q[..., i:i + block_q, :], grad_out[..., i:i + block_q, :]
-        rows = torch.arange(i, i + q_tile.shape[-2])[:, None]
-        for j in range(0, k.shape[-2], block_k):
-            if causal and j > rows[-1]:
-                break
-            k_tile, v_tile = k[..., j:j + block_k, :], v[..., j:j + block_k, :]
-            s = q_tile @ k_tile.transpose(-2, -1) * scale
-            if causal:
-                s = s.masked_fill(torch.arange(j, j + s.shape[-1]) > rows, float("-inf"))
-            p = torch.exp(s - lse[..., i:i + block_q, None])
-            dv[..., j:j + block_k, :] += p.transpose(-2, -1) @ do_tile
-            dp = do_tile @ v_tile.transpose(-2, -1)
-            ds = p * dp
-            dq[..., i:i + block_q, :] += ds @ k_tile * scale
-            dk[..., j:j + block_k, :] += ds.transpose(-2, -1) @ q_tile * scale
-    return dq, dk, dv
-
-
-def _p_without_scale(q, k, v, out, lse, grad_out, causal=False, block_q=64, block_k=64):
-    scale = 1 / math.sqrt(q.shape[-1])
-    delta = (grad_out * out).sum(dim=-1, keepdim=True)
-    dq, dk, dv = torch.zeros_like(q), torch.zeros_like(k), torch.zeros_like(v)
-    for i in range(0, q.shape[-2], block_q):
-        q_tile, do_tile = q[..., i:i + block_q, :], grad_out[..., i:i + block_q, :]
-        rows = torch.arange(i, i + q_tile.shape[-2])[:, None]
-        for j in range(0, k.shape[-2], block_k):
-            if causal and j > rows[-1]:
-                break
-            k_tile, v_tile = k[..., j:j + block_k, :], v[..., j:j + block_k, :]
-            s = q_tile @ k_tile.transpose(-2, -1)
-            if causal:
-                s = s.masked_fill(torch.arange(j, j + s.shape[-1]) > rows, float("-inf"))
-            p = torch.exp(s - lse[..., i:i + block_q, None])
-            dv[..., j:j + block_k, :] += p.transpose(-2, -1) @ do_tile
-            dp = do_tile @ v_tile.transpose(-2, -1)
-            ds = p * (dp - delta[..., i:i + block_q, :])
-            dq[..., i:i + block_q, :] += ds @ k_tile * scale
-            dk[..., j:j + block_k, :] += ds.transpose(-2, -1) @ q_tile * scale
-    return dq, dk, dv
-
-
-def _p_without_lse(q, k, v, out, lse, grad_out, causal=False, block_q=64, block_k=64):
-    scale = 1 / math.sqrt(q.shape[-1])
-    delta = (grad_out * out).sum(dim=-1, keepdim=True)
-    dq, dk, dv = torch.zeros_like(q), torch.zeros_like(k), torch.zeros_like(v)
-    for i in range(0, q.shape[-2], block_q):
-        q_tile, do_tile = q[..., i:i + block_q, :], grad_out[..., i:i + block_q, :]
-        rows = torch.arange(i, i + q_tile.shape[-2])[:, None]
-        for j in range(0, k.shape[-2], block_k):
-            if causal and j > rows[-1]:
-                break
-            k_tile, v_tile = k[..., j:j + block_k, :], v[..., j:j + block_k, :]
-            s = q_tile @ k_tile.transpose(-2, -1) * scale
-            if causal:
-                s = s.masked_fill(torch.arange(j, j + s.shape[-1]) > rows, float("-inf"))
-            p = torch.softmax(s, dim=-1)
-            dv[..., j:j + block_k, :] += p.transpose(-2, -1) @ do_tile
-            dp = do_tile @ v_tile.transpose(-2, -1)
-            ds = p * (dp - delta[..., i:i + block_q, :])
-            dq[..., i:i + block_q, :] += ds @ k_tile * scale
-            dk[..., j:j + block_k, :] += ds.transpose(-2, -1) @ q_tile * scale
-    return dq, dk, dv
-
-
-def _transposes_swapped(q, k, v, out, lse, grad_out, causal=False, block_q=64, block_k=64):
-    scale = 1 / math.sqrt(q.shape[-1])
-    delta = (grad_out * out).sum(dim=-1, keepdim=True)
-    dq, dk, dv = torch.zeros_like(q), torch.zeros_like(k), torch.zeros_like(v)
-    for i in range(0, q.shape[-2], block_q):
-        q_tile, do_tile = q[..., i:i + block_q, :], grad_out[..., i:i + block_q, :]
-        rows = torch.arange(i, i + q_tile.shape[-2])[:, None]
-        for j in range(0, k.shape[-2], block_k):
-            if causal and j > rows[-1]:
-                break
-            k_tile, v_tile = k[..., j:j + block_k, :], v[..., j:j + block_k, :]
-            s = q_tile @ k_tile.transpose(-2, -1) * scale
-            if causal:
-                s = s.masked_fill(torch.arange(j, j + s.shape[-1]) > rows, float("-inf"))
-            p = torch.exp(s - lse[..., i:i + block_q, None])
-            dv[..., j:j + block_k, :] += p.transpose(-2, -1) @ do_tile
-            dp = do_tile @ v_tile.transpose(-2, -1)
-            ds = p * (dp - delta[..., i:i + block_q, :])
-            dq[..., i:i + block_q, :] += ds.transpose(-2, -1) @ k_tile * scale
-            dk[..., j:j + block_k, :] += ds @ q_tile * scale
-    return dq, dk, dv
-
-
-def _no_causal_mask(q, k, v, out, lse, grad_out, causal=False, block_q=64, block_k=64):
-    scale = 1 / math.sqrt(q.shape[-1])
-    delta = (grad_out * out).sum(dim=-1, keepdim=True)
-    dq, dk, dv = torch.zeros_like(q), torch.zeros_like(k), torch.zeros_like(v)
-    for i in range(0, q.shape[-2], block_q):
-        q_tile, do_tile = q[..., i:i + block_q, :], grad_out[..., i:i + block_q, :]
-        rows = torch.arange(i, i + q_tile.shape[-2])[:, None]
-        for j in range(0, k.shape[-2], block_k):
-            if causal and j > rows[-1]:
-                break
-            k_tile, v_tile = k[..., j:j + block_k, :], v[..., j:j + block_k, :]
-            s = q_tile @ k_tile.transpose(-2, -1) * scale
-            p = torch.exp(s - lse[..., i:i + block_q, None])
-            dv[..., j:j + block_k, :] += p.transpose(-2, -1) @ do_tile
-            dp = do_tile @ v_tile.transpose(-2, -1)
-            ds = p * (dp - delta[..., i:i + block_q, :])
-            dq[..., i:i + block_q, :] += ds @ k_tile * scale
-            dk[..., j:j + block_k, :] += ds.transpose(-2, -1) @ q_tile * scale
-    return dq, dk, dv
-
-
-def _scale_twice(q, k, v, out, lse, grad_out, causal=False, block_q=64, block_k=64):
-    scale = 1 / math.sqrt(q.shape[-1])
-    delta = (grad_out * out).sum(dim=-1, keepdim=True)
-    dq, dk, dv = torch.zeros_like(q), torch.zeros_like(k), torch.zeros_like(v)
-    for i in range(0, q.shape[-2], block_q):
-        q_tile, do_tile = q[..., i:i + block_q, :] * scale, grad_out[..., i:i + block_q, :]
-        rows = torch.arange(i, i + q_tile.shape[-2])[:, None]
-        for j in range(0, k.shape[-2], block_k):
-            if causal and j > rows[-1]:
-                break
-            k_tile, v_tile = k[..., j:j + block_k, :], v[..., j:j + block_k, :]
-            s = q_tile @ k_tile.transpose(-2, -1)
-            if causal:
-                s = s.masked_fill(torch.arange(j, j + s.shape[-1]) > rows, float("-inf"))
-            p = torch.exp(s - lse[..., i:i + block_q, None])
-            dv[..., j:j + block_k, :] += p.transpose(-2, -1) @ do_tile
-            dp = do_tile @ v_tile.transpose(-2, -1)
-            ds = p * (dp - delta[..., i:i + block_q, :])
-            dq[..., i:i + block_q, :] += ds @ k_tile * scale
-            dk[..., j:j + block_k, :] += ds.transpose(-2, -1) @ q_tile * scale
-    return dq, dk, dv
-
-
-def _ragged_tile_dropped(q, k, v, out, lse, grad_out, causal=False, block_q=64, block_k=64):
-    scale = 1 / math.sqrt(q.shape[-1])
-    delta = (grad_out * out).sum(dim=-1, keepdim=True)
-    dq, dk, dv = torch.zeros_like(q), torch.zeros_like(k), torch.zeros_like(v)
-    for i in range(0, q.shape[-2] - block_q + 1, block_q):
-        q_tile, do_tile = q[..., i:i + block_q, :], grad_out[..., i:i + block_q, :]
-        rows = torch.arange(i, i + q_tile.shape[-2])[:, None]
-        for j in range(0, k.shape[-2] - block_k + 1, block_k):
-            if causal and j > rows[-1]:
-                break
-            k_tile, v_tile = k[..., j:j + block_k, :], v[..., j:j + block_k, :]
-            s = q_tile @ k_tile.transpose(-2, -1) * scale
-            if causal:
-                s = s.masked_fill(torch.arange(j, j + s.shape[-1]) > rows, float("-inf"))
-            p = torch.exp(s - lse[..., i:i + block_q, None])
-            dv[..., j:j + block_k, :] += p.transpose(-2, -1) @ do_tile
-            dp = do_tile @ v_tile.transpose(-2, -1)
-            ds = p * (dp - delta[..., i:i + block_q, :])
-            dq[..., i:i + block_q, :] += ds @ k_tile * scale
-            dk[..., j:j + block_k, :] += ds.transpose(-2, -1) @ q_tile * scale
-    return dq, dk, dv
-
-
-register(Exercise(
-    name="tiled_attention_backward",
-    lesson=LESSON,
-    reference=tiled_attention_backward,
-    cases=_backward_cases,
-    mistakes=(
-        Mistake("delta_term_forgotten",
+register(
+    Exercise(
+        name="tiled_attention_backward",
+        lesson=LESSON,
+        reference=tiled_attention_backward,
+        cases=_backward_cases,
+        mistakes=catalogue(
+            LESSON,
+            "tiled_attention_backward",
+            (
+                "delta_term_forgotten",
                 "dS = P * (dP - D) with D_i = rowsum(dO * O): the softmax's Jacobian subtracts each row's "
                 "weighted mean of dP; dS = P * dP leaves it out.",
-                _no_delta),
-        Mistake("p_without_scale",
+                edit("ds = p * (dp - delta[..., i : i + block_q, :])", "ds = p * dp"),
+            ),
+            (
+                "p_without_scale",
                 "the saved lse is the log-sum-exp of the *scaled* scores: recompute P = exp(Q K^T / sqrt(d_k) - lse), "
                 "with the 1 / sqrt(d_k).",
-                _p_without_scale),
-        Mistake("p_without_lse",
+                edit("s = q_tile @ k_tile.transpose(-2, -1) * scale", "s = q_tile @ k_tile.transpose(-2, -1)"),
+            ),
+            (
+                "p_without_lse",
                 "P must be the forward's weights, normalised over all keys: exp(S - lse) with the saved lse, not a "
                 "softmax over one key tile (which sums to 1 inside every tile).",
-                _p_without_lse),
-        Mistake("dq_dk_transposes_swapped",
+                edit("p = torch.exp(s - lse[..., i : i + block_q, None])", "p = torch.softmax(s, dim=-1)"),
+            ),
+            (
+                "dq_dk_transposes_swapped",
                 "dQ gets dS @ K (shape block_q x d) and dK gets dS^T @ Q (shape block_k x d): the transpose belongs "
                 "to dK, since dS is indexed (query, key).",
-                _transposes_swapped),
-        Mistake("causal_mask_missing_in_backward",
+                edit(
+                    "dq[..., i : i + block_q, :] += ds @ k_tile * scale",
+                    "dq[..., i : i + block_q, :] += ds.transpose(-2, -1) @ k_tile * scale",
+                ),
+                edit(
+                    "dk[..., j : j + block_k, :] += ds.transpose(-2, -1) @ q_tile * scale",
+                    "dk[..., j : j + block_k, :] += ds @ q_tile * scale",
+                ),
+            ),
+            (
+                "causal_mask_missing_in_backward",
                 "with causal=True the tiles on the diagonal must mask keys j > i in the backward too (S = -inf, so "
                 "P = 0 there); otherwise future keys get gradient.",
-                _no_causal_mask),
-        Mistake("scale_applied_twice",
+                edit(
+                    """
+                if causal:
+                    s = s.masked_fill(torch.arange(j, j + s.shape[-1]) > rows, float("-inf"))
+                """,
+                    "",
+                ),
+            ),
+            (
+                "scale_applied_twice",
                 "the 1 / sqrt(d_k) appears once per path: if Q is already scaled for the scores, dK += dS^T @ Q_scaled "
                 "needs no second scale factor.",
-                _scale_twice),
-        Mistake("ragged_last_tile_dropped",
+                edit(
+                    "q_tile, do_tile = q[..., i : i + block_q, :], grad_out[..., i : i + block_q, :]",
+                    "q_tile, do_tile = q[..., i : i + block_q, :] * scale, grad_out[..., i : i + block_q, :]",
+                ),
+                edit("s = q_tile @ k_tile.transpose(-2, -1) * scale", "s = q_tile @ k_tile.transpose(-2, -1)"),
+            ),
+            (
+                "ragged_last_tile_dropped",
                 "when L or S is not a multiple of the tile size, the last tile is shorter, not absent: loop with "
                 "range(0, L, block_q) and let the slice q[..., i:i + block_q, :] be short.",
-                _ragged_tile_dropped),
-    ),
-))
+                edit("range(0, q.shape[-2], block_q)", "range(0, q.shape[-2] - block_q + 1, block_q)"),
+                edit("range(0, k.shape[-2], block_k)", "range(0, k.shape[-2] - block_k + 1, block_k)"),
+            ),
+        ),
+    )
+)
