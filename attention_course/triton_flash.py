@@ -52,17 +52,8 @@ HEAD_DIMS = (16, 32, 64, 128, 256)  # tl.arange needs a power of two, tl.dot at 
 INSTALL_HINT = "lesson 11b needs Triton: pip install 'attention_course[triton]' (Linux x86-64)"
 
 __all__ = [
-    "GpuBuild",
-    "GpuCompileError",
-    "HEAD_DIMS",
-    "LOG2E",
-    "compile_for_gpu",
-    "flash_attention_kernel",
-    "flash_forward_kernel",
-    "interpreting",
-    "launch_flash_kernel",
-    "require_triton",
-    "triton_attention",
+    "GpuBuild", "GpuCompileError", "HEAD_DIMS", "LOG2E", "compile_for_gpu", "flash_attention_kernel",
+    "flash_forward_kernel", "interpreting", "launch_flash_kernel", "require_triton", "triton_attention",
     "triton_attention_with_lse",
 ]
 
@@ -77,29 +68,13 @@ if triton is not None:
 
     @triton.jit
     def flash_attention_kernel(
-        q_ptr,
-        k_ptr,
-        v_ptr,
-        out_ptr,
-        stride_qh,
-        stride_qn,
-        stride_qd,
-        stride_kh,
-        stride_kn,
-        stride_kd,
-        stride_vh,
-        stride_vn,
-        stride_vd,
-        stride_oh,
-        stride_on,
-        stride_od,
-        n_queries,
-        n_keys,
-        qk_scale_log2e,
-        D_HEAD: tl.constexpr,
-        BLOCK_M: tl.constexpr,
-        BLOCK_N: tl.constexpr,
-        CAUSAL: tl.constexpr,
+        q_ptr, k_ptr, v_ptr, out_ptr,
+        stride_qh, stride_qn, stride_qd,
+        stride_kh, stride_kn, stride_kd,
+        stride_vh, stride_vn, stride_vd,
+        stride_oh, stride_on, stride_od,
+        n_queries, n_keys, qk_scale_log2e,
+        D_HEAD: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, CAUSAL: tl.constexpr,
     ):
         """Flash attention forward for one block of ``BLOCK_M`` queries of one head.
 
@@ -113,11 +88,8 @@ if triton is not None:
         head = tl.program_id(1)  # which (batch, head) pair
         rows = block_m * BLOCK_M + tl.arange(0, BLOCK_M)  # (BLOCK_M,) query positions
         dims = tl.arange(0, D_HEAD)  # (D_HEAD,) feature indices
-        q = tl.load(
-            q_ptr + head * stride_qh + rows[:, None] * stride_qn + dims[None, :] * stride_qd,
-            mask=rows[:, None] < n_queries,
-            other=0.0,
-        )  # (BLOCK_M, D_HEAD)
+        q = tl.load(q_ptr + head * stride_qh + rows[:, None] * stride_qn + dims[None, :] * stride_qd,
+                    mask=rows[:, None] < n_queries, other=0.0)  # (BLOCK_M, D_HEAD)
         row_max = tl.full([BLOCK_M], float("-inf"), tl.float32)  # m: running max of base-2 scores
         row_sum = tl.zeros([BLOCK_M], tl.float32)  # l: running sum of 2**(s - m)
         acc = tl.zeros([BLOCK_M, D_HEAD], tl.float32)  # running sum of 2**(s - m) * v
@@ -126,16 +98,10 @@ if triton is not None:
             end = tl.minimum((block_m + 1) * BLOCK_M, n_keys)  # later keys are in every row's future
         for start in range(0, end, BLOCK_N):
             cols = start + tl.arange(0, BLOCK_N)  # (BLOCK_N,) key positions
-            k_t = tl.load(
-                k_ptr + head * stride_kh + cols[None, :] * stride_kn + dims[:, None] * stride_kd,
-                mask=cols[None, :] < n_keys,
-                other=0.0,
-            )  # (D_HEAD, BLOCK_N): K transposed
-            v = tl.load(
-                v_ptr + head * stride_vh + cols[:, None] * stride_vn + dims[None, :] * stride_vd,
-                mask=cols[:, None] < n_keys,
-                other=0.0,
-            )  # (BLOCK_N, D_HEAD)
+            k_t = tl.load(k_ptr + head * stride_kh + cols[None, :] * stride_kn + dims[:, None] * stride_kd,
+                          mask=cols[None, :] < n_keys, other=0.0)  # (D_HEAD, BLOCK_N): K transposed
+            v = tl.load(v_ptr + head * stride_vh + cols[:, None] * stride_vn + dims[None, :] * stride_vd,
+                        mask=cols[:, None] < n_keys, other=0.0)  # (BLOCK_N, D_HEAD)
             scores = tl.dot(q, k_t) * qk_scale_log2e  # (BLOCK_M, BLOCK_N), base 2
             allowed = cols[None, :] < n_keys
             if CAUSAL:
@@ -148,33 +114,14 @@ if triton is not None:
             acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
             row_max = new_max
         out = acc / row_sum[:, None]  # (BLOCK_M, D_HEAD)
-        tl.store(
-            out_ptr + head * stride_oh + rows[:, None] * stride_on + dims[None, :] * stride_od,
-            out.to(out_ptr.dtype.element_ty),
-            mask=rows[:, None] < n_queries,
-        )
+        tl.store(out_ptr + head * stride_oh + rows[:, None] * stride_on + dims[None, :] * stride_od,
+                 out.to(out_ptr.dtype.element_ty), mask=rows[:, None] < n_queries)
 
     @triton.jit
     def _attend_key_blocks(
-        acc,
-        row_sum,
-        row_max,
-        q,
-        k_ptr,
-        v_ptr,
-        stride_kn,
-        stride_kd,
-        stride_vn,
-        stride_vd,
-        rows,
-        dims,
-        start,
-        end,
-        n_keys,
-        qk_scale_log2e,
-        BLOCK_N: tl.constexpr,
-        MASKED: tl.constexpr,
-        CAUSAL: tl.constexpr,
+        acc, row_sum, row_max, q, k_ptr, v_ptr, stride_kn, stride_kd, stride_vn, stride_vd,
+        rows, dims, start, end, n_keys, qk_scale_log2e,
+        BLOCK_N: tl.constexpr, MASKED: tl.constexpr, CAUSAL: tl.constexpr,
     ):
         """Fold the key blocks ``[start, end)`` into one program's running state; masks only if ``MASKED``."""
         for block_start in range(start, end, BLOCK_N):
@@ -203,32 +150,14 @@ if triton is not None:
 
     @triton.jit
     def flash_forward_kernel(
-        q_ptr,
-        k_ptr,
-        v_ptr,
-        out_ptr,
-        lse_ptr,
-        stride_qh,
-        stride_qn,
-        stride_qd,
-        stride_kh,
-        stride_kn,
-        stride_kd,
-        stride_vh,
-        stride_vn,
-        stride_vd,
-        stride_oh,
-        stride_on,
-        stride_od,
-        stride_lh,
-        stride_ln,
-        n_queries,
-        n_keys,
-        qk_scale_log2e,
-        D_HEAD: tl.constexpr,
-        BLOCK_M: tl.constexpr,
-        BLOCK_N: tl.constexpr,
-        CAUSAL: tl.constexpr,
+        q_ptr, k_ptr, v_ptr, out_ptr, lse_ptr,
+        stride_qh, stride_qn, stride_qd,
+        stride_kh, stride_kn, stride_kd,
+        stride_vh, stride_vn, stride_vd,
+        stride_oh, stride_on, stride_od,
+        stride_lh, stride_ln,
+        n_queries, n_keys, qk_scale_log2e,
+        D_HEAD: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, CAUSAL: tl.constexpr,
     ):
         """``flash_attention_kernel`` as FlashAttention-2 runs it: a two-stage loop, and the log-sum-exp stored.
 
@@ -242,11 +171,8 @@ if triton is not None:
         head = tl.program_id(1)
         rows = block_m * BLOCK_M + tl.arange(0, BLOCK_M)
         dims = tl.arange(0, D_HEAD)
-        q = tl.load(
-            q_ptr + head * stride_qh + rows[:, None] * stride_qn + dims[None, :] * stride_qd,
-            mask=rows[:, None] < n_queries,
-            other=0.0,
-        )
+        q = tl.load(q_ptr + head * stride_qh + rows[:, None] * stride_qn + dims[None, :] * stride_qd,
+                    mask=rows[:, None] < n_queries, other=0.0)
         row_max = tl.full([BLOCK_M], float("-inf"), tl.float32)
         row_sum = tl.zeros([BLOCK_M], tl.float32)
         acc = tl.zeros([BLOCK_M, D_HEAD], tl.float32)
@@ -258,53 +184,14 @@ if triton is not None:
             end = tl.minimum((block_m + 1) * BLOCK_M, n_keys)
             unmasked_end = (tl.minimum(block_m * BLOCK_M, n_keys) // BLOCK_N) * BLOCK_N  # ... before the first query
         acc, row_sum, row_max = _attend_key_blocks(
-            acc,
-            row_sum,
-            row_max,
-            q,
-            k_head,
-            v_head,
-            stride_kn,
-            stride_kd,
-            stride_vn,
-            stride_vd,
-            rows,
-            dims,
-            0,
-            unmasked_end,
-            n_keys,
-            qk_scale_log2e,
-            BLOCK_N,
-            False,
-            CAUSAL,
-        )
+            acc, row_sum, row_max, q, k_head, v_head, stride_kn, stride_kd, stride_vn, stride_vd,
+            rows, dims, 0, unmasked_end, n_keys, qk_scale_log2e, BLOCK_N, False, CAUSAL)
         acc, row_sum, row_max = _attend_key_blocks(
-            acc,
-            row_sum,
-            row_max,
-            q,
-            k_head,
-            v_head,
-            stride_kn,
-            stride_kd,
-            stride_vn,
-            stride_vd,
-            rows,
-            dims,
-            unmasked_end,
-            end,
-            n_keys,
-            qk_scale_log2e,
-            BLOCK_N,
-            True,
-            CAUSAL,
-        )
+            acc, row_sum, row_max, q, k_head, v_head, stride_kn, stride_kd, stride_vn, stride_vd,
+            rows, dims, unmasked_end, end, n_keys, qk_scale_log2e, BLOCK_N, True, CAUSAL)
         out = acc / row_sum[:, None]
-        tl.store(
-            out_ptr + head * stride_oh + rows[:, None] * stride_on + dims[None, :] * stride_od,
-            out.to(out_ptr.dtype.element_ty),
-            mask=rows[:, None] < n_queries,
-        )
+        tl.store(out_ptr + head * stride_oh + rows[:, None] * stride_on + dims[None, :] * stride_od,
+                 out.to(out_ptr.dtype.element_ty), mask=rows[:, None] < n_queries)
         lse = (row_max + tl.log2(row_sum)) * 0.6931471805599453  # back to base e: log2(x) * ln(2)
         tl.store(lse_ptr + head * stride_lh + rows * stride_ln, lse, mask=rows < n_queries)
 
@@ -352,37 +239,22 @@ def launch_flash_kernel(
     heads, n_queries, d_head = q.shape
     grid = (triton.cdiv(n_queries, block_m), heads)
     kernel[grid](
-        q,
-        k,
-        v,
-        out,
-        *q.stride(),
-        *k.stride(),
-        *v.stride(),
-        *out.stride(),
-        n_queries,
-        k.shape[1],
-        scale * LOG2E,
-        D_HEAD=d_head,
-        BLOCK_M=block_m,
-        BLOCK_N=block_n,
-        CAUSAL=causal,
+        q, k, v, out, *q.stride(), *k.stride(), *v.stride(), *out.stride(),
+        n_queries, k.shape[1], scale * LOG2E,
+        D_HEAD=d_head, BLOCK_M=block_m, BLOCK_N=block_n, CAUSAL=causal,
     )
 
 
-def _check_launch(
-    q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, return_weights: bool, block_m: int, block_n: int
-) -> None:
+def _check_launch(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, return_weights: bool,
+                  block_m: int, block_n: int) -> None:
     require_qkv(q, k, v)
     if mask is not None:
         raise ValueError(f"triton_attention takes causal=True or no mask, got mask of shape {shape_of(mask)}")
     if return_weights:
         raise ValueError("triton_attention never forms the (L, S) weights, so return_weights must be False")
     if not (q.shape[:-2] == k.shape[:-2] == v.shape[:-2]):
-        raise ValueError(
-            f"q, k and v must share their leading (batch, head) dims, got q {shape_of(q)}, "
-            f"k {shape_of(k)} and v {shape_of(v)}"
-        )
+        raise ValueError(f"q, k and v must share their leading (batch, head) dims, got q {shape_of(q)}, "
+                         f"k {shape_of(k)} and v {shape_of(v)}")
     if q.shape[-1] != v.shape[-1] or q.shape[-1] not in HEAD_DIMS:
         raise ValueError(f"the kernel needs d_k == d_v in {HEAD_DIMS}, got q {shape_of(q)} and v {shape_of(v)}")
     if 0 in q.shape or 0 in k.shape:
@@ -391,10 +263,8 @@ def _check_launch(
         raise ValueError(f"q, k and v must be on one device, got {q.device}, {k.device} and {v.device}")
     allowed = (torch.float32, torch.float16) + ((torch.bfloat16,) if q.is_cuda else ())
     if q.dtype not in allowed:
-        raise TypeError(
-            f"q must be float32 or float16 (bfloat16 on a GPU only: the interpreter gets bf16 "
-            f"tl.dot wrong), got dtype {q.dtype} with shape {shape_of(q)}"
-        )
+        raise TypeError(f"q must be float32 or float16 (bfloat16 on a GPU only: the interpreter gets bf16 "
+                        f"tl.dot wrong), got dtype {q.dtype} with shape {shape_of(q)}")
     for name, block in (("block_m", block_m), ("block_n", block_n)):
         if block < 16 or block & (block - 1):
             raise ValueError(f"{name} must be a power of two >= 16, got {block}")
@@ -435,23 +305,15 @@ def triton_attention(
     require_triton()
     _check_launch(q, k, v, mask, return_weights, block_m, block_n)
     if q.device.type == "cpu" and not interpreting():
-        raise RuntimeError(
-            "CPU tensors run only under Triton's interpreter: set os.environ['TRITON_INTERPRET'] = '1' "
-            "before the first `import triton` (restart the kernel), or move the tensors to a GPU"
-        )
+        raise RuntimeError("CPU tensors run only under Triton's interpreter: set os.environ['TRITON_INTERPRET'] = '1' "
+                           "before the first `import triton` (restart the kernel), or move the tensors to a GPU")
     n_queries, d_head = q.shape[-2:]
     scale = 1.0 / math.sqrt(d_head) if scale is None else scale
     out = torch.empty_like(q, memory_format=torch.contiguous_format)
     launch_flash_kernel(
         flash_attention_kernel if kernel is None else kernel,
-        q.reshape(-1, n_queries, d_head),
-        k.reshape(-1, k.shape[-2], d_head),
-        v.reshape(-1, v.shape[-2], d_head),
-        out.view(-1, n_queries, d_head),
-        causal=causal,
-        scale=scale,
-        block_m=block_m,
-        block_n=block_n,
+        q.reshape(-1, n_queries, d_head), k.reshape(-1, k.shape[-2], d_head), v.reshape(-1, v.shape[-2], d_head),
+        out.view(-1, n_queries, d_head), causal=causal, scale=scale, block_m=block_m, block_n=block_n,
     )
     return out
 
@@ -478,39 +340,19 @@ def triton_attention_with_lse(
     require_triton()
     _check_launch(q, k, v, None, False, block_m, block_n)
     if q.device.type == "cpu" and not interpreting():
-        raise RuntimeError(
-            "CPU tensors run only under Triton's interpreter: set os.environ['TRITON_INTERPRET'] = '1' "
-            "before the first `import triton` (restart the kernel), or move the tensors to a GPU"
-        )
+        raise RuntimeError("CPU tensors run only under Triton's interpreter: set os.environ['TRITON_INTERPRET'] = '1' "
+                           "before the first `import triton` (restart the kernel), or move the tensors to a GPU")
     n_queries, d_head = q.shape[-2:]
     scale = 1.0 / math.sqrt(d_head) if scale is None else scale
     out = torch.empty_like(q, memory_format=torch.contiguous_format)
     lse = torch.empty(q.shape[:-1], dtype=torch.float32, device=q.device)
-    q3, k3, v3 = (
-        q.reshape(-1, n_queries, d_head),
-        k.reshape(-1, k.shape[-2], d_head),
-        v.reshape(-1, v.shape[-2], d_head),
-    )
+    q3, k3, v3 = q.reshape(-1, n_queries, d_head), k.reshape(-1, k.shape[-2], d_head), v.reshape(-1, v.shape[-2], d_head)
     out3, lse2 = out.view(-1, n_queries, d_head), lse.view(-1, n_queries)
     grid = (triton.cdiv(n_queries, block_m), q3.shape[0])
     flash_forward_kernel[grid](
-        q3,
-        k3,
-        v3,
-        out3,
-        lse2,
-        *q3.stride(),
-        *k3.stride(),
-        *v3.stride(),
-        *out3.stride(),
-        *lse2.stride(),
-        n_queries,
-        k3.shape[1],
-        scale * LOG2E,
-        D_HEAD=d_head,
-        BLOCK_M=block_m,
-        BLOCK_N=block_n,
-        CAUSAL=causal,
+        q3, k3, v3, out3, lse2, *q3.stride(), *k3.stride(), *v3.stride(), *out3.stride(), *lse2.stride(),
+        n_queries, k3.shape[1], scale * LOG2E,
+        D_HEAD=d_head, BLOCK_M=block_m, BLOCK_N=block_n, CAUSAL=causal,
     )
     return out, lse
 
@@ -560,17 +402,8 @@ def compile_for_gpu(
     if not is_jitted(kernel):
         raise TypeError(f"kernel must be a @triton.jit function, got {type(kernel).__name__}")
     configs = [
-        {
-            "arch": arch,
-            "dtype": types[dtype],
-            "head_dim": head_dim,
-            "block_m": bm,
-            "block_n": bn,
-            "causal": causal,
-            "num_warps": num_warps,
-            "num_stages": num_stages,
-        }
-        for arch in archs
-        for bm, bn in block_sizes
+        {"arch": arch, "dtype": types[dtype], "head_dim": head_dim, "block_m": bm, "block_n": bn,
+         "causal": causal, "num_warps": num_warps, "num_stages": num_stages}
+        for arch in archs for bm, bn in block_sizes
     ]
     return compile_in_subprocess(kernel_module_source(kernel), kernel.__name__, configs, timeout=timeout)

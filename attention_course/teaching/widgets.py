@@ -1232,15 +1232,21 @@ def draw_rolling_buffer(ax: plt.Axes, step: int, n_sinks: int, window: int, hist
     }
 
 
-def rolling_buffer_explorer(n_sinks: int = 2, window: int = 5, n_tokens: int = 30) -> PlotWidget:
+def rolling_buffer_explorer(n_sinks: int = 2, window: int = 5, n_tokens: int = 30) -> _StatefulPlotWidget:
     """A step slider over a sink + window rolling buffer (lesson 13): the buffer as it wraps, and the
-    positions each scheme gives the cached keys at that step (their token order, for ``"in_cache"``).
+    positions the chosen scheme gives the cached keys at that step (their rank in token order for
+    ``"in_cache"``, their token index for ``"absolute"``).
 
     Returns:
-        a :class:`PlotWidget`; ``readout`` has ``slot``, ``oldest`` and ``filled``.
+        a :class:`PlotWidget` that draws into a fixed image; ``readout`` has ``slot``, ``oldest`` and ``filled``.
     """
     from ..rolling_cache import chronological_slots
 
+    scheme = widgets.Dropdown(
+        options=[("in the cache (StreamingLLM)", "in_cache"), ("absolute (Mistral)", "absolute")],
+        value="in_cache",
+        description="positions",
+    )
     slider = widgets.IntSlider(
         value=min(n_tokens - 1, n_sinks + 2 * window), min=0, max=n_tokens - 1, description="token"
     )
@@ -1249,8 +1255,11 @@ def rolling_buffer_explorer(n_sinks: int = 2, window: int = 5, n_tokens: int = 3
         figure, ax = plt.subplots(figsize=(8, 4.2))
         readout = draw_rolling_buffer(ax, slider.value, n_sinks, window)
         order = chronological_slots(slider.value, n_sinks, window).tolist()
-        ax.set_xlabel(f"buffer slot\nslots in token order {order}: positions 0..{len(order) - 1} under 'in_cache'")
+        step, capacity = slider.value, n_sinks + window
+        tokens = list(range(step + 1)) if step < capacity else [*range(n_sinks), *range(step - window + 1, step + 1)]
+        positions = list(range(len(order))) if scheme.value == "in_cache" else tokens
+        ax.set_xlabel(f"buffer slot\nslots in token order {order}: their keys' positions {positions}")
         figure.tight_layout()
         return readout
 
-    return PlotWidget([slider], draw)
+    return _StatefulPlotWidget([scheme, slider], draw)
