@@ -26,4 +26,3 @@ def test_rolling_buffer_explorer_shows_each_position_scheme() -> None:
     in_cache = widget._image.value
     scheme.value = "absolute"
     assert widget._image.value != in_cache  # the label now lists positions 0, 1, 8, ..., 12
-
