@@ -208,7 +208,10 @@ def run_lesson(hub: Hub, learner: Learner, lesson: Path) -> None:
             ws.send(json.dumps(request))
             msg_id, idle, reply = request["header"]["msg_id"], False, None
             while not (idle and reply):
-                message = json.loads(ws.recv())
+                raw = ws.recv()
+                if isinstance(raw, bytes):  # a message with binary buffers (a widget's image): not a reply
+                    continue
+                message = json.loads(raw)
                 if message.get("parent_header", {}).get("msg_id") != msg_id:
                     continue
                 kind = message["header"]["msg_type"]
