@@ -18,6 +18,11 @@ After the last tile, $o / \ell$ is exactly $\mathrm{softmax}(s)\,V$, and $m + \l
 row's log-sum-exp, which is all the backward pass needs to recompute the weights tile by tile.
 Peak memory is $O(N d + B_q B_k)$ instead of $O(N^2)$.
 
+Like FlashAttention-2 on a GPU, which gives each query tile its own thread block, the query tiles
+are independent work items: one per core at a time, longest first, each doing single-threaded
+operations (``_for_each_query_tile``). Each tile then runs start to finish on one core, with no
+hand-over between cores inside an operation.
+
 Like the GPU kernels, the forward pass works in base 2: the queries are scaled by
 $\log_2 e / \sqrt{d_k}$ once, so that $e^{s - m} = 2^{s \log_2 e - m \log_2 e}$ becomes one ``exp2``
 per score (three times cheaper than ``exp`` on this CPU); $\ell$ and $o$ are unchanged by this,
@@ -27,7 +32,9 @@ and the log-sum-exp is converted back to base $e$ at the end.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import torch
@@ -35,10 +42,10 @@ from torch import Tensor
 
 from ._validation import require_count, require_float, require_min_rank, require_qkv, require_tensor, shape_of
 
-#: Default tile sizes of ``tiled_attention``: the fastest of the blockings tried (128-2048 x 128-512) at
-#: N = 4096, d = 64, 8 heads on the course's 2-core CPU (``benchmarks/bench_flash.py``). One tile of
-#: scores for 8 heads is 8 * 512 * 256 * 4 B = 4 MiB; large tiles keep the Python loop short.
-BLOCK_Q = 512
+#: Default tile sizes of ``tiled_attention``, chosen with ``benchmarks/bench_flash.py`` (N = 1k-16k,
+#: d = 64, 8 heads, the course's 2-core CPU). One tile of scores for 8 heads is
+#: 8 * 128 * 256 * 4 B = 1 MiB, which stays in one core's 2 MiB L2 cache while it is used.
+BLOCK_Q = 128
 BLOCK_K = 256
 LOG2_E = 1.0 / math.log(2.0)
 LN_2 = math.log(2.0)
@@ -136,7 +143,7 @@ def _key_tiles(q_start: int, q_stop: int, n_keys: int, block_k: int, causal: boo
 
 
 def visited_tiles(n_queries: int, n_keys: int, block_q: int, block_k: int, causal: bool) -> list[tuple[int, int, bool]]:
-    """The tiles the tiled loops visit, in order: ``(query tile index, key tile index, masked)``.
+    """The tiles the tiled loops visit, each once: ``(query tile index, key tile index, masked)``.
 
     Without ``causal`` every one of the ``ceil(L / block_q) * ceil(S / block_k)`` tiles. With it,
     tiles wholly above the diagonal (every key after every query) are never visited, tiles wholly
@@ -146,7 +153,8 @@ def visited_tiles(n_queries: int, n_keys: int, block_q: int, block_k: int, causa
         n_queries, n_keys: ``L`` and ``S``; block_q, block_k: the tile sizes; causal: as in ``tiled_attention``.
 
     Returns:
-        one ``(i, j, masked)`` per visited tile, query tiles outer.
+        one ``(i, j, masked)`` per visited tile, listed query tiles outer (the loops run query tiles
+        concurrently, see ``_for_each_query_tile``).
     """
     require_count("block_q", block_q)
     require_count("block_k", block_k)
@@ -185,6 +193,37 @@ def _online_update(running_max: Tensor, running_sum: Tensor, acc: Tensor, scores
     running_max.copy_(new_max)
 
 
+def _for_each_query_tile(work: Callable[[int], None], n_queries: int, block_q: int) -> None:
+    """Call ``work(q_start)`` for every query tile, as many tiles at once as torch has threads.
+
+    Each tile runs on one thread with single-threaded torch operations (``torch.set_num_threads(1)``
+    for the duration, restored after): no operation waits for a second core, which on a shared
+    machine, with a neighbour on that core, can cost a scheduler time slice per operation. The
+    last tiles go first, since under a causal mask they have the most keys, and a free thread takes
+    the next tile, so the cores finish together. The threads run in the caller's grad mode, and a
+    worker's exception is re-raised here.
+    """
+    starts = list(range(0, n_queries, block_q))[::-1]
+    n_threads = torch.get_num_threads()
+    if n_threads == 1 or len(starts) <= 1:
+        for q_start in starts:
+            work(q_start)
+        return
+    grad_mode = torch.is_grad_enabled()  # thread-local: a new thread would start with gradients on
+
+    def in_grad_mode(q_start: int) -> None:
+        with torch.set_grad_enabled(grad_mode):
+            work(q_start)
+
+    torch.set_num_threads(1)
+    try:
+        with ThreadPoolExecutor(min(n_threads, len(starts))) as pool:
+            for _ in pool.map(in_grad_mode, starts):
+                pass
+    finally:
+        torch.set_num_threads(n_threads)
+
+
 def _flatten_qkv(q: Tensor, k: Tensor, v: Tensor, block_q: object, block_k: object) -> tuple[Tensor, ...]:
     """Validate, broadcast the leading dimensions and flatten them into one batch axis ``B``."""
     require_qkv(q, k, v)
@@ -206,7 +245,8 @@ def _tiled_forward(q: Tensor, k: Tensor, v: Tensor, causal: bool, block_q: int, 
     q_scaled = q * (LOG2_E / math.sqrt(d_k))  # scale once here, not every tile; base-2 scores
     out = torch.empty(n_batch, n_queries, d_v, dtype=q.dtype)
     lse = torch.empty(n_batch, n_queries, dtype=q.dtype)
-    for q_start in range(0, n_queries, block_q):
+
+    def query_tile(q_start: int) -> None:
         q_stop = min(q_start + block_q, n_queries)
         running_max = torch.full((n_batch, q_stop - q_start, 1), float("-inf"), dtype=q.dtype)
         running_sum = torch.zeros_like(running_max)
@@ -217,6 +257,8 @@ def _tiled_forward(q: Tensor, k: Tensor, v: Tensor, causal: bool, block_q: int, 
         # Divide once, at the end; a row with no keys (S = 0) keeps a zero output and lse = -inf.
         torch.div(acc, running_sum.clamp_min(torch.finfo(q.dtype).tiny), out=out[:, q_start:q_stop])
         lse[:, q_start:q_stop] = ((running_max + running_sum.log2()) * LN_2).squeeze(-1)
+
+    _for_each_query_tile(query_tile, n_queries, block_q)
     return out, lse
 
 
@@ -339,10 +381,16 @@ def _tiled_backward(
     scale = 1.0 / math.sqrt(q.shape[-1])
     q_scaled = q * scale
     delta = (grad_out * out).sum(dim=-1, keepdim=True)  # (B, L, 1)
-    grad_q, grad_k, grad_v = torch.zeros_like(q), torch.zeros_like(k), torch.zeros_like(v)
-    for q_start in range(0, q.shape[1], block_q):
+    grad_q = torch.zeros_like(q)
+    # Every query tile adds to every key tile's dK and dV: each thread sums into its own pair.
+    grad_kv: dict[int, tuple[Tensor, Tensor]] = {}
+
+    def query_tile(q_start: int) -> None:
         q_stop = min(q_start + block_q, q.shape[1])
         rows = slice(q_start, q_stop)
+        if threading.get_ident() not in grad_kv:  # only this thread writes its own entry
+            grad_kv[threading.get_ident()] = (torch.zeros_like(k), torch.zeros_like(v))
+        grad_k, grad_v = grad_kv[threading.get_ident()]
         for k_start, k_stop, masked in _key_tiles(q_start, q_stop, k.shape[1], block_k, causal):
             cols = slice(k_start, k_stop)
             probs = _tile_scores(q_scaled[:, rows], k, q_start, k_start, k_stop, masked)
@@ -351,7 +399,12 @@ def _tiled_backward(
             grad_scores = torch.bmm(grad_out[:, rows], v[:, cols].transpose(1, 2)).sub_(delta[:, rows]).mul_(probs)
             grad_q[:, rows].baddbmm_(grad_scores, k[:, cols], alpha=scale)
             grad_k[:, cols].baddbmm_(grad_scores.transpose(1, 2), q_scaled[:, rows])
-    return grad_q, grad_k, grad_v
+
+    _for_each_query_tile(query_tile, q.shape[1], block_q)
+    if not grad_kv:  # no query tiles (L = 0)
+        return grad_q, torch.zeros_like(k), torch.zeros_like(v)
+    grad_ks, grad_vs = zip(*grad_kv.values(), strict=True)
+    return grad_q, sum(grad_ks[1:], grad_ks[0]), sum(grad_vs[1:], grad_vs[0])
 
 
 def tiled_attention_backward(

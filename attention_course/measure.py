@@ -1,14 +1,21 @@
 """Measurement, in one place: wall-clock time, how time grows with size, peak memory and the
-largest single allocation. Lessons, benchmarks, tests and the grader all use these."""
+largest single allocation. Lessons, benchmarks, tests and the grader all use these.
+
+The two memory measurements see what PyTorch allocates in the calling thread only (the profiler's
+and a dispatch mode's hooks are per thread), so they run the function with one torch thread:
+code that would hand work to other threads (``tiled_attention``'s query tiles) then runs it here.
+"""
 
 from __future__ import annotations
 
 import math
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
+import torch
 from torch import Tensor
 from torch.autograd import DeviceType
 from torch.profiler import ProfilerActivity, profile
@@ -16,6 +23,17 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
 from ._environment import scoped_environ
+
+
+@contextmanager
+def _one_thread() -> Iterator[None]:
+    """Run the block with ``torch.set_num_threads(1)``, restoring the caller's count after."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def best_seconds(fn: Callable[[], object], repeats: int = 3) -> float:
@@ -49,7 +67,8 @@ def peak_memory_bytes(fn: Callable[[], object]) -> int:
 
     Replays the CPU allocator's allocation and free events recorded by ``torch.profiler`` (with
     ``profile_memory=True``) in time order and returns the highest running total. Counts every
-    tensor ``fn`` allocates, including its result and buffers inside PyTorch's kernels.
+    tensor ``fn`` allocates, including its result and buffers inside PyTorch's kernels; ``fn`` runs
+    with one torch thread (see the module's docstring).
 
     Args:
         fn: a function of no arguments, e.g. ``lambda: tiled_attention(q, k, v)``.
@@ -63,6 +82,7 @@ def peak_memory_bytes(fn: Callable[[], object]) -> int:
     # which would land in notebook outputs; 6 keeps it quiet unless the caller chose a level.
     with (
         scoped_environ(KINETO_LOG_LEVEL=os.environ.get("KINETO_LOG_LEVEL", "6")),
+        _one_thread(),
         profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof,
     ):
         fn()
@@ -98,10 +118,11 @@ def largest_allocation(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> tup
     Dense attention's largest tensor is the ``(..., N, N)`` score matrix; a sparse kernel's is a
     block's scores, ``(..., B, visited keys)``. Fused kernels (``torch.nn.functional.
     scaled_dot_product_attention``) hide their internal buffers, so this measures the course's own code.
+    ``fn`` runs with one torch thread (see the module's docstring).
 
     Returns:
         ``(fn's result, size in bytes of the largest storage allocated)``.
     """
-    with _AllocationSpy() as spy:
+    with _one_thread(), _AllocationSpy() as spy:
         result = fn(*args, **kwargs)
     return result, spy.largest_bytes

@@ -8,8 +8,9 @@ configurable-http-proxy from ``build/workshop/node_modules``), creates N learner
 servers through the hub's REST API, and has every learner, all at once, open each lesson in a fresh
 kernel of their own server and execute its code cells over the kernel's websocket, as JupyterLab's
 "Run All" does. It measures per learner: the server's start time, the peak memory of the server
-plus its kernels (resident set, sampled every 0.25 s), the time of each lesson, and failures (a
-cell that raised or timed out). It prints one table row per N and exits non-zero on any failure.
+plus its kernels (resident set, sampled every 0.25 s; overall and while each lesson ran), the time
+of each lesson, and failures (a cell that raised or timed out). It prints one table row per N and
+exits non-zero on any failure.
 
 Everything it starts runs in a throwaway folder and is stopped when it ends, also on an error or
 Ctrl-C; it then checks that no process it started is left, and fails if one was.
@@ -54,6 +55,8 @@ class Learner:
     start_seconds: float = float("nan")
     peak_bytes: int = 0
     lesson_seconds: dict[str, float] = field(default_factory=dict)
+    current_lesson: str = ""
+    lesson_peak_bytes: dict[str, int] = field(default_factory=dict)  # peak while each lesson ran
     failures: list[str] = field(default_factory=list)
 
 
@@ -190,6 +193,7 @@ def run_lesson(hub: Hub, learner: Learner, lesson: Path) -> None:
         timeout=CELL_TIMEOUT,
     )
     started = time.perf_counter()
+    learner.current_lesson = lesson.stem
     try:
         cells = [c for c in nbformat.read(lesson, as_version=4).cells if c.cell_type == "code"]
         for index, cell in enumerate(cells):
@@ -259,6 +263,9 @@ def memory_sampler(learners: list[Learner], homes: dict[str, Path], every: float
                     except (psutil.NoSuchProcess, psutil.AccessDenied):
                         continue
                 learner.peak_bytes = max(learner.peak_bytes, total)
+                if learner.current_lesson:
+                    lesson = learner.current_lesson
+                    learner.lesson_peak_bytes[lesson] = max(learner.lesson_peak_bytes.get(lesson, 0), total)
             stop.wait(every)
 
     thread = threading.Thread(target=sample, daemon=True)
@@ -379,7 +386,14 @@ def main(argv: list[str] | None = None) -> int:
         }
         print(
             "      per lesson, median s: "
-            + ", ".join(f"{s[:2]} {statistics.median(v):.1f}" for s, v in per_lesson.items())
+            + ", ".join(f"{s.split('_')[0]} {statistics.median(v):.1f}" for s, v in per_lesson.items())
+        )
+        print(
+            "      per lesson, max peak MiB: "
+            + ", ".join(
+                f"{stem.split('_')[0]} {max(le.lesson_peak_bytes.get(stem, 0) for le in learners) / 2**20:.0f}"
+                for stem in per_lesson
+            )
         )
         for line in failures:
             print(f"      FAILED {line}")

@@ -229,13 +229,13 @@ for causal in (False, True):
           f" largest difference from PyTorch < 1e-5: {bool((out - reference).abs().max() < 1e-5)}")
 
 # %% [markdown]
-# How many tiles does causal attention visit at $N = 4096$ with the default $512 \times 256$ tiles?
+# How many tiles does causal attention visit at $N = 4096$ with square $256 \times 256$ tiles?
 # `visited_tiles` lists the tiles the loops visit, with whether each carries a mask:
 
 # %%
 n_tokens = 4096
-all_tiles = visited_tiles(n_tokens, n_tokens, 512, 256, causal=False)
-causal_tiles = visited_tiles(n_tokens, n_tokens, 512, 256, causal=True)
+all_tiles = visited_tiles(n_tokens, n_tokens, 256, 256, causal=False)
+causal_tiles = visited_tiles(n_tokens, n_tokens, 256, 256, causal=True)
 n_masked = sum(masked for _, _, masked in causal_tiles)
 print(f"non-causal: {len(all_tiles)} tiles; causal: {len(causal_tiles)} visited "
       f"({len(causal_tiles) / len(all_tiles):.0%}), of which {n_masked} masked and "
@@ -247,7 +247,7 @@ print(f"non-causal: {len(all_tiles)} tiles; causal: {len(causal_tiles)} visited 
 # one half as the tiles shrink:
 
 # %%
-n_query_tiles = n_tokens // 512
+n_query_tiles = n_tokens // 256
 print(f"(T + 1) / 2T for T = {n_query_tiles}: {(n_query_tiles + 1) / (2 * n_query_tiles):.4f},"
       f" counted: {len(causal_tiles) / len(all_tiles):.4f}")
 #
@@ -377,7 +377,8 @@ for n in (256, 512, 1024):
 # `peak_memory_bytes` replays the allocations PyTorch's profiler recorded while a function ran
 # and returns the most bytes held at once. Dense attention (the package's
 # `scaled_dot_product_attention`, which builds the score and weight matrices) against the tiled
-# pass, for 2 heads of width 64:
+# pass, for 2 heads of width 64. (It runs the function on one thread, where the profiler sees
+# every allocation; on $c$ cores the tiled pass holds $c$ tiles at once, see section 7.)
 
 # %%
 lengths = [256, 512, 1024, 2048, 4096]
@@ -391,7 +392,7 @@ for n in lengths:
 # %%
 fig, ax = plt.subplots(figsize=(6, 4))
 ax.loglog(lengths, dense_mib, "o-", label="dense (N × N matrices)")
-ax.loglog(lengths, tiled_mib, "s-", label="tiled (one 512 × 256 tile)")
+ax.loglog(lengths, tiled_mib, "s-", label="tiled (one tile of scores at a time)")
 ax.set(title="Peak memory of one attention call (2 heads, d = 64)", xlabel="sequence length N",
        ylabel="peak memory (MiB)")
 ax.set_xticks(lengths, [str(n) for n in lengths])
@@ -509,7 +510,14 @@ print(f"paper: {40.3 / 4.4:.1f}x less HBM traffic; model (forward, 100 KB of SRA
 # * **all heads in one operation per tile**: the batch and head axes are flattened into one, so
 #   each tile is one `torch.bmm` over every head, and the Python loop runs
 #   $\lceil L / B_q \rceil \cdot \lceil S / B_k \rceil$ times whatever the number of heads;
-# * **large tiles** ($512 \times 256$): few trips through the Python loop;
+# * **one query tile per core**: query tiles are independent (FlashAttention-2 gives each one its
+#   own block of GPU threads), so `tiled_attention` hands them to as many Python threads as
+#   PyTorch has threads, each running single-threaded operations, the longest tiles (the last,
+#   under a causal mask) first. No operation then waits for a second core; with the usual
+#   multi-threaded operations, every one of them waits, and when a neighbour's program holds one
+#   core that wait costs a scheduler time slice each time (`bench_flash.py --load` shows it);
+# * **tiles that fit the cache**: a tile of scores for 8 heads, $8 \cdot 128 \cdot 256 \cdot 4$ B =
+#   1 MiB, is still in the core's 2 MiB L2 cache when the softmax reads what the matrix product wrote;
 # * **in-place updates**: `sub_`, `exp2_`, `mul_`, `baddbmm_` reuse the tile of scores and the
 #   accumulators, so each tile allocates one buffer, not five;
 # * **the scale folded into $Q$ once**, in base 2 (`exp2` is cheaper than `exp`), and the division by

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import threading
+import time
 
 import pytest
 import torch
@@ -66,7 +68,7 @@ def test_tiled_equals_dense_attention(problem: dict) -> None:
 
 @pytest.mark.parametrize("causal", [False, True])
 def test_default_blocks_on_a_long_ragged_sequence(causal: bool) -> None:
-    # N = 1100 is not a multiple of the default 512 x 256 tiles: the last tiles are short.
+    # N = 1100 is not a multiple of the default tile sizes (BLOCK_Q, BLOCK_K): the last tiles are short.
     generator = torch.Generator().manual_seed(0)
     q, k, v = (torch.randn(2, 4, 1100, 32, generator=generator) for _ in range(3))
     out, lse = tiled_attention(q, k, v, causal=causal)
@@ -217,7 +219,7 @@ def test_peak_memory_bytes_counts_what_is_allocated() -> None:
 
 def test_tiled_memory_grows_linearly_and_stays_far_below_dense() -> None:
     # One head, d = 64. Dense attention holds several 8192 x 8192 float32 matrices (256 MiB each);
-    # the tiled path holds O(N d) (the output, the scaled queries) plus one 512 x 256 tile.
+    # the tiled path holds O(N d) (the output, the scaled queries) plus one tile of scores.
     generator = torch.Generator().manual_seed(7)
     peaks = {}
     for n in (4096, 8192):
@@ -276,7 +278,8 @@ def test_causal_loop_visits_exactly_the_tiles_on_or_below_the_diagonal(
 
 @pytest.mark.parametrize("causal", [False, True])
 def test_forward_and_backward_compute_the_tiles_visited_tiles_lists(causal: bool, monkeypatch) -> None:
-    # Record every tile of scores the real loops compute, with whether it was masked.
+    # Record every tile of scores the real loops compute, with whether it was masked. Query tiles run
+    # concurrently (one per thread, longest first), so the order is free; each tile is computed once.
     computed = []
     original = flash._tile_scores
 
@@ -288,10 +291,10 @@ def test_forward_and_backward_compute_the_tiles_visited_tiles_lists(causal: bool
     q, k, v = torch.randn(2, 23, 4), torch.randn(2, 23, 4), torch.randn(2, 23, 4)
     out, lse = tiled_attention(q, k, v, causal, 6, 4)
     expected = [(i * 6, j * 4, masked) for i, j, masked in visited_tiles(23, 23, 6, 4, causal)]
-    assert computed == expected
+    assert sorted(computed) == sorted(expected)
     computed.clear()
     tiled_attention_backward(q, k, v, out, lse, torch.randn(2, 23, 4), causal, 6, 4)
-    assert computed == expected
+    assert sorted(computed) == sorted(expected)
 
 
 @pytest.mark.parametrize(("n_keys", "n_splits"), [(1000, 1), (1000, 7), (1000, 64), (5, 9), (0, 3)])
@@ -316,3 +319,68 @@ def test_tile_stepper_walks_the_tiles() -> None:
     assert widget.readout["distance"] < 1e-5
     causal_box.value = True
     assert widget.readout["tiles"] == 3 and slider.max == 3
+
+
+@pytest.fixture
+def two_threads():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_query_tiles_run_one_per_thread_with_single_threaded_operations(causal, two_threads, monkeypatch) -> None:
+    # Each tile of scores is computed on one of two worker threads, with torch limited to one thread
+    # there; the caller's thread count is back afterwards, and the result is still exact.
+    seen = []
+    original = flash._tile_scores
+
+    def recording(*args):
+        seen.append((threading.get_ident(), torch.get_num_threads()))
+        time.sleep(0.005)  # a slow tile: the second thread surely takes some of the work
+        return original(*args)
+
+    monkeypatch.setattr(flash, "_tile_scores", recording)
+    q, k, v = (torch.randn(2, 3, 40, 8) for _ in range(3))
+    out, _ = tiled_attention(q, k, v, causal, 8, 8)
+    assert torch.get_num_threads() == 2
+    assert {threads for _, threads in seen} == {1}
+    assert len({ident for ident, _ in seen}) == 2 and threading.get_ident() not in {ident for ident, _ in seen}
+    torch.testing.assert_close(out, F.scaled_dot_product_attention(q, k, v, is_causal=causal), atol=ATOL, rtol=RTOL)
+    grad_out = torch.randn(2, 3, 40, 8)
+    qg, kg, vg = (t.clone().requires_grad_() for t in (q, k, v))
+    saved = tiled_attention(q, k, v, causal, 8, 8)
+    seen.clear()
+    grads = tiled_attention_backward(q, k, v, *saved, grad_out, causal, 8, 8)
+    expected = torch.autograd.grad(F.scaled_dot_product_attention(qg, kg, vg, is_causal=causal), (qg, kg, vg), grad_out)
+    assert len({ident for ident, _ in seen}) == 2
+    for ours, theirs in zip(grads, expected, strict=True):
+        torch.testing.assert_close(ours, theirs, atol=ATOL, rtol=RTOL)
+
+
+def test_a_failing_query_tile_raises_in_the_caller_and_restores_the_threads(two_threads, monkeypatch) -> None:
+    def broken(*args):
+        raise ArithmeticError("tile failed")
+
+    monkeypatch.setattr(flash, "_tile_scores", broken)
+    with pytest.raises(ArithmeticError, match="tile failed"):
+        tiled_attention(*(torch.randn(1, 32, 4) for _ in range(3)), block_q=8, block_k=8)
+    assert torch.get_num_threads() == 2
+
+
+def test_flash_attention_backward_through_worker_threads_keeps_grad_mode(two_threads) -> None:
+    # autograd.Function.forward runs without gradients; its worker threads must too (out= ops refuse them).
+    q, k, v = (torch.randn(2, 50, 8, requires_grad=True) for _ in range(3))
+    flash_attention(q, k, v, True, 16, 16).sum().backward()
+    assert q.grad is not None and k.grad is not None and v.grad is not None
+
+
+def test_peak_memory_sees_the_tiles_of_worker_threads(two_threads) -> None:
+    # The profiler records the calling thread only; peak_memory_bytes runs fn on one thread, so the
+    # tiles of scores count whatever the caller's thread count (one 8 x 128 x 256 float32 tile = 1 MiB).
+    q, k, v = (torch.randn(8, 1024, 64) for _ in range(3))
+    with_two = peak_memory_bytes(lambda: tiled_attention(q, k, v, block_q=128, block_k=256))
+    torch.set_num_threads(1)
+    assert with_two == peak_memory_bytes(lambda: tiled_attention(q, k, v, block_q=128, block_k=256))
+    assert with_two >= 8 * 128 * 256 * 4 + q.numel() * 4  # a tile, plus the output
