@@ -32,6 +32,7 @@ and the log-sum-exp is converted back to base $e$ at the end.
 from __future__ import annotations
 
 import math
+import os
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -193,6 +194,21 @@ def _online_update(running_max: Tensor, running_sum: Tensor, acc: Tensor, scores
     running_max.copy_(new_max)
 
 
+_pool: tuple[int, int, ThreadPoolExecutor] | None = None  # (process id, threads, the pool) of the last call
+
+
+def _query_tile_pool(n_threads: int) -> ThreadPoolExecutor:
+    """A pool of ``n_threads`` threads kept between calls: a fresh thread's first matrix product costs milliseconds.
+
+    Made anew when the thread count changes, or in a child process after ``fork`` (which copies
+    the pool object but not its threads).
+    """
+    global _pool
+    if _pool is None or _pool[:2] != (os.getpid(), n_threads):
+        _pool = (os.getpid(), n_threads, ThreadPoolExecutor(n_threads, thread_name_prefix="query-tile"))
+    return _pool[2]
+
+
 def _for_each_query_tile(work: Callable[[int], None], n_queries: int, block_q: int) -> None:
     """Call ``work(q_start)`` for every query tile, as many tiles at once as torch has threads.
 
@@ -215,11 +231,11 @@ def _for_each_query_tile(work: Callable[[int], None], n_queries: int, block_q: i
         with torch.set_grad_enabled(grad_mode):
             work(q_start)
 
+    pool = _query_tile_pool(n_threads)
     torch.set_num_threads(1)
     try:
-        with ThreadPoolExecutor(min(n_threads, len(starts))) as pool:
-            for _ in pool.map(in_grad_mode, starts):
-                pass
+        for _ in pool.map(in_grad_mode, starts):
+            pass
     finally:
         torch.set_num_threads(n_threads)
 

@@ -33,6 +33,7 @@
 
 # %%
 import math
+import os
 
 import matplotlib.pyplot as plt
 import torch
@@ -40,6 +41,8 @@ import torch.nn.functional as F
 
 from attention_course import logsumexp, scaled_dot_product_attention, softmax
 from attention_course.flash import (
+    BLOCK_K,
+    BLOCK_Q,
     flash_attention,
     flash_decoding,
     merge_attention_partials,
@@ -516,8 +519,10 @@ print(f"paper: {40.3 / 4.4:.1f}x less HBM traffic; model (forward, 100 KB of SRA
 #   under a causal mask) first. No operation then waits for a second core; with the usual
 #   multi-threaded operations, every one of them waits, and when a neighbour's program holds one
 #   core that wait costs a scheduler time slice each time (`bench_flash.py --load` shows it);
-# * **tiles that fit the cache**: a tile of scores for 8 heads, $8 \cdot 128 \cdot 256 \cdot 4$ B =
-#   1 MiB, is still in the core's 2 MiB L2 cache when the softmax reads what the matrix product wrote;
+# * **tile size, measured rather than derived**: `BLOCK_Q` × `BLOCK_K` scores per head (the tile
+#   for 8 heads is printed below) was among the fastest sizes `bench_flash.py --block-q --block-k`
+#   tried from 1k to 16k tokens; tiny tiles pay more Python per tile, and large query tiles leave
+#   too few tiles to share between cores (the cell below also times $512 \times 256$ tiles);
 # * **in-place updates**: `sub_`, `exp2_`, `mul_`, `baddbmm_` reuse the tile of scores and the
 #   accumulators, so each tile allocates one buffer, not five;
 # * **the scale folded into $Q$ once**, in base 2 (`exp2` is cheaper than `exp`), and the division by
@@ -529,11 +534,15 @@ print(f"paper: {40.3 / 4.4:.1f}x less HBM traffic; model (forward, 100 KB of SRA
 
 # %%
 # NBVAL_IGNORE_OUTPUT
+print(f"tile of scores: 8 heads x {BLOCK_Q} x {BLOCK_K} x 4 B = {8 * BLOCK_Q * BLOCK_K * 4 / 2**20:.2f} MiB;"
+      f" {torch.get_num_threads()} threads, load average {os.getloadavg()[0]:.1f}")
 q, k, v = (torch.randn(1, 8, 2048, 64) for _ in range(3))  # batch 1, 8 heads, N = 2048, d = 64
 t_sdpa = best_seconds(lambda: F.scaled_dot_product_attention(q, k, v))
 t_tiled = best_seconds(lambda: tiled_attention(q, k, v))
+t_large = best_seconds(lambda: tiled_attention(q, k, v, block_q=512, block_k=256))
 t_dense = best_seconds(lambda: scaled_dot_product_attention(q, k, v))
 print(f"PyTorch SDPA {t_sdpa * 1e3:6.1f} ms\ntiled        {t_tiled * 1e3:6.1f} ms  ({t_tiled / t_sdpa:.2f}x SDPA)"
+      f"\ntiled, 512 x 256 tiles {t_large * 1e3:6.1f} ms  ({t_large / t_sdpa:.2f}x SDPA)"
       f"\ndense        {t_dense * 1e3:6.1f} ms  ({t_dense / t_sdpa:.2f}x SDPA)")
 
 # %% [markdown]
