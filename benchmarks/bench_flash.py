@@ -16,9 +16,16 @@ Timings interleave the implementations and keep each one's fastest run, so a bur
 other processes hurts all alike; the ratios are what to compare across machines. Print the machine's
 load average with the table (it is in the header line).
 
+The tiled pass runs its query tiles on a pool of Python threads, one per torch thread, each with
+single-threaded operations. Right after a multi-threaded operation (here SDPA's, which runs just
+before it in every round), OpenMP's idle thread keeps spinning on a core for a few milliseconds,
+which costs the short calls (N = 1k-2k) most; ``OMP_WAIT_POLICY=PASSIVE`` (set before Python
+starts) makes idle OpenMP threads sleep at once, and shows what is left without that cost.
+
     .venv/bin/python benchmarks/bench_flash.py                         # the whole table
     .venv/bin/python benchmarks/bench_flash.py --load --threads 1      # one thread, quiet and loaded
     .venv/bin/python benchmarks/bench_flash.py --sizes 4096 --repeats 9 --block-q 256 --block-k 256
+    OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/bench_flash.py --sizes 1024 2048 4096
 """
 
 from __future__ import annotations
@@ -141,8 +148,8 @@ def main() -> None:
 
     print(
         f"batch 1, {args.heads} heads, d = {args.d}, float32, tiles {args.block_q} x {args.block_k}, "
-        f"{args.threads} threads, best of {args.repeats}; load average {os.getloadavg()[0]:.1f} on "
-        f"{os.cpu_count()} cores"
+        f"{args.threads} threads, best of {args.repeats}; OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')};"
+        f" load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores"
     )
     print(
         f"{'causal':>6} {'N':>6} {'SDPA ms':>9} {'tiled ms':>9} {'tiled/SDPA':>11} {'dense/SDPA':>11}"
