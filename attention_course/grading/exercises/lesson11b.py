@@ -17,6 +17,8 @@ from typing import Any
 from ...triton_compile import HEADER
 from ...triton_flash import INSTALL_HINT, flash_attention_kernel, triton
 from ..edits import SPECS, Edit, MistakeSpec, edit, mutant_source
+from ..registry import register
+from ..spec import Exercise, Mistake, Status
 from ..triton_sandbox import (
     FLASH_CASES,
     GpuCompileError,
@@ -27,8 +29,6 @@ from ..triton_sandbox import (
     load_kernel,
     unmasked_memory_ops,
 )
-from ..registry import register
-from ..spec import Exercise, Mistake, Status
 
 NAME = "flash_attention_kernel"
 
