@@ -189,12 +189,28 @@ def test_right_numbers_from_an_unmasked_load_still_fail() -> None:
 
 def test_a_crash_or_a_hang_fails_the_check_not_the_grader() -> None:
     entry = "    block_m = tl.program_id(0)  # which block of queries\n"
-    crash = "import os\nimport signal\n" + _mutant(entry, "    os.kill(os.getpid(), signal.SIGSEGV)\n" + entry)
+    crash = "import faulthandler\n" + _mutant(entry, "    faulthandler._sigsegv()\n" + entry)
     verdict = check_flash_kernel(crash, "flash_attention_kernel")
     assert not verdict.passed and "crashed the Triton interpreter (signal SIGSEGV) for 1 head" in verdict.message
     hang = _mutant(entry, "    while True:\n        pass\n" + entry)
     verdict = check_flash_kernel(hang, "flash_attention_kernel", timeout=8)
     assert not verdict.passed and "did not finish within 8 s" in verdict.message
+
+
+def test_the_interpreter_child_has_the_grading_workers_guard(tmp_path) -> None:
+    # The kernel body runs as Python under the interpreter: the child refuses what the worker refuses.
+    entry = "    block_m = tl.program_id(0)  # which block of queries\n"
+    outside = tmp_path / "written_by_a_kernel.txt"
+    attempts = {
+        "signal another process": "import os\nimport signal\n"
+        + _mutant(entry, "    os.kill(os.getpid(), signal.SIGTERM)\n" + entry),
+        f"write {outside}": _mutant(entry, f"    open({str(outside)!r}, 'w').write('x')\n" + entry),
+        "start another program": "import subprocess\n" + _mutant(entry, "    subprocess.run(['true'])\n" + entry),
+    }
+    for refused, source in attempts.items():
+        verdict = check_flash_kernel(source, "flash_attention_kernel")
+        assert not verdict.passed and f"does not let notebook code {refused}" in verdict.message, verdict
+    assert not outside.exists()
 
 
 _SCALE: tl.constexpr = tl.constexpr(2)

@@ -38,7 +38,7 @@ from .notebook import CELL_TIME_LIMIT, CheckCall, parse_notebook
 from .registry import get_exercise
 from .runner import ALLOC_SLOWDOWN, CallPlan, CallRecord, _first_line, judge, plan_cases, reference_message, run_check
 from .spec import Case, Exercise, Result, Status
-from .worker import read_frames
+from .worker import MEMORY_LIMIT_BYTES, read_frames
 
 PACKAGE_ROOT = Path(__file__).resolve().parents[2]  # the folder holding attention_course/ (and solutions/)
 
@@ -160,7 +160,6 @@ def _custom_kind(exercise: Exercise | None) -> str | None:
 
 _GRACE = 5.0  # seconds past a limit before the worker is stopped from outside
 _STARTUP_LIMIT = 120.0  # seconds for the worker to start Python and torch (on a loaded machine)
-MEMORY_LIMIT_BYTES = 8 << 30  # address space of the worker (not set where CUDA is used)
 
 
 @cache

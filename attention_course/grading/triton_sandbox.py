@@ -15,7 +15,10 @@ Two kinds of subprocess, because one Python process cannot both interpret and co
   (``break``, calls to plain Python functions). Its names are re-exported here for the grader.
 
 A kernel that crashes (a wild pointer can kill the interpreter) or hangs ends its subprocess, not
-the grader. PyTorch is imported only inside the numerics child's functions.
+the grader. The numerics child, where the learner's kernel body runs as Python, has the grading
+worker's limits and guard (``worker.limit_resources``, ``worker.install_guard``): CPU time and
+address space, no writes outside its job folder, no reading ``solutions/``, no programs started.
+PyTorch is imported only inside the numerics child's functions.
 """
 
 from __future__ import annotations
@@ -269,7 +272,9 @@ def check_flash_kernel(
         (job_dir / "learner_kernel.py").write_text(source, encoding="utf-8")
         for index, mistake_source in enumerate(mistakes.values()):
             (job_dir / f"mistake_{index}.py").write_text(mistake_source, encoding="utf-8")
-        (job_dir / "job.json").write_text(json.dumps({"kernel": kernel_name, "mistakes": list(mistakes)}))
+        (job_dir / "job.json").write_text(
+            json.dumps({"kernel": kernel_name, "mistakes": list(mistakes), **_limits(timeout)})
+        )
         code, stderr = run_child(["-m", "attention_course.grading.triton_sandbox"], job_dir, timeout, interpret=True)
         verdict_file, progress_file = job_dir / "verdict.json", job_dir / "progress.txt"
         if verdict_file.exists():  # written before any diagnosis, so it survives a mistake that crashes
@@ -286,6 +291,22 @@ def check_flash_kernel(
             f"crashed the Triton interpreter ({describe_exit(code)}){where}: a load or store far outside "
             f"a tensor (check strides and offsets) can do that. {last[0][:200]}".strip(),
         )
+
+
+def _limits(timeout: float) -> dict[str, Any]:
+    """The numerics child's resource limits and protected folders, as the grading worker has them."""
+    import torch
+
+    from .grade import _protected
+    from .worker import MEMORY_LIMIT_BYTES
+
+    return {
+        "limits": {
+            "cpu_seconds": int(timeout) + 5,
+            "memory_bytes": None if torch.cuda.is_available() else MEMORY_LIMIT_BYTES,
+        },
+        "protected": _protected([]),
+    }
 
 
 # ---------------------------------------------------------------------------------------------
@@ -431,8 +452,12 @@ def _behaves_like(mistake: Any, ours: tuple[Any, Any, Any], failing: int) -> boo
 
 
 def _numerics_child(job_dir: Path) -> None:
+    from .worker import install_guard, limit_resources
+
     job = json.loads((job_dir / "job.json").read_text())
     progress = (job_dir / "progress.txt").open("a", encoding="utf-8")
+    limit_resources(job["limits"])
+    install_guard(str(job_dir), job["protected"])  # before any of the learner's code runs
     kernel = getattr(load_module_file(job_dir / "learner_kernel.py"), job["kernel"])
     for index, case in enumerate(FLASH_CASES):
         progress.write(case.label + "\n")

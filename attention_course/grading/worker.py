@@ -253,8 +253,14 @@ def grade_notebook(
     out.event(event="notebook_done", nb=number)
 
 
-def _limit_resources(limits: dict[str, Any]) -> None:
-    """CPU seconds (a backstop: the grader stops the process at each phase's wall-clock limit) and memory."""
+MEMORY_LIMIT_BYTES = 8 << 30  # address space of a process that runs learner code (not set where CUDA is used)
+
+
+def limit_resources(limits: dict[str, Any]) -> None:
+    """CPU seconds (a backstop: the grader stops the process at each phase's wall-clock limit) and memory.
+
+    Used by this worker and by the Triton sandbox's interpreter child, the two places learner code runs.
+    """
     import resource
 
     with contextlib.suppress(ValueError, OSError):
@@ -282,7 +288,7 @@ def main(argv: list[str]) -> None:
     os.dup2(devnull, 1)
     os.dup2(devnull, 2)
     os.chdir(job["workdir"])
-    _limit_resources(job["limits"])
+    limit_resources(job["limits"])
     # The reference of every exercise, looked up before any learner code can replace it.
     references = {}
     for notebook in job["notebooks"]:
