@@ -329,6 +329,24 @@ def cached_repeat_heads(q_new, k_new, v_new, k_cache, v_cache, length):
     return out, keys, values
 
 
+def cached_write_when_room(q_new, k_new, v_new, k_cache, v_cache, length):
+    """Appends by writing into the preallocated cache when it has room (as a serving engine does)."""
+    from attention_course.kv_cache import grouped_query_attention
+
+    t = q_new.shape[-2]
+    positions = torch.arange(length, length + t)
+    k_rotated = ac.apply_rope(k_new, positions)
+    if k_cache.shape[-2] >= length + t and not k_cache.requires_grad:
+        k_cache[:, :, length : length + t] = k_rotated
+        v_cache[:, :, length : length + t] = v_new
+        keys, values = k_cache[:, :, : length + t], v_cache[:, :, : length + t]
+    else:  # a growing cache (no room), or a leaf that autograd must not see written
+        keys = torch.cat([k_cache[:, :, :length], k_rotated], dim=2)
+        values = torch.cat([v_cache[:, :, :length], v_new], dim=2)
+    mask = ac.causal_mask(length + t)[length:]
+    return grouped_query_attention(ac.apply_rope(q_new, positions), keys, values, mask), keys, values
+
+
 def cached_torch_sdpa(q_new, k_new, v_new, k_cache, v_cache, length):
     t = q_new.shape[-2]
     positions = length + torch.arange(t)
@@ -609,6 +627,42 @@ def ablated_sum_of_heads(q, k, v, o_weight, head):
     return out
 
 
+def rolling_in_place(q_new, k_new, v_new, k_cache, v_cache, position, n_sinks, scheme="absolute"):
+    """Writes the new token into the given buffers in place and returns them."""
+    from attention_course.kv_cache import grouped_query_attention
+
+    window = k_cache.shape[-2] - n_sinks
+    slot = position if position < n_sinks else n_sinks + (position - n_sinks) % window
+    if scheme == "absolute":
+        q_new = ac.apply_rope(q_new, torch.tensor([position]))
+        k_new = ac.apply_rope(k_new, torch.tensor([position]))
+    k_cache[:, :, slot] = k_new[:, :, 0]
+    v_cache[:, :, slot] = v_new[:, :, 0]
+    n = min(position + 1, k_cache.shape[-2])
+    if position < k_cache.shape[-2]:
+        order = torch.arange(n)
+    else:  # sinks, then the window from its oldest slot (the one after the newest)
+        order = torch.cat([torch.arange(n_sinks), n_sinks + (slot + 1 - n_sinks + torch.arange(window)) % window])
+    keys, values = k_cache[:, :, order], v_cache[:, :, order]
+    if scheme == "in_cache":
+        keys = ac.apply_rope(keys)
+        q_new = ac.apply_rope(q_new, torch.tensor([n - 1]))
+    return grouped_query_attention(q_new, keys, values), k_cache, v_cache
+
+
+def paged_in_place(pool, block_table, ref_counts, length, new, spare_block):
+    """Copy-on-write and the write go into the given pool and block table, which it returns."""
+    size = pool.shape[2]
+    index = length // size
+    if ref_counts[block_table[index]] > 1:
+        pool[spare_block] = pool[block_table[index]]
+        block_table[index] = spare_block
+    pool[block_table[index], :, length % size] = new
+    positions = torch.arange(length + 1)
+    rows = pool[block_table[positions // size], :, positions % size]  # (length + 1, heads, d_head)
+    return rows.transpose(0, 1), pool, block_table
+
+
 VARIANTS: dict[str, tuple[Callable[..., Any], ...]] = {
     "qkv_projection": (qkv_einsum, qkv_linear),
     "attention_scores": (scores_einsum, scores_mt, scores_swapaxes),
@@ -623,7 +677,7 @@ VARIANTS: dict[str, tuple[Callable[..., Any], ...]] = {
     "cross_attention": (cross_via_mha, cross_manual),
     "sinusoidal_table": (table_float32_exp_log, table_python_loops),
     "apply_rope": (rope_chunk, rope_float64_pairs),
-    "cached_attention_step": (cached_repeat_heads, cached_torch_sdpa),
+    "cached_attention_step": (cached_repeat_heads, cached_torch_sdpa, cached_write_when_room),
     "sliding_window_mask": (window_triu_tril, window_loops),
     "global_local_mask": (global_from_window, global_where),
     "block_sparse_attention": (block_sparse_tile_lists, block_sparse_gather_where),
@@ -636,8 +690,8 @@ VARIANTS: dict[str, tuple[Callable[..., Any], ...]] = {
     "ablated_attention": (ablated_keep_vector, ablated_sum_of_heads),
     # written next to their exercises' other tests
     "tiled_attention_backward": (_key_tiles_outer, _prescaled_lists),
-    "rolling_attention_step": (rolling_by_token_table, rolling_with_roll),
-    "paged_write_and_gather": (paged_with_loop, paged_with_reshape),
+    "rolling_attention_step": (rolling_by_token_table, rolling_with_roll, rolling_in_place),
+    "paged_write_and_gather": (paged_with_loop, paged_with_reshape, paged_in_place),
     "mla_absorbed_step": (mla_concatenated, mla_naive),
 }
 
@@ -917,3 +971,35 @@ def test_masks_passed_by_position_count_as_masks() -> None:
         ]
     )
     assert len(unmasked_memory_ops(unmasked)) == 7
+
+
+def test_a_cache_written_in_place_must_hold_exactly_the_update() -> None:
+    # Writing the new entries into a cache is allowed (the variants above); anything else written
+    # into it, or into an input that is not a cache, is still refused.
+    def wipes_the_prefix_too(q_new, k_new, v_new, k_cache, v_cache, length):
+        out, keys, values = cached_write_when_room(q_new, k_new, v_new, k_cache, v_cache, length)
+        keys, values = keys.clone(), values.clone()
+        k_cache[:, :, :length] = 0.0
+        return out, keys, values
+
+    def shifts_the_query_in_place(q_new, k_new, v_new, k_cache, v_cache, length):
+        q_new.add_(1.0)  # right numbers from q_new - 1, but q_new is not a cache
+        return cached_write_when_room(q_new - 1.0, k_new, v_new, k_cache, v_cache, length)
+
+    def writes_the_unrotated_keys(q_new, k_new, v_new, k_cache, v_cache, length):
+        out, keys, values = cached_write_when_room(q_new, k_new, v_new, k_cache, v_cache, length)
+        keys = keys.clone()
+        t = q_new.shape[-2]
+        if k_cache.shape[-2] >= length + t:
+            k_cache[:, :, length : length + t] = k_new  # the cache must hold the keys after RoPE
+        return out, keys, values
+
+    exercise = get_exercise("cached_attention_step")
+    for variant, expected in (
+        (wipes_the_prefix_too, "wrote into argument 4 in place"),
+        (writes_the_unrotated_keys, "wrote into argument 4 in place"),
+    ):
+        result = run_check(exercise, variant)
+        assert result.status is Status.FAILED and expected in result.message, (variant.__name__, result.message)
+    result = run_check(exercise, shifts_the_query_in_place)
+    assert result.status is Status.FAILED and "changed its inputs in place" in result.message, result.message

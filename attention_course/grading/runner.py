@@ -463,13 +463,41 @@ def _alloc_problem(case: Case, got: CallRecord) -> str | None:
     )
 
 
+def _inputs_problem(exercise: Exercise, case: Case, got: CallRecord, expected: CallRecord) -> str | None:
+    """How the call changed its inputs in a way a correct solution may not, or None.
+
+    An input named by ``exercise.updates_in_place`` may be left as it was or hold its updated value.
+    """
+    original = plain((case.args, case.kwargs))
+    if same(got.inputs_after, original):
+        return None
+    updated = (
+        {} if exercise.updates_in_place is None else exercise.updates_in_place(case.args, case.kwargs, expected.output)
+    )
+    after_args, after_kwargs = got.inputs_after
+    if updated and same(after_kwargs, original[1]) and len(after_args) == len(original[0]):
+        changed = [
+            i for i, (after, before) in enumerate(zip(after_args, original[0], strict=True)) if not same(after, before)
+        ]
+        if set(changed) <= updated.keys():
+            for index in changed:
+                if difference(after_args[index], plain(updated[index]), **_tolerances(exercise, case)):
+                    return (
+                        f"wrote into argument {index + 1} in place {_where(case)}, but not what it must hold "
+                        "after this step: the new tokens' entries where the reference puts them, nothing else"
+                    )
+            return None
+    return (
+        f"changed its inputs in place {_where(case)}: use out-of-place operations "
+        "(x.masked_fill(...), not x.masked_fill_(...); y = x - m, not x -= m; a new list, not .append)"
+    )
+
+
 def _verdict_for_case(exercise: Exercise, case: Case, got: CallRecord, expected: CallRecord) -> str | None:
     """What is wrong with ``got`` on this case (one line), or None; outcomes other than RETURNED excluded."""
-    if not same(got.inputs_after, plain((case.args, case.kwargs))):
-        return (
-            f"changed its inputs in place {_where(case)}: use out-of-place operations "
-            "(x.masked_fill(...), not x.masked_fill_(...); y = x - m, not x -= m; a new list, not .append)"
-        )
+    problem = _inputs_problem(exercise, case, got, expected)
+    if problem:
+        return problem
     expected_output = plain(expected.output)
     problem = difference(_selected(case, got.output), _selected(case, expected_output), **_tolerances(exercise, case))
     if problem:
@@ -489,9 +517,10 @@ def _behaves_alike(
         return learner.error == mistake.error  # same type AND same first line, or it may be another mistake
     if learner.outcome != RETURNED:
         return False
-    original = plain((case.args, case.kwargs))
-    if same(learner.inputs_after, original) != same(mistake.inputs_after, original):
-        return False  # one changes its inputs in place, the other does not
+    if (_inputs_problem(exercise, case, learner, expected) is None) != (
+        _inputs_problem(exercise, case, mistake, expected) is None
+    ):
+        return False  # one changes its inputs in place where it may not, the other does not
     tolerances = _tolerances(exercise, case)
     pick = (lambda value: value) if whole else (lambda value: _selected(case, value))
     if difference(pick(learner.output), pick(plain(mistake.output)), **tolerances, equal_nan=True):

@@ -83,6 +83,12 @@ class Exercise:
     ``custom_check``, when given, replaces the standard case-by-case comparison: it receives the
     learner's function and returns ``(Status, message)`` (used where the learner's code must run in
     a sandbox, e.g. a Triton kernel).
+
+    ``updates_in_place``, when given, names the inputs a correct solution may write into (a cache
+    with room for the new tokens): it receives a case's ``args``, ``kwargs`` and the reference's
+    output and returns ``{argument index: what that input holds once correctly updated}``. Such an
+    input must then be left unchanged or hold exactly that (within the tolerances); any other input
+    changed in place still fails.
     """
 
     name: str
@@ -94,3 +100,4 @@ class Exercise:
     rtol: float = 1e-4
     time_limit: float = 10.0
     custom_check: Callable[[Callable[..., Any]], tuple[Status, str]] | None = None
+    updates_in_place: Callable[[tuple[Any, ...], dict[str, Any], Any], dict[int, Any]] | None = None

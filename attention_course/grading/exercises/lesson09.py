@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 from ...kv_cache import cached_attention_step
@@ -143,12 +145,27 @@ VALUES = "values = torch.cat([v_cache[:, :, :length], v_new], dim=-2)"
 MASK = "mask = causal_mask(length + n_new)[-n_new:]"
 RESULT = "return grouped_query_attention(q_new, keys, values, mask), keys, values"
 
+
+def cache_after_step(args: tuple[Any, ...], kwargs: dict[str, Any], output: Any) -> dict[int, Any]:
+    """k_cache and v_cache (arguments 4 and 5) with the step's keys and values written at
+    positions length .. length + T - 1: a correct solution may append by writing into the cache."""
+    k_cache, v_cache, length = args[3], args[4], args[5]
+    _, keys, values = output
+    updated = {}
+    for index, cache, new in ((3, k_cache, keys), (4, v_cache, values)):
+        cache = cache.clone()
+        cache[:, :, length : new.shape[-2]] = new[:, :, length:]
+        updated[index] = cache
+    return updated
+
+
 register(
     Exercise(
         name="cached_attention_step",
         lesson=LESSON,
         reference=cached_attention_step,
         cases=cached_step_cases,
+        updates_in_place=cache_after_step,
         mistakes=catalogue(
             LESSON,
             "cached_attention_step",

@@ -131,6 +131,8 @@ register(
         lesson=LESSON,
         reference=rolling_attention_step,
         cases=rolling_cases,
+        # the buffer may be updated in place: k_cache, v_cache (arguments 4, 5) become the returned ones
+        updates_in_place=lambda args, kwargs, output: {3: output[1], 4: output[2]},
         mistakes=catalogue(
             LESSON,
             "rolling_attention_step",
@@ -291,6 +293,8 @@ register(
         lesson=LESSON,
         reference=paged_write_and_gather,
         cases=paged_cases,
+        # the pool and the block table (arguments 1, 2) may be updated in place into the returned ones
+        updates_in_place=lambda args, kwargs, output: {0: output[1], 1: output[2]},
         mistakes=catalogue(
             LESSON,
             "paged_write_and_gather",
