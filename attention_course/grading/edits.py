@@ -17,6 +17,10 @@ mistake that is no longer the one its hint names.
 The mistake's function runs in a namespace holding the solution notebook's imports, and its
 source is registered with ``linecache``, so ``inspect.getsource`` works on it (the grader's tests
 paste it into a copy of the solution notebook).
+
+A learner's copy of the course may lack ``solutions/`` (an instructor holds it back until the
+session ends). Then a lesson's catalogue is empty (``has_solutions``): the grader still compares
+every case with the reference and says what is wrong, it only cannot name a catalogued mistake.
 """
 
 from __future__ import annotations
@@ -34,6 +38,11 @@ from .spec import Mistake
 
 ROOT = Path(__file__).resolve().parents[2]
 SOLUTIONS = ROOT / "solutions"
+
+
+def has_solutions(lesson: str) -> bool:
+    """Whether ``solutions/<lesson>.py``, which the lesson's mistakes are built from, is here."""
+    return (SOLUTIONS / f"{lesson}.py").is_file()
 
 
 class CatalogueError(RuntimeError):
@@ -222,5 +231,7 @@ def mistake(lesson: str, function: str, name: str, hint: str, *edits: Edit) -> M
 
 
 def catalogue(lesson: str, function: str, *entries: tuple[Any, ...]) -> tuple[Mistake, ...]:
-    """Several mistakes of one function: entries ``(name, hint, edit, edit, ...)``."""
+    """Several mistakes of one function: entries ``(name, hint, edit, edit, ...)``; none without ``solutions/``."""
+    if not has_solutions(lesson):
+        return ()
     return tuple(mistake(lesson, function, name, hint, *edits) for name, hint, *edits in entries)

@@ -16,7 +16,7 @@ from typing import Any
 
 from ...triton_compile import HEADER
 from ...triton_flash import INSTALL_HINT, flash_attention_kernel, triton
-from ..edits import SPECS, Edit, MistakeSpec, edit, mutant_source
+from ..edits import SPECS, Edit, MistakeSpec, edit, has_solutions, mutant_source
 from ..registry import register
 from ..spec import Exercise, Mistake, Status
 from ..triton_sandbox import (
@@ -180,7 +180,9 @@ def _mutant_source(name: str, edits: tuple[Edit, ...]) -> str:
 
 
 _HINTS_BY_NAME = {name: hint for name, hint, _ in _CATALOGUE}
-_MUTANT_SOURCES = {name: _mutant_source(name, edits) for name, _, edits in _CATALOGUE} if triton else {}
+_MUTANT_SOURCES = (
+    {name: _mutant_source(name, edits) for name, _, edits in _CATALOGUE} if triton and has_solutions(LESSON) else {}
+)
 _HINTS = {name: hint for name, hint, _ in _CATALOGUE}
 
 
@@ -231,9 +233,8 @@ register(
         mistakes=tuple(
             Mistake(name, hint, load_kernel(_MUTANT_SOURCES[name], NAME, f"lesson 11b mistake {name}"))
             for name, hint, _ in _CATALOGUE
-        )
-        if triton
-        else (),
+            if name in _MUTANT_SOURCES
+        ),
         custom_check=_check_kernel,
     )
 )
