@@ -193,3 +193,29 @@ def test_fully_masked_rows_are_what_the_hints_say() -> None:
     assert "attention_course.softmax" in solution_05
     nan_hint = next(m.hint for m in get_exercise("masked_attention").mistakes if m.name == "nan_on_fully_masked")
     assert "attention_course.softmax" in nan_hint and "exercise 04" not in nan_hint
+
+
+def test_a_copy_without_solutions_still_grades(tmp_path) -> None:
+    # An instructor may hand out the course without solutions/ (the catalogues are built from it).
+    # check() must still compare with the reference and say what is wrong, only without a hint.
+    package = Path(__file__).resolve().parent.parent / "attention_course"
+    shutil.copytree(package, tmp_path / "attention_course", ignore=shutil.ignore_patterns("__pycache__"))
+    script = (
+        "import torch\n"
+        "from attention_course.grading import check, get_exercise\n"
+        "def softmax(x, dim=-1):\n"
+        "    return torch.exp(x) / torch.exp(x).sum(dim, keepdim=True)\n"
+        "check('softmax', softmax)\n"
+        "print('mistakes', len(get_exercise('softmax').mistakes), len(get_exercise('tiled_attention').mistakes))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=tmp_path,
+        env={"PYTHONPATH": str(tmp_path), "PATH": ""},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "FAIL softmax: returned NaN" in result.stdout and "catalogue" not in result.stdout, result.stdout
+    assert "mistakes 0 0" in result.stdout
