@@ -516,9 +516,10 @@ print(f"paper: {40.3 / 4.4:.1f}x less HBM traffic; model (forward, 100 KB of SRA
 # * **one query tile per core**: query tiles are independent (FlashAttention-2 gives each one its
 #   own block of GPU threads), so `tiled_attention` hands them to as many Python threads as
 #   PyTorch has threads, each running single-threaded operations, the longest tiles (the last,
-#   under a causal mask) first. No operation then waits for a second core; with the usual
-#   multi-threaded operations, every one of them waits, and when a neighbour's program holds one
-#   core that wait costs a scheduler time slice each time (`bench_flash.py --load` shows it);
+#   under a causal mask) first. No operation then waits for a second core. With multi-threaded
+#   operations every one of them would, and while another program holds one core each such wait
+#   can last a scheduler time slice (`bench_flash.py --load` times the tiled pass with a busy
+#   neighbour);
 # * **tile size, measured rather than derived**: `BLOCK_Q` × `BLOCK_K` scores per head (the tile
 #   for 8 heads is printed below) was among the fastest sizes `bench_flash.py --block-q --block-k`
 #   tried from 1k to 16k tokens; tiny tiles pay more Python per tile, and large query tiles leave
