@@ -45,7 +45,8 @@ from ._validation import require_count, require_float, require_min_rank, require
 
 #: Default tile sizes of ``tiled_attention``, chosen with ``benchmarks/bench_flash.py`` (N = 1k-16k,
 #: d = 64, 8 heads, the course's 2-core CPU). One tile of scores for 8 heads is
-#: 8 * 128 * 256 * 4 B = 1 MiB, which stays in one core's 2 MiB L2 cache while it is used.
+#: 8 * 128 * 256 * 4 B = 1 MiB. Larger query tiles leave too few tiles to share between cores;
+#: much smaller ones pay more Python per tile.
 BLOCK_Q = 128
 BLOCK_K = 256
 LOG2_E = 1.0 / math.log(2.0)
