@@ -34,11 +34,12 @@ import cloudpickle
 import torch
 
 from . import MARKS
+from .guard import MEMORY_LIMIT_BYTES, protected_folders
 from .notebook import CELL_TIME_LIMIT, CheckCall, parse_notebook
 from .registry import get_exercise
 from .runner import ALLOC_SLOWDOWN, CallPlan, CallRecord, _first_line, judge, plan_cases, reference_message, run_check
 from .spec import Case, Exercise, Result, Status
-from .worker import MEMORY_LIMIT_BYTES, read_frames
+from .worker import read_frames
 
 PACKAGE_ROOT = Path(__file__).resolve().parents[2]  # the folder holding attention_course/ (and solutions/)
 
@@ -255,22 +256,10 @@ def _take(round_: _Round, kind: bytes, payload: bytes) -> dict[str, Any] | None:
     return None
 
 
-def _protected(folders: list[Path]) -> list[str]:
-    """Folders the learner's code may not read: solutions/, and the folders of the notebooks graded
-    (other learners' work), unless one holds the package or Python itself (the worker imports from them)."""
-    needed = [PACKAGE_ROOT / "attention_course", Path(sys.prefix).resolve(), Path(sys.base_prefix).resolve()]
-    found = []
-    for folder in [PACKAGE_ROOT / "solutions", Path.cwd() / "solutions", *folders]:
-        folder = folder.resolve()
-        if not any(n == folder or folder in n.parents for n in needed) and str(folder) not in found:
-            found.append(str(folder))
-    return found
-
-
 def _job(notebooks: list[_Notebook], workdir: Path, budget: float, protected: list[Path]) -> bytes:
     job = {
         "workdir": str(workdir),
-        "protected": _protected(protected),
+        "protected": protected_folders(protected),
         "limits": {
             "cpu_seconds": int(budget) + 60,
             "memory_bytes": None if torch.cuda.is_available() else MEMORY_LIMIT_BYTES,

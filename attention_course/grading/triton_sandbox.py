@@ -16,7 +16,7 @@ Two kinds of subprocess, because one Python process cannot both interpret and co
 
 A kernel that crashes (a wild pointer can kill the interpreter) or hangs ends its subprocess, not
 the grader. The numerics child, where the learner's kernel body runs as Python, has the grading
-worker's limits and guard (``worker.limit_resources``, ``worker.install_guard``): CPU time and
+worker's limits and guard (``guard.limit_resources``, ``guard.install_guard``): CPU time and
 address space, no writes outside its job folder, no reading ``solutions/``, no programs started.
 PyTorch is imported only inside the numerics child's functions.
 """
@@ -297,15 +297,14 @@ def _limits(timeout: float) -> dict[str, Any]:
     """The numerics child's resource limits and protected folders, as the grading worker has them."""
     import torch
 
-    from .grade import _protected
-    from .worker import MEMORY_LIMIT_BYTES
+    from .guard import MEMORY_LIMIT_BYTES, protected_folders
 
     return {
         "limits": {
             "cpu_seconds": int(timeout) + 5,
             "memory_bytes": None if torch.cuda.is_available() else MEMORY_LIMIT_BYTES,
         },
-        "protected": _protected([]),
+        "protected": protected_folders([]),
     }
 
 
@@ -452,7 +451,7 @@ def _behaves_like(mistake: Any, ours: tuple[Any, Any, Any], failing: int) -> boo
 
 
 def _numerics_child(job_dir: Path) -> None:
-    from .worker import install_guard, limit_resources
+    from .guard import install_guard, limit_resources
 
     job = json.loads((job_dir / "job.json").read_text())
     progress = (job_dir / "progress.txt").open("a", encoding="utf-8")
