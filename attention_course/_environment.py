@@ -1,4 +1,4 @@
-"""Environment variables that the package sets, each for as short a time as it can.
+"""Environment variables (and PyTorch's thread count) that the package sets, each for as short a time as it can.
 
 Process-wide settings, all of them (the one documented place; CONTRIBUTING.md links here):
 
@@ -11,6 +11,10 @@ Process-wide settings, all of them (the one documented place; CONTRIBUTING.md li
   a CUDA GPU, before ``triton`` is first imported, and **not restored**: every ``@triton.jit`` reads
   it when it decorates, and a learner's kernel defined later in the notebook must run in the
   interpreter too. ``tests/conftest.py`` sets it for the test session for the same reason.
+* PyTorch's thread count (``torch.set_num_threads``), not an environment variable but as
+  process-wide: set to 1 by :func:`scoped_torch_threads` while ``flash``'s query tiles run on their
+  own threads, and while ``measure``'s memory probes run (the profiler sees the calling thread
+  only); restored after.
 * In their own processes only: ``MPLBACKEND=Agg`` in the grading worker (``grading/worker.py``),
   ``TRITON_INTERPRET`` in the Triton sandbox's children (``triton_compile.child_env``), and
   ``OMP_WAIT_POLICY=PASSIVE`` in ``benchmarks/bench_sparse.py`` (before PyTorch starts OpenMP).
@@ -44,3 +48,16 @@ def scoped_environ(**values: str | None) -> Iterator[None]:
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = old
+
+
+@contextmanager
+def scoped_torch_threads(n_threads: int) -> Iterator[None]:
+    """Run the block with ``torch.set_num_threads(n_threads)``; restore the caller's count after."""
+    import torch
+
+    saved = torch.get_num_threads()
+    torch.set_num_threads(n_threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(saved)

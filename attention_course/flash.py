@@ -41,6 +41,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from ._environment import scoped_torch_threads
 from ._validation import require_count, require_float, require_min_rank, require_qkv, require_tensor, shape_of
 
 #: Default tile sizes of ``tiled_attention``, chosen with ``benchmarks/bench_flash.py`` (N = 1k-16k,
@@ -213,8 +214,8 @@ def _query_tile_pool(n_threads: int) -> ThreadPoolExecutor:
 def _for_each_query_tile(work: Callable[[int], None], n_queries: int, block_q: int) -> None:
     """Call ``work(q_start)`` for every query tile, as many tiles at once as torch has threads.
 
-    Each tile runs on one thread with single-threaded torch operations (``torch.set_num_threads(1)``
-    for the duration, restored after): no operation waits for a second core, which on a shared
+    Each tile runs on one thread with single-threaded torch operations (``scoped_torch_threads(1)``
+    for the duration): no operation waits for a second core, which on a shared
     machine, with a neighbour on that core, can cost a scheduler time slice per operation. The
     last tiles go first, since under a causal mask they have the most keys, and a free thread takes
     the next tile, so the cores finish together. The threads run in the caller's grad mode, and a
@@ -233,12 +234,9 @@ def _for_each_query_tile(work: Callable[[int], None], n_queries: int, block_q: i
             work(q_start)
 
     pool = _query_tile_pool(n_threads)
-    torch.set_num_threads(1)
-    try:
+    with scoped_torch_threads(1):
         for _ in pool.map(in_grad_mode, starts):
             pass
-    finally:
-        torch.set_num_threads(n_threads)
 
 
 def _flatten_qkv(q: Tensor, k: Tensor, v: Tensor, block_q: object, block_k: object) -> tuple[Tensor, ...]:

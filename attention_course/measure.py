@@ -11,29 +11,16 @@ from __future__ import annotations
 import math
 import os
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from typing import Any
 
-import torch
 from torch import Tensor
 from torch.autograd import DeviceType
 from torch.profiler import ProfilerActivity, profile
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
-from ._environment import scoped_environ
-
-
-@contextmanager
-def _one_thread() -> Iterator[None]:
-    """Run the block with ``torch.set_num_threads(1)``, restoring the caller's count after."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
+from ._environment import scoped_environ, scoped_torch_threads
 
 
 def best_seconds(fn: Callable[[], object], repeats: int = 3) -> float:
@@ -82,7 +69,7 @@ def peak_memory_bytes(fn: Callable[[], object]) -> int:
     # which would land in notebook outputs; 6 keeps it quiet unless the caller chose a level.
     with (
         scoped_environ(KINETO_LOG_LEVEL=os.environ.get("KINETO_LOG_LEVEL", "6")),
-        _one_thread(),
+        scoped_torch_threads(1),
         profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof,
     ):
         fn()
@@ -123,6 +110,6 @@ def largest_allocation(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> tup
     Returns:
         ``(fn's result, size in bytes of the largest storage allocated)``.
     """
-    with _one_thread(), _AllocationSpy() as spy:
+    with scoped_torch_threads(1), _AllocationSpy() as spy:
         result = fn(*args, **kwargs)
     return result, spy.largest_bytes
