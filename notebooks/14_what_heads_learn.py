@@ -304,8 +304,9 @@ print(f"shipped: seed {shipped['seed']}, weight decay {shipped['weight_decay']},
 # With the weak decay no seed ends with one dominant head: both layer-1 heads score high, and
 # switching off either one raises the loss (both ablation columns). With the strong decay the ratio
 # grows as the second head fades, at a pace the seed decides: after 3000 steps one head dominates in
-# the number of seeds printed last, and in the others the second head still keeps part of its pattern. The shipped model is the default seed, one where a single head
-# won; `scripts/train_induction.py --seed N` trains any of the others. The decay has a price:
+# the number of seeds printed last, and in the others the second head still keeps part of its
+# pattern. The shipped model is the default seed, one where a single head won;
+# `scripts/train_induction.py --seed N` trains any of the others. The decay has a price:
 # attention is less sharp (lower best scores) and the loss on the repeated copy is higher than with
 # the weak decay (last column). We paid it so that one head, not two, explains the copying.
 #
