@@ -12,8 +12,9 @@ Process-wide settings, all of them (the one documented place; CONTRIBUTING.md li
   it when it decorates, and a learner's kernel defined later in the notebook must run in the
   interpreter too. ``tests/conftest.py`` sets it for the test session for the same reason.
 * PyTorch's thread count (``torch.set_num_threads``), not an environment variable but as
-  process-wide: set to 1 by :func:`scoped_torch_threads` while ``flash``'s query tiles run on their
-  own threads, and while ``measure``'s memory probes run (the profiler sees the calling thread
+  process-wide: set to 1 by :func:`scoped_torch_threads` while ``flash``'s tiled passes run (their
+  query tiles run on threads of their own, and the calling thread's operations stay
+  single-threaded), and while ``measure``'s memory probes run (the profiler sees the calling thread
   only); restored after.
 * In their own processes only: ``MPLBACKEND=Agg`` in the grading worker (``grading/worker.py``),
   ``TRITON_INTERPRET`` in the Triton sandbox's children (``triton_compile.child_env``), and

@@ -21,9 +21,10 @@ Peak memory is $O(N d + B_q B_k)$ instead of $O(N^2)$.
 Like FlashAttention-2 on a GPU, which gives each query tile its own thread block, the query tiles
 are independent work items: one per core at a time, longest first, each doing single-threaded
 operations (``_for_each_query_tile``). Each tile then runs start to finish on one core, with no
-hand-over between cores inside an operation.
+hand-over between cores inside an operation; the calling thread's few operations are
+single-threaded too (``_caller_single_threaded``).
 
-Like the GPU kernels, the forward pass works in base 2: the queries are scaled by
+Like the GPU kernels, the forward pass works in base 2: each query tile is scaled by
 $\log_2 e / \sqrt{d_k}$ once, so that $e^{s - m} = 2^{s \log_2 e - m \log_2 e}$ becomes one ``exp2``
 per score (three times cheaper than ``exp`` on this CPU); $\ell$ and $o$ are unchanged by this,
 and the log-sum-exp is converted back to base $e$ at the end.
@@ -36,6 +37,7 @@ import os
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -168,12 +170,12 @@ def visited_tiles(n_queries: int, n_keys: int, block_q: int, block_k: int, causa
     ]
 
 
-def _tile_scores(q_tile: Tensor, k: Tensor, q_start: int, k_start: int, k_stop: int, masked: bool) -> Tensor:
-    """Scores ``(B, bq, bk)`` of pre-scaled queries ``q_tile (B, bq, d)`` against ``k[:, k_start:k_stop]``.
+def _tile_scores(q_tile: Tensor, k_t: Tensor, q_start: int, k_start: int, k_stop: int, masked: bool) -> Tensor:
+    """Scores ``(B, bq, bk)`` of pre-scaled queries ``q_tile (B, bq, d)`` against the keys ``k_t (B, d, S)`` (transposed).
 
     With ``masked``, keys after their query (``j > i``) get ``-inf``.
     """
-    scores = torch.bmm(q_tile, k[:, k_start:k_stop].transpose(1, 2))
+    scores = torch.bmm(q_tile, k_t[:, :, k_start:k_stop])
     if masked:
         rows = torch.arange(q_start, q_start + q_tile.shape[1]).unsqueeze(1)
         cols = torch.arange(k_start, k_stop)
@@ -181,22 +183,33 @@ def _tile_scores(q_tile: Tensor, k: Tensor, q_start: int, k_start: int, k_stop: 
     return scores
 
 
-def _online_update(running_max: Tensor, running_sum: Tensor, acc: Tensor, scores: Tensor, v_tile: Tensor) -> None:
-    r"""Fold one tile into the running state, in place: $m, \ell, o$ ``(B, bq, 1)``, ``(B, bq, 1)``, ``(B, bq, d_v)``.
+def _online_update(running_max: Tensor, running_sum: Tensor, acc: Tensor, scores: Tensor, v_tile: Tensor) -> Tensor:
+    r"""Fold one tile into the running state and return the new maximum $m'$ ``(B, bq, 1)``.
 
-    ``scores (B, bq, bk)`` are in base 2 ($s \log_2 e$, and so is $m$) and are overwritten with
-    $2^{s - m'}$. A row's first tile always holds an allowed key (key 0 for causal), so the new
-    maximum is finite and $\alpha = 2^{m - m'}$ is a number (0 on the first tile, where $m = -\infty$).
+    $\ell$ ``(B, bq, 1)`` and $o$ ``(B, bq, d_v)`` are updated in place. ``scores (B, bq, bk)`` are
+    in base 2 ($s \log_2 e$, and so is $m$) and are overwritten with $2^{s - m'}$. A row's first
+    tile always holds an allowed key (key 0 for causal), so $m'$ is finite and $\alpha = 2^{m - m'}$
+    is a number (0 on the first tile, where $m = -\infty$).
     """
     new_max = torch.maximum(running_max, scores.amax(dim=-1, keepdim=True))
     alpha = torch.exp2(running_max - new_max)  # how much the old maximum overstated the row
     probs = scores.sub_(new_max).exp2_()  # 2^{s - m'}, in place: no second tile-sized buffer
     running_sum.mul_(alpha).add_(probs.sum(dim=-1, keepdim=True))
     acc.mul_(alpha).baddbmm_(probs, v_tile)  # o <- alpha o + P V
-    running_max.copy_(new_max)
+    return new_max
 
 
 _pool: tuple[int, int, ThreadPoolExecutor] | None = None  # (process id, threads, the pool) of the last call
+
+
+def _single_threaded_worker() -> None:
+    """Start a tile thread with one torch thread, for its matrix products (MKL) too.
+
+    PyTorch sets a new thread's count only at its first parallel loop; a small tile's first
+    operations have none, and its first matrix product would start a team of OpenMP threads inside
+    the tile thread.
+    """
+    torch.set_num_threads(1)  # the caller holds 1 while tiles run (``_caller_single_threaded``): no change there
 
 
 def _query_tile_pool(n_threads: int) -> ThreadPoolExecutor:
@@ -207,22 +220,39 @@ def _query_tile_pool(n_threads: int) -> ThreadPoolExecutor:
     """
     global _pool
     if _pool is None or _pool[:2] != (os.getpid(), n_threads):
-        _pool = (os.getpid(), n_threads, ThreadPoolExecutor(n_threads, thread_name_prefix="query-tile"))
+        _pool = (
+            os.getpid(),
+            n_threads,
+            ThreadPoolExecutor(n_threads, thread_name_prefix="query-tile", initializer=_single_threaded_worker),
+        )
     return _pool[2]
 
 
-def _for_each_query_tile(work: Callable[[int], None], n_queries: int, block_q: int) -> None:
-    """Call ``work(q_start)`` for every query tile, as many tiles at once as torch has threads.
+@contextmanager
+def _caller_single_threaded() -> Iterator[int]:
+    """Run the block with one torch thread in the calling thread; yield the caller's thread count.
 
-    Each tile runs on one thread with single-threaded torch operations (``scoped_torch_threads(1)``
-    for the duration): no operation waits for a second core, which on a shared
-    machine, with a neighbour on that core, can cost a scheduler time slice per operation. The
+    The tiled passes compute on their own threads (``_for_each_query_tile``), so the few operations
+    the calling thread does (checking the inputs, summing the threads' gradients) stay
+    single-threaded too: a multi-threaded operation there would leave OpenMP's idle thread spinning
+    on a core for milliseconds after it (``measure.background_cpu_ms``), beside the tile threads.
+    """
+    n_threads = torch.get_num_threads()
+    with scoped_torch_threads(1):
+        yield n_threads
+
+
+def _for_each_query_tile(work: Callable[[int], None], n_queries: int, block_q: int, n_threads: int) -> None:
+    """Call ``work(q_start)`` for every query tile, ``n_threads`` tiles at once.
+
+    Call it with one torch thread (``_caller_single_threaded``): each tile then runs on one thread
+    with single-threaded torch operations, and no operation waits for a second core, which on a
+    shared machine, with a neighbour on that core, can cost a scheduler time slice per operation. The
     last tiles go first, since under a causal mask they have the most keys, and a free thread takes
     the next tile, so the cores finish together. The threads run in the caller's grad mode, and a
     worker's exception is re-raised here.
     """
     starts = list(range(0, n_queries, block_q))[::-1]
-    n_threads = torch.get_num_threads()
     if n_threads == 1 or len(starts) <= 1:
         for q_start in starts:
             work(q_start)
@@ -233,10 +263,8 @@ def _for_each_query_tile(work: Callable[[int], None], n_queries: int, block_q: i
         with torch.set_grad_enabled(grad_mode):
             work(q_start)
 
-    pool = _query_tile_pool(n_threads)
-    with scoped_torch_threads(1):
-        for _ in pool.map(in_grad_mode, starts):
-            pass
+    for _ in _query_tile_pool(n_threads).map(in_grad_mode, starts):
+        pass
 
 
 def _flatten_qkv(q: Tensor, k: Tensor, v: Tensor, block_q: object, block_k: object) -> tuple[Tensor, ...]:
@@ -253,27 +281,34 @@ def _flatten_qkv(q: Tensor, k: Tensor, v: Tensor, block_q: object, block_k: obje
     return tuple(t.expand(*batch, *t.shape[-2:]).reshape(math.prod(batch), *t.shape[-2:]) for t in (q, k, v))
 
 
-def _tiled_forward(q: Tensor, k: Tensor, v: Tensor, causal: bool, block_q: int, block_k: int) -> tuple[Tensor, Tensor]:
-    """Forward pass on flattened ``q (B, L, d)``, ``k (B, S, d)``, ``v (B, S, d_v)``: ``out (B, L, d_v)``, ``lse (B, L)``."""
+def _tiled_forward(
+    q: Tensor, k: Tensor, v: Tensor, causal: bool, block_q: int, block_k: int, n_threads: int
+) -> tuple[Tensor, Tensor]:
+    """Forward pass on flattened ``q (B, L, d)``, ``k (B, S, d)``, ``v (B, S, d_v)``: ``out (B, L, d_v)``, ``lse (B, L)``.
+
+    ``n_threads`` query tiles run at once; call it inside ``_caller_single_threaded``.
+    """
     n_batch, n_queries, d_k = q.shape
     n_keys, d_v = k.shape[1], v.shape[2]
-    q_scaled = q * (LOG2_E / math.sqrt(d_k))  # scale once here, not every tile; base-2 scores
+    k_t = k.transpose(1, 2)  # (B, d, S): each tile's K^T is a slice of it
     out = torch.empty(n_batch, n_queries, d_v, dtype=q.dtype)
     lse = torch.empty(n_batch, n_queries, dtype=q.dtype)
 
     def query_tile(q_start: int) -> None:
         q_stop = min(q_start + block_q, n_queries)
+        # Scaled here, by the tile's thread, not all of Q up front by the caller's; base-2 scores.
+        q_tile = q[:, q_start:q_stop] * (LOG2_E / math.sqrt(d_k))
         running_max = torch.full((n_batch, q_stop - q_start, 1), float("-inf"), dtype=q.dtype)
         running_sum = torch.zeros_like(running_max)
         acc = torch.zeros(n_batch, q_stop - q_start, d_v, dtype=q.dtype)
         for k_start, k_stop, masked in _key_tiles(q_start, q_stop, n_keys, block_k, causal):
-            scores = _tile_scores(q_scaled[:, q_start:q_stop], k, q_start, k_start, k_stop, masked)
-            _online_update(running_max, running_sum, acc, scores, v[:, k_start:k_stop])
+            scores = _tile_scores(q_tile, k_t, q_start, k_start, k_stop, masked)
+            running_max = _online_update(running_max, running_sum, acc, scores, v[:, k_start:k_stop])
         # Divide once, at the end; a row with no keys (S = 0) keeps a zero output and lse = -inf.
         torch.div(acc, running_sum.clamp_min(torch.finfo(q.dtype).tiny), out=out[:, q_start:q_stop])
         lse[:, q_start:q_stop] = ((running_max + running_sum.log2()) * LN_2).squeeze(-1)
 
-    _for_each_query_tile(query_tile, n_queries, block_q)
+    _for_each_query_tile(query_tile, n_queries, block_q, n_threads)
     return out, lse
 
 
@@ -304,8 +339,9 @@ def tiled_attention(
         ``output (..., L, d_v)``, equal to ``scaled_dot_product_attention(q, k, v, causal=causal)``,
         and ``lse (..., L)``, the log-sum-exp of each query's scaled (and masked) scores.
     """
-    q_flat, k_flat, v_flat = _flatten_qkv(q, k, v, block_q, block_k)
-    out, lse = _tiled_forward(q_flat, k_flat, v_flat, bool(causal), block_q, block_k)
+    with _caller_single_threaded() as n_threads:
+        q_flat, k_flat, v_flat = _flatten_qkv(q, k, v, block_q, block_k)
+        out, lse = _tiled_forward(q_flat, k_flat, v_flat, bool(causal), block_q, block_k, n_threads)
     batch = torch.broadcast_shapes(q.shape[:-2], k.shape[:-2], v.shape[:-2])
     return out.reshape(*batch, q.shape[-2], v.shape[-1]), lse.reshape(*batch, q.shape[-2])
 
@@ -354,8 +390,8 @@ def tiled_attention_steps(
         running_sum = torch.zeros_like(running_max)
         acc = torch.zeros(1, q_stop - q_start, v.shape[-1], dtype=q.dtype)
         for k_start, k_stop, masked in _key_tiles(q_start, q_stop, k.shape[0], block_k, bool(causal)):
-            scores = _tile_scores(q_scaled[:, q_start:q_stop], k_flat, q_start, k_start, k_stop, masked)
-            _online_update(running_max, running_sum, acc, scores, v_flat[:, k_start:k_stop])
+            scores = _tile_scores(q_scaled[:, q_start:q_stop], k_flat.transpose(1, 2), q_start, k_start, k_stop, masked)
+            running_max = _online_update(running_max, running_sum, acc, scores, v_flat[:, k_start:k_stop])
             steps.append(
                 TileStep(
                     q_start,
@@ -385,6 +421,7 @@ def _tiled_backward(
     causal: bool,
     block_q: int,
     block_k: int,
+    n_threads: int,
 ) -> tuple[Tensor, Tensor, Tensor]:
     r"""Gradients of flattened ``q (B, L, d)``, ``k (B, S, d)``, ``v (B, S, d_v)``, without an N×N matrix.
 
@@ -394,28 +431,30 @@ def _tiled_backward(
     $dK \mathrel{+}= dS^\top Q \cdot \text{scale}$.
     """
     scale = 1.0 / math.sqrt(q.shape[-1])
-    q_scaled = q * scale
-    delta = (grad_out * out).sum(dim=-1, keepdim=True)  # (B, L, 1)
-    grad_q = torch.zeros_like(q)
+    k_t, v_t = k.transpose(1, 2), v.transpose(1, 2)  # (B, d, S), (B, d_v, S)
+    grad_q = torch.empty_like(q)  # each query tile fills its own rows
     # Every query tile adds to every key tile's dK and dV: each thread sums into its own pair.
     grad_kv: dict[int, tuple[Tensor, Tensor]] = {}
 
     def query_tile(q_start: int) -> None:
         q_stop = min(q_start + block_q, q.shape[1])
-        rows = slice(q_start, q_stop)
         if threading.get_ident() not in grad_kv:  # only this thread writes its own entry
             grad_kv[threading.get_ident()] = (torch.zeros_like(k), torch.zeros_like(v))
         grad_k, grad_v = grad_kv[threading.get_ident()]
+        # This query tile's rows: (B, bq, .)
+        q_tile = q[:, q_start:q_stop] * scale
+        grad_out_tile, lse_tile = grad_out[:, q_start:q_stop], lse[:, q_start:q_stop].unsqueeze(-1)
+        delta_tile = (grad_out_tile * out[:, q_start:q_stop]).sum(dim=-1, keepdim=True)
+        grad_q_tile = grad_q[:, q_start:q_stop].zero_()
         for k_start, k_stop, masked in _key_tiles(q_start, q_stop, k.shape[1], block_k, causal):
-            cols = slice(k_start, k_stop)
-            probs = _tile_scores(q_scaled[:, rows], k, q_start, k_start, k_stop, masked)
-            probs.sub_(lse[:, rows].unsqueeze(-1)).exp_()  # (B, bq, bk)
-            grad_v[:, cols].baddbmm_(probs.transpose(1, 2), grad_out[:, rows])
-            grad_scores = torch.bmm(grad_out[:, rows], v[:, cols].transpose(1, 2)).sub_(delta[:, rows]).mul_(probs)
-            grad_q[:, rows].baddbmm_(grad_scores, k[:, cols], alpha=scale)
-            grad_k[:, cols].baddbmm_(grad_scores.transpose(1, 2), q_scaled[:, rows])
+            probs = _tile_scores(q_tile, k_t, q_start, k_start, k_stop, masked)
+            probs.sub_(lse_tile).exp_()  # (B, bq, bk)
+            grad_v[:, k_start:k_stop].baddbmm_(probs.transpose(1, 2), grad_out_tile)
+            grad_scores = torch.bmm(grad_out_tile, v_t[:, :, k_start:k_stop]).sub_(delta_tile).mul_(probs)
+            grad_q_tile.baddbmm_(grad_scores, k[:, k_start:k_stop], alpha=scale)
+            grad_k[:, k_start:k_stop].baddbmm_(grad_scores.transpose(1, 2), q_tile)
 
-    _for_each_query_tile(query_tile, q.shape[1], block_q)
+    _for_each_query_tile(query_tile, q.shape[1], block_q, n_threads)
     if not grad_kv:  # no query tiles (L = 0)
         return grad_q, torch.zeros_like(k), torch.zeros_like(v)
     grad_ks, grad_vs = zip(*grad_kv.values(), strict=True)
@@ -450,30 +489,32 @@ def tiled_attention_backward(
     Returns:
         ``(grad_q, grad_k, grad_v)``, shaped like ``q``, ``k`` and ``v``.
     """
-    q_flat, k_flat, v_flat = _flatten_qkv(q, k, v, block_q, block_k)
-    for name, t, shape in (
-        ("out", out, (*q.shape[:-1], v.shape[-1])),
-        ("lse", lse, q.shape[:-1]),
-        ("grad_out", grad_out, (*q.shape[:-1], v.shape[-1])),
-    ):
-        require_float(name, t)
-        if t.shape != shape or q.shape[:-2] != k.shape[:-2] or q.shape[:-2] != v.shape[:-2]:
-            raise ValueError(
-                f"{name} must have shape {tuple(shape)} for q {shape_of(q)}, k {shape_of(k)} and "
-                f"v {shape_of(v)} (all with the same leading dimensions), got {shape_of(t)}"
-            )
-    n_batch, n_queries = q_flat.shape[:2]
-    grads = _tiled_backward(
-        q_flat,
-        k_flat,
-        v_flat,
-        out.reshape(n_batch, n_queries, -1),
-        lse.reshape(n_batch, n_queries),
-        grad_out.reshape(n_batch, n_queries, -1).contiguous(),
-        bool(causal),
-        block_q,
-        block_k,
-    )
+    with _caller_single_threaded() as n_threads:
+        q_flat, k_flat, v_flat = _flatten_qkv(q, k, v, block_q, block_k)
+        for name, t, shape in (
+            ("out", out, (*q.shape[:-1], v.shape[-1])),
+            ("lse", lse, q.shape[:-1]),
+            ("grad_out", grad_out, (*q.shape[:-1], v.shape[-1])),
+        ):
+            require_float(name, t)
+            if t.shape != shape or q.shape[:-2] != k.shape[:-2] or q.shape[:-2] != v.shape[:-2]:
+                raise ValueError(
+                    f"{name} must have shape {tuple(shape)} for q {shape_of(q)}, k {shape_of(k)} and "
+                    f"v {shape_of(v)} (all with the same leading dimensions), got {shape_of(t)}"
+                )
+        n_batch, n_queries = q_flat.shape[:2]
+        grads = _tiled_backward(
+            q_flat,
+            k_flat,
+            v_flat,
+            out.reshape(n_batch, n_queries, -1),
+            lse.reshape(n_batch, n_queries),
+            grad_out.reshape(n_batch, n_queries, -1).contiguous(),
+            bool(causal),
+            block_q,
+            block_k,
+            n_threads,
+        )
     return tuple(g.reshape(t.shape) for g, t in zip(grads, (q, k, v), strict=True))  # type: ignore[return-value]
 
 
@@ -509,8 +550,10 @@ class TiledAttentionFunction(torch.autograd.Function):
     """Autograd for the tiled forward: saves ``q, k, v, out, lse`` (O(N d)), recomputes the weights in backward."""
 
     @staticmethod
-    def forward(ctx, q: Tensor, k: Tensor, v: Tensor, causal: bool, block_q: int, block_k: int) -> Tensor:  # type: ignore[override]
-        out, lse = _tiled_forward(q, k, v, causal, block_q, block_k)
+    def forward(
+        ctx, q: Tensor, k: Tensor, v: Tensor, causal: bool, block_q: int, block_k: int, n_threads: int
+    ) -> Tensor:  # type: ignore[override]
+        out, lse = _tiled_forward(q, k, v, causal, block_q, block_k, n_threads)  # inside flash_attention's one thread
         ctx.save_for_backward(q, k, v, out, lse)
         ctx.tiling = (causal, block_q, block_k)
         return out
@@ -518,8 +561,10 @@ class TiledAttentionFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_out: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
         q, k, v, out, lse = ctx.saved_tensors
-        grads = _tiled_backward(q, k, v, out, lse, grad_out.contiguous(), *ctx.tiling)
-        return (*grads, None, None, None)
+        causal, block_q, block_k = ctx.tiling
+        with _caller_single_threaded() as n_threads:
+            grads = _tiled_backward(q, k, v, out, lse, grad_out.contiguous(), causal, block_q, block_k, n_threads)
+        return (*grads, None, None, None, None)
 
 
 def flash_attention(
@@ -533,7 +578,8 @@ def flash_attention(
     Returns:
         ``output (..., L, d_v)``; gradients reach ``q``, ``k`` and ``v`` without storing the attention matrix.
     """
-    q_flat, k_flat, v_flat = _flatten_qkv(q, k, v, block_q, block_k)
-    out = TiledAttentionFunction.apply(q_flat, k_flat, v_flat, bool(causal), block_q, block_k)
+    with _caller_single_threaded() as n_threads:
+        q_flat, k_flat, v_flat = _flatten_qkv(q, k, v, block_q, block_k)
+        out = TiledAttentionFunction.apply(q_flat, k_flat, v_flat, bool(causal), block_q, block_k, n_threads)
     batch = torch.broadcast_shapes(q.shape[:-2], k.shape[:-2], v.shape[:-2])
     return out.reshape(*batch, q.shape[-2], v.shape[-1])

@@ -1,5 +1,5 @@
-"""Measurement, in one place: wall-clock time, how time grows with size, peak memory and the
-largest single allocation. Lessons, benchmarks, tests and the grader all use these.
+"""Measurement, in one place: wall-clock time, how time grows with size, peak memory, the
+largest single allocation, and the CPU that idle threads burn. Lessons, benchmarks, tests and the grader all use these.
 
 The two memory measurements see what PyTorch allocates in the calling thread only (the profiler's
 and a dispatch mode's hooks are per thread), so they run the function with one torch thread:
@@ -8,8 +8,10 @@ code that would hand work to other threads (``tiled_attention``'s query tiles) t
 
 from __future__ import annotations
 
+import glob
 import math
 import os
+import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -36,6 +38,39 @@ def best_seconds(fn: Callable[[], object], repeats: int = 3) -> float:
         fn()
         best = min(best, time.perf_counter() - start)
     return best
+
+
+def background_cpu_ms(fn: Callable[[], object], window_s: float = 0.05) -> float:
+    """CPU time (ms) the process's other threads use while the caller sleeps ``window_s`` right after ``fn()``.
+
+    After a multi-threaded PyTorch operation, that is OpenMP's idle threads spinning, waiting for
+    the next parallel region, on cores that other threads could use. Reads each thread's run time
+    in ``/proc/self/task/*/schedstat`` (Linux); NaN where there is none. The median of three tries,
+    after one untimed call.
+    """
+    caller = f"/proc/self/task/{threading.get_native_id()}/schedstat"
+    if not os.path.exists(caller):
+        return math.nan
+
+    def run_ns() -> dict[str, int]:
+        times = {}
+        for path in glob.glob("/proc/self/task/*/schedstat"):
+            try:
+                with open(path) as stats:
+                    times[path] = int(stats.read().split()[0])
+            except OSError:  # the thread ended meanwhile
+                pass
+        return times
+
+    fn()
+    tries = []
+    for _ in range(3):
+        fn()
+        before = run_ns()
+        time.sleep(window_s)
+        after = run_ns()
+        tries.append(sum(ns - before.get(path, 0) for path, ns in after.items() if path != caller) / 1e6)
+    return sorted(tries)[1]
 
 
 def growth_exponent(sizes: Sequence[float], values: Sequence[float]) -> float:

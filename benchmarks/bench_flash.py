@@ -12,15 +12,17 @@ In one run prints, for batch 1, 8 heads, d = 64, float32:
 3. with ``--load``, every forward ratio again while a second process keeps one core busy with a
    one-thread matrix-multiply loop (what a neighbour on a shared machine does), beside the quiet one.
 
-Timings interleave the implementations and keep each one's fastest run, so a burst of load from
-other processes hurts all alike; the ratios are what to compare across machines. Print the machine's
-load average with the table (it is in the header line).
+Each time is the fastest of several runs of consecutive calls of one implementation
+(``measure.best_seconds``, what lesson 11 times with), the implementations taking turns run by
+run, so a burst of load from other processes hurts all alike; the ratios are what to compare across
+machines. The machine's load average is in the header line.
 
 The tiled pass runs its query tiles on a pool of Python threads, one per torch thread, each with
-single-threaded operations. Right after a multi-threaded operation (here SDPA's, which runs just
-before it in every round), OpenMP's idle thread keeps spinning on a core for a few milliseconds,
-which costs the short calls (N = 1k-2k) most; ``OMP_WAIT_POLICY=PASSIVE`` (set before Python
-starts) makes idle OpenMP threads sleep at once, and shows what is left without that cost.
+single-threaded operations (its calling thread's operations too). Right after a multi-threaded
+PyTorch operation, OpenMP's idle thread keeps spinning on a core (the script first prints for how
+long: ``measure.background_cpu_ms``), beside the tile threads. The column ``alternating`` times the
+two call by call, each tiled call right after an SDPA call, and shows what that costs the short
+calls; ``OMP_WAIT_POLICY=PASSIVE`` (set before Python starts) makes idle OpenMP threads sleep at once.
 
     .venv/bin/python benchmarks/bench_flash.py                         # the whole table
     .venv/bin/python benchmarks/bench_flash.py --load --threads 1      # one thread, quiet and loaded
@@ -41,13 +43,22 @@ import torch.nn.functional as F
 
 from attention_course import scaled_dot_product_attention
 from attention_course.flash import BLOCK_K, BLOCK_Q, flash_attention, tiled_attention
-from attention_course.measure import peak_memory_bytes
+from attention_course.measure import background_cpu_ms, best_seconds, peak_memory_bytes
 
 DENSE_MAX_N = 4096  # dense attention at N = 8192 needs 8 heads x 3 x N^2 floats = 6 GiB
 
 
-def fastest_times(fns: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
-    """Best wall time of each function over ``repeats`` rounds, the functions taking turns in each round."""
+def fastest_times(fns: dict[str, Callable[[], object]], repeats: int, rounds: int) -> dict[str, float]:
+    """Best wall time of each function: in each of ``rounds`` rounds, every function runs ``repeats`` times in a row."""
+    best = dict.fromkeys(fns, float("inf"))
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            best[name] = min(best[name], best_seconds(fn, repeats))
+    return best
+
+
+def alternating_times(fns: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
+    """Best wall time of each function over ``repeats`` rounds of one call each: every call follows another function's."""
     for fn in fns.values():  # warm-up: first-call allocations, thread pool start
         fn()
     best = dict.fromkeys(fns, float("inf"))
@@ -86,8 +97,10 @@ class OneCoreBusy:
             self.process.terminate()
 
 
-def forward_ratio(n: int, causal: bool, args: argparse.Namespace, with_dense: bool) -> dict[str, float]:
-    """Times (s) of SDPA, tiled (and dense) at length ``n``."""
+def forward_times(
+    n: int, causal: bool, args: argparse.Namespace, with_dense: bool, alternating: bool = False
+) -> dict[str, float]:
+    """Times (s) of SDPA, tiled (and dense) at length ``n``; with ``alternating``, of SDPA and tiled taking turns call by call."""
     generator = torch.Generator().manual_seed(n)
     q, k, v = (torch.randn(1, args.heads, n, args.d, generator=generator) for _ in range(3))
     fns: dict[str, Callable[[], object]] = {
@@ -96,8 +109,10 @@ def forward_ratio(n: int, causal: bool, args: argparse.Namespace, with_dense: bo
     }
     if with_dense:
         fns["dense"] = lambda: scaled_dot_product_attention(q, k, v, causal=causal)
-    repeats = args.repeats if n <= 4096 else max(2, args.repeats // 2)
-    return fastest_times(fns, repeats)
+    long = n > 4096
+    if alternating:
+        return alternating_times(fns, 2 if long else 2 * args.repeats)
+    return fastest_times(fns, 2 if long else args.repeats, 2 if long else args.rounds)
 
 
 def peak_mib(n: int, causal: bool, args: argparse.Namespace, with_dense: bool) -> tuple[float, float]:
@@ -119,11 +134,11 @@ def backward_times(n: int, causal: bool, args: argparse.Namespace) -> dict[str, 
     grad_out = torch.randn(1, args.heads, n, args.d, generator=generator)
     out_sdpa = F.scaled_dot_product_attention(q, k, v, is_causal=causal)
     out_tiled = flash_attention(q, k, v, causal, args.block_q, args.block_k)
-    fns = {
+    fns: dict[str, Callable[[], object]] = {
         "sdpa": lambda: torch.autograd.grad(out_sdpa, (q, k, v), grad_out, retain_graph=True),
         "tiled": lambda: torch.autograd.grad(out_tiled, (q, k, v), grad_out, retain_graph=True),
     }
-    return fastest_times(fns, max(2, args.repeats // 2))
+    return fastest_times(fns, 2, 2)
 
 
 def main() -> None:
@@ -136,7 +151,10 @@ def main() -> None:
     parser.add_argument("--block-q", type=int, default=BLOCK_Q)
     parser.add_argument("--block-k", type=int, default=BLOCK_K)
     parser.add_argument("--causal", choices=["both", "yes", "no"], default="both")
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=3, help="calls in a row per timed run (2 above N = 4096)")
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="runs per implementation, taking turns (2 above N = 4096)"
+    )
     parser.add_argument("--threads", type=int, default=2, help="torch threads (the course's budget: 2 cores)")
     parser.add_argument("--no-dense", action="store_true", help="skip dense attention")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory columns")
@@ -148,28 +166,35 @@ def main() -> None:
 
     print(
         f"batch 1, {args.heads} heads, d = {args.d}, float32, tiles {args.block_q} x {args.block_k}, "
-        f"{args.threads} threads, best of {args.repeats}; OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')};"
+        f"{args.threads} threads, best of {args.rounds} runs of {args.repeats} calls; "
+        f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')};"
         f" load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores"
     )
+    x = torch.randn(1, args.heads, 1024, args.d)
+    spin = background_cpu_ms(lambda: F.scaled_dot_product_attention(x, x, x))
+    print(f"OpenMP's idle threads after one SDPA call at N = 1024: {spin:.1f} ms of CPU in the next 50 ms")
     print(
-        f"{'causal':>6} {'N':>6} {'SDPA ms':>9} {'tiled ms':>9} {'tiled/SDPA':>11} {'dense/SDPA':>11}"
-        f" {'tiled MiB':>10} {'dense MiB':>10}" + (f" {'loaded tiled/SDPA':>18}" if args.load else "")
+        f"{'causal':>6} {'N':>6} {'SDPA ms':>9} {'tiled ms':>9} {'tiled/SDPA':>11} {'alternating':>12}"
+        f" {'dense/SDPA':>11} {'tiled MiB':>10} {'dense MiB':>10}"
+        + (f" {'loaded tiled/SDPA':>18}" if args.load else "")
     )
     for causal in causal_modes:
         for n in args.sizes:
             with_dense = not args.no_dense and n <= DENSE_MAX_N
-            times = forward_ratio(n, causal, args, with_dense)
+            times = forward_times(n, causal, args, with_dense)
+            turns = forward_times(n, causal, args, with_dense=False, alternating=True)
             dense = times["dense"] / times["sdpa"] if with_dense else float("nan")
             tiled_mib, dense_mib = (
                 (float("nan"), float("nan")) if args.no_memory else peak_mib(n, causal, args, with_dense)
             )
             line = (
                 f"{causal!s:>6} {n:>6} {times['sdpa'] * 1e3:>9.1f} {times['tiled'] * 1e3:>9.1f} "
-                f"{times['tiled'] / times['sdpa']:>10.2f}x {dense:>10.2f}x {tiled_mib:>10.1f} {dense_mib:>10.1f}"
+                f"{times['tiled'] / times['sdpa']:>10.2f}x {turns['tiled'] / turns['sdpa']:>11.2f}x"
+                f" {dense:>10.2f}x {tiled_mib:>10.1f} {dense_mib:>10.1f}"
             )
             if args.load:
                 with OneCoreBusy():
-                    loaded = forward_ratio(n, causal, args, with_dense=False)
+                    loaded = forward_times(n, causal, args, with_dense=False)
                 line += f" {loaded['tiled'] / loaded['sdpa']:>17.2f}x"
             print(line, flush=True)
     if args.backward_size:

@@ -58,7 +58,7 @@ from attention_course.io_model import (
     standard_attention_io,
     tiled_attention_io,
 )
-from attention_course.measure import best_seconds, largest_allocation, peak_memory_bytes
+from attention_course.measure import background_cpu_ms, best_seconds, largest_allocation, peak_memory_bytes
 from attention_course.teaching.widgets import tile_stepper
 
 _ = torch.manual_seed(0)  # every random number below is the same on every run
@@ -520,14 +520,20 @@ print(f"paper: {40.3 / 4.4:.1f}x less HBM traffic; model (forward, 100 KB of SRA
 #   operations every one of them would, and while another program holds one core each such wait
 #   can last a scheduler time slice (`bench_flash.py --load` times the tiled pass with a busy
 #   neighbour);
+# * **no multi-threaded operation in the calling thread either**: after one, OpenMP (PyTorch's
+#   thread pool) keeps its idle thread spinning on a core, waiting for more work, for milliseconds
+#   (the cell below prints how much CPU it burns after one SDPA call), and a tile thread would share
+#   that core with it. So even the checks of the inputs run single-threaded. The same spinning
+#   slows a tiled call made right after a multi-threaded one (`bench_flash.py`'s `alternating`
+#   column); the cell times each function over consecutive calls;
 # * **tile size, measured rather than derived**: `BLOCK_Q` × `BLOCK_K` scores per head (the tile
 #   for 8 heads is printed below) was among the fastest sizes `bench_flash.py --block-q --block-k`
 #   tried from 1k to 16k tokens; tiny tiles pay more Python per tile, and large query tiles leave
 #   too few tiles to share between cores (the cell below also times $512 \times 256$ tiles);
 # * **in-place updates**: `sub_`, `exp2_`, `mul_`, `baddbmm_` reuse the tile of scores and the
 #   accumulators, so each tile allocates one buffer, not five;
-# * **the scale folded into $Q$ once**, in base 2 (`exp2` is cheaper than `exp`), and the division by
-#   $\ell$ done once after the last key tile;
+# * **the scale applied to each query tile once**, in its own thread, in base 2 (`exp2` is cheaper
+#   than `exp`), and the division by $\ell$ done once after the last key tile;
 # * **causal tiles above the diagonal never visited**, and only diagonal tiles masked.
 #
 # (The full sweep over $N$, causal and not, the backward pass and a run with a busy neighbour is
@@ -542,9 +548,11 @@ t_sdpa = best_seconds(lambda: F.scaled_dot_product_attention(q, k, v))
 t_tiled = best_seconds(lambda: tiled_attention(q, k, v))
 t_large = best_seconds(lambda: tiled_attention(q, k, v, block_q=512, block_k=256))
 t_dense = best_seconds(lambda: scaled_dot_product_attention(q, k, v))
+spin_ms = background_cpu_ms(lambda: F.scaled_dot_product_attention(q, k, v))
 print(f"PyTorch SDPA {t_sdpa * 1e3:6.1f} ms\ntiled        {t_tiled * 1e3:6.1f} ms  ({t_tiled / t_sdpa:.2f}x SDPA)"
       f"\ntiled, 512 x 256 tiles {t_large * 1e3:6.1f} ms  ({t_large / t_sdpa:.2f}x SDPA)"
-      f"\ndense        {t_dense * 1e3:6.1f} ms  ({t_dense / t_sdpa:.2f}x SDPA)")
+      f"\ndense        {t_dense * 1e3:6.1f} ms  ({t_dense / t_sdpa:.2f}x SDPA)"
+      f"\nOpenMP's idle threads after one SDPA call: {spin_ms:.1f} ms of CPU in the next 50 ms")
 
 # %% [markdown]
 # ## 8. Where FlashAttention-2 and -3 go further

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import threading
 import time
 
@@ -357,6 +358,43 @@ def test_query_tiles_run_one_per_thread_with_single_threaded_operations(causal, 
     assert len({ident for ident, _ in seen}) == 2
     for ours, theirs in zip(grads, expected, strict=True):
         torch.testing.assert_close(ours, theirs, atol=ATOL, rtol=RTOL)
+
+
+def test_the_calling_threads_operations_are_single_threaded_too(two_threads, monkeypatch) -> None:
+    # A multi-threaded operation in the caller (checking or flattening the inputs) would leave
+    # OpenMP's idle thread spinning beside the tile threads; every entry point checks its inputs
+    # with one torch thread, still hands the tiles to two threads, and gives the caller its two back.
+    callers, tiles = [], []
+    flatten, scores = flash._flatten_qkv, flash._tile_scores
+
+    def recording_flatten(*args):
+        callers.append(torch.get_num_threads())
+        return flatten(*args)
+
+    def recording_scores(*args):
+        tiles.append(threading.get_ident())
+        return scores(*args)
+
+    monkeypatch.setattr(flash, "_flatten_qkv", recording_flatten)
+    monkeypatch.setattr(flash, "_tile_scores", recording_scores)
+    q, k, v = (torch.randn(2, 64, 8, requires_grad=True) for _ in range(3))
+    out, lse = tiled_attention(q.detach(), k.detach(), v.detach(), True, 8, 8)
+    tiled_attention_backward(q.detach(), k.detach(), v.detach(), out, lse, torch.ones_like(out), True, 8, 8)
+    flash_attention(q, k, v, True, 8, 8).sum().backward()
+    assert callers == [1, 1, 1] and torch.get_num_threads() == 2
+    assert tiles and threading.get_ident() not in tiles  # the tiles still went to the pool
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/task"), reason="counts threads in Linux's /proc")
+def test_tile_threads_start_no_openmp_threads_of_their_own(two_threads, monkeypatch) -> None:
+    # A small tile's first operation is a matrix product; were it multi-threaded, each tile thread
+    # would start its own OpenMP team (oversubscribing the cores).
+    torch.randn(512, 512).exp().sum()  # the caller's own OpenMP team exists before counting
+    before = set(os.listdir("/proc/self/task"))
+    monkeypatch.setattr(flash, "_pool", None)  # a fresh pool of two tile threads
+    q, k, v = (torch.randn(3, 40, 8) for _ in range(3))
+    tiled_attention(q, k, v, block_q=8, block_k=8)
+    assert len(set(os.listdir("/proc/self/task")) - before) == 2
 
 
 def test_a_failing_query_tile_raises_in_the_caller_and_restores_the_threads(two_threads, monkeypatch) -> None:
