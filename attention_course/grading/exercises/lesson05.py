@@ -261,6 +261,13 @@ register(
                 edit(WEIGHTS, "weights = torch.softmax(scores, dim=-1)"),
             ),
             (
+                "nan_zeroed_in_place",
+                "the check also takes gradients through your attention, and softmax's backward needs its output: "
+                "zeroing its NaN in place (weights[weights.isnan()] = 0, .nan_to_num_()) breaks autograd; use "
+                "torch.nan_to_num(weights, nan=0.0), which returns a new tensor.",
+                edit(WEIGHTS, "weights = torch.softmax(scores, dim=-1)\nweights[weights.isnan()] = 0.0"),
+            ),
+            (
                 "large_negative_instead_of_inf",
                 "a query whose keys are all masked must get zero weights: with -1e9 instead of -inf its weights "
                 "become uniform over the masked keys.",
