@@ -1393,6 +1393,96 @@ def mha_v_causal_from_square_keys(query, key, value, w_q, w_k, w_v, w_o, n_heads
 
 
 
+# ---------------------------------------------------------------- third round
+
+def sc_m_squeeze(q, k):
+    return (q @ k.transpose(-2, -1)).squeeze()
+
+
+def sm_v_detached_max(x, dim=-1, temperature=1.0):
+    z = x / temperature
+    z = z - z.amax(dim=dim, keepdim=True).detach()
+    e = z.exp()
+    return e / e.sum(dim=dim, keepdim=True)
+
+
+def ma_v_additive(q, k, v, mask=None):
+    s = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])
+    if mask is not None:
+        s = s + torch.zeros(mask.shape, dtype=s.dtype).masked_fill(~mask, float("-inf"))
+    w = torch.softmax(s, -1).nan_to_num(0.0)
+    return w @ v, w
+
+
+def ma_m_out_zero_weights_uniform(q, k, v, mask=None):
+    s = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])
+    if mask is not None:
+        s = s.masked_fill(~mask, -1e9)
+    w = torch.softmax(s, -1)
+    out = w @ v
+    if mask is not None:
+        out = out * mask.any(-1, keepdim=True)
+    return out, w
+
+
+def mha_m_or_masks(query, key, value, w_q, w_k, w_v, w_o, n_heads, *, b_q=None, b_k=None, b_v=None,
+                   b_o=None, mask=None, causal=False):
+    def p(x, w, b):
+        return x @ w if b is None else x @ w + b
+
+    q = ac.split_heads(p(query, w_q, b_q), n_heads)
+    k = ac.split_heads(p(key, w_k, b_k), n_heads)
+    v = ac.split_heads(p(value, w_v, b_v), n_heads)
+    if causal:
+        c = ac.causal_mask(q.shape[-2], k.shape[-2])
+        mask = c if mask is None else (mask | c)
+    out, w = ac.scaled_dot_product_attention(q, k, v, mask, return_weights=True)
+    return p(ac.merge_heads(out), w_o, b_o), w
+
+
+def mha_m_head_mask_unsqueeze(query, key, value, w_q, w_k, w_v, w_o, n_heads, *, b_q=None, b_k=None, b_v=None,
+                              b_o=None, mask=None, causal=False):
+    def p(x, w, b):
+        return x @ w if b is None else x @ w + b
+
+    q = ac.split_heads(p(query, w_q, b_q), n_heads)
+    k = ac.split_heads(p(key, w_k, b_k), n_heads)
+    v = ac.split_heads(p(value, w_v, b_v), n_heads)
+    if mask is not None:
+        mask = mask.unsqueeze(1)
+    out, w = ac.scaled_dot_product_attention(q, k, v, mask, causal=causal, return_weights=True)
+    return p(ac.merge_heads(out), w_o, b_o), w
+
+
+def mha_m_no_b_k(query, key, value, w_q, w_k, w_v, w_o, n_heads, *, b_q=None, b_k=None, b_v=None,
+                 b_o=None, mask=None, causal=False):
+    # drops b_k: it adds q_i . b_k to every score of row i, which the softmax does not see, so only the
+    # gradient (none reaches b_k) tells it apart
+    def p(x, w, b):
+        return x @ w if b is None else x @ w + b
+
+    q = ac.split_heads(p(query, w_q, b_q), n_heads)
+    k = ac.split_heads(key @ w_k, n_heads)
+    v = ac.split_heads(p(value, w_v, b_v), n_heads)
+    out, w = ac.scaled_dot_product_attention(q, k, v, mask, causal=causal, return_weights=True)
+    return p(ac.merge_heads(out), w_o, b_o), w
+
+
+def qkv_m_input_centred_in_place(x, w_q, w_k, w_v):
+    # normalises x in place first ("layer norm"), a step the exercise does not ask for
+    x.sub_(x.mean(-1, keepdim=True))
+    return x @ w_q, x @ w_k, x @ w_v
+
+
+def mh_v_view_after_contiguous(x):
+    return x.permute(0, 2, 1, 3).contiguous().view(x.shape[0], x.shape[2], -1)
+
+
+def ss_v_tensor_scale(q, k, scale=None):
+    s = torch.tensor(1 / math.sqrt(q.shape[-1]) if scale is None else scale)
+    return (q @ k.transpose(-2, -1)) * s  # 0-dim float32: keeps float64 (0-dim doesn't promote)
+
+
 # in place, autograd (see the module docstring)
 SOFTMAX_MISTAKES += [sm_m_exp_in_place_transposed, sm_v_inplace_div, sm_m_temp_twice, sm_m_where_finite,
                      sm_m_max_before_temp]
@@ -1401,6 +1491,14 @@ MASKED_VARIANTS += [ma_v_big_negative_zero_rows, ma_v_finfo, ma_v_f_sdpa, ma_v_e
 SCALED_MISTAKES += [ss_m_not_scale]
 MHA_MISTAKES += [mha_m_square_causal]
 MHA_VARIANTS += [mha_v_causal_from_square_keys]
+SCORES_MISTAKES += [sc_m_squeeze]
+SOFTMAX_VARIANTS += [sm_v_detached_max]
+MASKED_MISTAKES += [ma_m_out_zero_weights_uniform]
+MASKED_VARIANTS += [ma_v_additive]
+MHA_MISTAKES += [mha_m_or_masks, mha_m_head_mask_unsqueeze, mha_m_no_b_k]
+QKV_MISTAKES += [qkv_m_input_centred_in_place]
+MERGE_VARIANTS += [mh_v_view_after_contiguous]
+SCALED_VARIANTS += [ss_v_tensor_scale]
 
 CATALOGUE = {
     "qkv_projection": (QKV_MISTAKES, QKV_VARIANTS),
@@ -1451,6 +1549,7 @@ def test_variant_passes(name: str, fn) -> None:
         ("multi_head_attention", mha_m_bottom_right, "top-left"),
         ("multi_head_attention", mha_m_square_causal, "causal_mask(L, S)"),
         ("multi_head_attention", mha_m_bo_before_wo, "after the output projection"),
+        ("multi_head_attention", mha_m_no_b_k, "add b_k"),
     ],
     ids=lambda value: getattr(value, "__name__", None),
 )

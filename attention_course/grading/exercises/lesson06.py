@@ -256,6 +256,12 @@ register(
                 edit("return x @ w if b is None else x @ w + b", "return x @ w"),
             ),
             (
+                "key_bias_ignored",
+                "add b_k to the projected keys too (key @ w_k + b_k): it shifts all of a query's scores by the same "
+                "amount, so the output hardly changes, but no gradient reaches b_k without it.",
+                edit(K, "ac.split_heads(key @ w_k, n_heads)"),
+            ),
+            (
                 "mask_or_causal",
                 "with a mask AND causal=True, apply both (a key is visible only if the mask allows it and it is not in "
                 "the future), not one or the other.",
