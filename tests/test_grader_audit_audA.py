@@ -1483,6 +1483,93 @@ def ss_v_tensor_scale(q, k, scale=None):
     return (q @ k.transpose(-2, -1)) * s  # 0-dim float32: keeps float64 (0-dim doesn't promote)
 
 
+# ---------------------------------------------------------------- fourth round: orders of operations (tolerances)
+
+def ma_v_prescale_q(q, k, v, mask=None):
+    s = (q / math.sqrt(q.shape[-1])) @ k.transpose(-2, -1)
+    if mask is not None:
+        s = s.masked_fill(~mask, float("-inf"))
+    w = torch.softmax(s, -1).nan_to_num(0.0)
+    return w @ v, w
+
+
+def ma_v_sqrt_split(q, k, v, mask=None):
+    r = q.shape[-1] ** -0.25
+    s = (q * r) @ (k * r).transpose(-2, -1)
+    if mask is not None:
+        s = s.masked_fill(~mask, float("-inf"))
+    w = torch.softmax(s, -1).nan_to_num(0.0)
+    return w @ v, w
+
+
+def ma_v_einsum_out(q, k, v, mask=None):
+    s = torch.einsum("...ld,...sd->...ls", q, k) / math.sqrt(q.shape[-1])
+    if mask is not None:
+        s = s.masked_fill(~mask, float("-inf"))
+    w = torch.softmax(s, -1).nan_to_num(0.0)
+    return torch.einsum("...ls,...sd->...ld", w, v), w
+
+
+def ma_v_log_softmax(q, k, v, mask=None):
+    s = q @ k.mT / math.sqrt(q.shape[-1])
+    if mask is not None:
+        s = s.masked_fill(~mask, float("-inf"))
+    w = torch.log_softmax(s, -1).exp().nan_to_num(0.0)
+    return w @ v, w
+
+
+def sm_v_half_native_lse(x, dim=-1, temperature=1.0):
+    z = x / temperature
+    return torch.exp(z - torch.logsumexp(z, dim=dim, keepdim=True))
+
+
+def mha_v_prescale(query, key, value, w_q, w_k, w_v, w_o, n_heads, *, b_q=None, b_k=None, b_v=None,
+                   b_o=None, mask=None, causal=False):
+    d_head = w_q.shape[1] // n_heads
+    q = F.linear(query, w_q.T, b_q) / math.sqrt(d_head)
+    k = F.linear(key, w_k.T, b_k)
+    v = F.linear(value, w_v.T, b_v)
+    q, k, v = (t.unflatten(-1, (n_heads, d_head)).transpose(1, 2) for t in (q, k, v))
+    out, w = ac.scaled_dot_product_attention(q, k, v, mask, causal=causal, scale=1.0, return_weights=True)
+    return F.linear(out.transpose(1, 2).flatten(2), w_o.T, b_o), w
+
+
+def mha_v_float64(query, key, value, w_q, w_k, w_v, w_o, n_heads, *, b_q=None, b_k=None, b_v=None,
+                  b_o=None, mask=None, causal=False):
+    dt = query.dtype
+
+    def d(t):
+        return None if t is None else t.double()
+
+    def p(x, w, b):
+        return x @ w if b is None else x @ w + b
+
+    q = ac.split_heads(p(d(query), d(w_q), d(b_q)), n_heads)
+    k = ac.split_heads(p(d(key), d(w_k), d(b_k)), n_heads)
+    v = ac.split_heads(p(d(value), d(w_v), d(b_v)), n_heads)
+    out, w = ac.scaled_dot_product_attention(q, k, v, mask, causal=causal, return_weights=True)
+    return p(ac.merge_heads(out), d(w_o), d(b_o)).to(dt), w.to(dt)
+
+
+def mha_v_sdpa_torch(query, key, value, w_q, w_k, w_v, w_o, n_heads, *, b_q=None, b_k=None, b_v=None,
+                     b_o=None, mask=None, causal=False):
+    def p(x, w, b):
+        return x @ w if b is None else x @ w + b
+
+    q = ac.split_heads(p(query, w_q, b_q), n_heads)
+    k = ac.split_heads(p(key, w_k, b_k), n_heads)
+    v = ac.split_heads(p(value, w_v, b_v), n_heads)
+    allowed = torch.ones(q.shape[-2], k.shape[-2], dtype=torch.bool)
+    if causal:
+        allowed = allowed.tril()
+    if mask is not None:
+        allowed = allowed & mask
+    s = (q @ k.mT) / math.sqrt(q.shape[-1])
+    w = s.masked_fill(~allowed, float("-inf")).softmax(-1).nan_to_num(0.0)
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed).nan_to_num(0.0)
+    return p(ac.merge_heads(out), w_o, b_o), w
+
+
 # in place, autograd (see the module docstring)
 SOFTMAX_MISTAKES += [sm_m_exp_in_place_transposed, sm_v_inplace_div, sm_m_temp_twice, sm_m_where_finite,
                      sm_m_max_before_temp]
@@ -1499,6 +1586,9 @@ MHA_MISTAKES += [mha_m_or_masks, mha_m_head_mask_unsqueeze, mha_m_no_b_k]
 QKV_MISTAKES += [qkv_m_input_centred_in_place]
 MERGE_VARIANTS += [mh_v_view_after_contiguous]
 SCALED_VARIANTS += [ss_v_tensor_scale]
+MASKED_VARIANTS += [ma_v_prescale_q, ma_v_sqrt_split, ma_v_einsum_out, ma_v_log_softmax]
+SOFTMAX_VARIANTS += [sm_v_half_native_lse]
+MHA_VARIANTS += [mha_v_prescale, mha_v_float64, mha_v_sdpa_torch]
 
 CATALOGUE = {
     "qkv_projection": (QKV_MISTAKES, QKV_VARIANTS),
