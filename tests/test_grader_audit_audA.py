@@ -1640,6 +1640,9 @@ def test_variant_passes(name: str, fn) -> None:
         ("multi_head_attention", mha_m_square_causal, "causal_mask(L, S)"),
         ("multi_head_attention", mha_m_bo_before_wo, "after the output projection"),
         ("multi_head_attention", mha_m_no_b_k, "add b_k"),
+        ("multi_head_attention", mha_m_torch_convention, "stored as in the equations"),
+        ("scaled_attention_scores", ss_m_precedence, "binds tighter"),
+        ("padding_mask", pm_m_left_padding, "left padding"),
     ],
     ids=lambda value: getattr(value, "__name__", None),
 )

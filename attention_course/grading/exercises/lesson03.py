@@ -88,6 +88,11 @@ register(
                 edit(DEFAULT, "scale = 1.0 / math.isqrt(q.shape[-1])"),
             ),
             (
+                "power_precedence",
+                "** binds tighter than /: d_k ** -1 / 2 is (1 / d_k) / 2; write d_k ** -0.5 or 1 / math.sqrt(d_k).",
+                edit(DEFAULT, "scale = q.shape[-1] ** -1 / 2"),
+            ),
+            (
                 "zero_scale_taken_as_missing",
                 "test whether `scale` was given with `if scale is None`: `if not scale` (or `scale or ...`) also "
                 "replaces a given scale of 0.0 by 1 / sqrt(d_k).",

@@ -120,6 +120,12 @@ register(
                 edit(PADDING, "return torch.arange(max_len) <= lengths[:, None]"),
             ),
             (
+                "left_padded",
+                "the real tokens come first: True at positions 0 .. length-1 and the padding at the end, not the "
+                "padding first (left padding).",
+                edit(PADDING, "return torch.arange(max_len) >= max_len - lengths[:, None]"),
+            ),
+            (
                 "ignores_max_len",
                 "when max_len is given, the mask has max_len columns even if every sequence is shorter.",
                 edit(DEFAULT_LEN, "max_len = int(lengths.max())"),

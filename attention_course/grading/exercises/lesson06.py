@@ -251,6 +251,12 @@ register(
                 ),
             ),
             (
+                "weights_transposed",
+                "the weights are stored as in the equations, q = query @ w_q: no .T, and not F.linear(x, w), which "
+                "multiplies by w.T (torch.nn.Linear stores its weight as (out, in)).",
+                edit("return x @ w if b is None else x @ w + b", "return x @ w.T if b is None else x @ w.T + b"),
+            ),
+            (
                 "biases_ignored",
                 "when b_q, b_k, b_v or b_o are given, add them after their projection (x @ w + b).",
                 edit("return x @ w if b is None else x @ w + b", "return x @ w"),
