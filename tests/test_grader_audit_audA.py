@@ -1570,10 +1570,21 @@ def mha_v_sdpa_torch(query, key, value, w_q, w_k, w_v, w_o, n_heads, *, b_q=None
     return p(ac.merge_heads(out), w_o, b_o), w
 
 
+
+def ma_m_own_softmax_in_place(q, k, v, mask=None):
+    s = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])
+    if mask is not None:
+        s = s.masked_fill(~mask, float("-inf"))
+    e = torch.exp(s - s.amax(dim=-1, keepdim=True))
+    e /= e.sum(dim=-1, keepdim=True)
+    w = torch.nan_to_num(e, nan=0.0)
+    return w @ v, w
+
+
 # in place, autograd (see the module docstring)
 SOFTMAX_MISTAKES += [sm_m_exp_in_place_transposed, sm_v_inplace_div, sm_m_temp_twice, sm_m_where_finite,
                      sm_m_max_before_temp]
-MASKED_MISTAKES += [ma_m_nan_to_num_in_place, ma_v_index_put_nan, ma_m_nan_to_num_scores]
+MASKED_MISTAKES += [ma_m_nan_to_num_in_place, ma_v_index_put_nan, ma_m_nan_to_num_scores, ma_m_own_softmax_in_place]
 MASKED_VARIANTS += [ma_v_big_negative_zero_rows, ma_v_finfo, ma_v_f_sdpa, ma_v_exercise04_softmax]
 SCALED_MISTAKES += [ss_m_not_scale]
 MHA_MISTAKES += [mha_m_square_causal]
@@ -1636,6 +1647,7 @@ def test_variant_passes(name: str, fn) -> None:
         ("softmax", sm_m_exp_in_place_transposed, "in place"),
         ("masked_attention", ma_v_index_put_nan, "in place"),
         ("masked_attention", ma_m_nan_to_num_in_place, "in place"),
+        ("masked_attention", ma_m_own_softmax_in_place, "dividing the exponentials in place"),
         ("multi_head_attention", mha_m_bottom_right, "top-left"),
         ("multi_head_attention", mha_m_square_causal, "causal_mask(L, S)"),
         ("multi_head_attention", mha_m_bo_before_wo, "after the output projection"),

@@ -274,6 +274,18 @@ register(
                 edit(WEIGHTS, "weights = torch.softmax(scores, dim=-1)\nweights[weights.isnan()] = 0.0"),
             ),
             (
+                "exp_divided_in_place",
+                "the check also takes gradients through your attention, and exp's backward needs its output: "
+                "dividing the exponentials in place (weights /= weights.sum(...)) breaks autograd; write "
+                "weights = weights / weights.sum(dim=-1, keepdim=True).",
+                edit(
+                    WEIGHTS,
+                    "weights = torch.exp(scores - scores.amax(dim=-1, keepdim=True))\n"
+                    "weights /= weights.sum(dim=-1, keepdim=True)\n"
+                    "weights = weights.nan_to_num(nan=0.0)",
+                ),
+            ),
+            (
                 "large_negative_instead_of_inf",
                 "a query whose keys are all masked must get zero weights: with -1e9 instead of -inf its weights "
                 "become uniform over the masked keys.",
