@@ -1655,6 +1655,9 @@ def test_variant_passes(name: str, fn) -> None:
         ("multi_head_attention", mha_m_torch_convention, "stored as in the equations"),
         ("scaled_attention_scores", ss_m_precedence, "binds tighter"),
         ("padding_mask", pm_m_left_padding, "left padding"),
+        ("qkv_projection", qkv_m_unpack_3d, "assumes exactly three"),
+        ("qkv_projection", qkv_m_scaled_q, "not to q"),
+        ("attention_scores", sc_m_bmm, "transpose(-2, -1)"),
     ],
     ids=lambda value: getattr(value, "__name__", None),
 )
