@@ -1581,6 +1581,20 @@ def ma_m_own_softmax_in_place(q, k, v, mask=None):
     return w @ v, w
 
 
+
+def sm_v_nan_to_num_first(x, dim=-1, temperature=1.0):
+    # "defensive": -inf becomes the most negative float, whose exponential is still 0
+    z = torch.nan_to_num(x) / temperature
+    e = torch.exp(z - z.amax(dim=dim, keepdim=True))
+    return e / e.sum(dim=dim, keepdim=True)
+
+
+def sm_v_clamped(x, dim=-1, temperature=1.0):
+    z = x.clamp(min=-1e4) / temperature
+    e = torch.exp(z - z.amax(dim=dim, keepdim=True))
+    return e / e.sum(dim=dim, keepdim=True)
+
+
 # in place, autograd (see the module docstring)
 SOFTMAX_MISTAKES += [sm_m_exp_in_place_transposed, sm_v_inplace_div, sm_m_temp_twice, sm_m_where_finite,
                      sm_m_max_before_temp]
@@ -1598,7 +1612,7 @@ QKV_MISTAKES += [qkv_m_input_centred_in_place]
 MERGE_VARIANTS += [mh_v_view_after_contiguous]
 SCALED_VARIANTS += [ss_v_tensor_scale]
 MASKED_VARIANTS += [ma_v_prescale_q, ma_v_sqrt_split, ma_v_einsum_out, ma_v_log_softmax]
-SOFTMAX_VARIANTS += [sm_v_half_native_lse]
+SOFTMAX_VARIANTS += [sm_v_half_native_lse, sm_v_nan_to_num_first, sm_v_clamped]
 MHA_VARIANTS += [mha_v_prescale, mha_v_float64, mha_v_sdpa_torch]
 
 CATALOGUE = {
