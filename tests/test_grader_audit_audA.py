@@ -833,12 +833,13 @@ def ma_m_nan_to_num_in_place(q, k, v, mask=None):
     return w @ v, w
 
 
-def ma_v_sdpa(q, k, v, mask=None):
+def ma_m_course_sdpa(q, k, v, mask=None):  # the course's attention does the exercise's work: refused
     _, w = ac.scaled_dot_product_attention(q, k, v, mask, return_weights=True)
     return w @ v, w
 
 
-MASKED_VARIANTS = [ma_v_where, ma_v_course_softmax, ma_v_any_rows, ma_v_float64, ma_v_sdpa]
+MASKED_VARIANTS = [ma_v_where, ma_v_course_softmax, ma_v_any_rows, ma_v_float64]
+MASKED_MISTAKES_LATE = [ma_m_course_sdpa]
 
 # =============================================================== split_heads
 
@@ -1605,7 +1606,7 @@ MHA_MISTAKES += [mha_m_square_causal]
 MHA_VARIANTS += [mha_v_causal_from_square_keys]
 SCORES_MISTAKES += [sc_m_squeeze]
 SOFTMAX_VARIANTS += [sm_v_detached_max]
-MASKED_MISTAKES += [ma_m_out_zero_weights_uniform]
+MASKED_MISTAKES += [ma_m_out_zero_weights_uniform, *MASKED_MISTAKES_LATE]
 MASKED_VARIANTS += [ma_v_additive]
 MHA_MISTAKES += [mha_m_or_masks, mha_m_head_mask_unsqueeze, mha_m_no_b_k]
 QKV_MISTAKES += [qkv_m_input_centred_in_place]

@@ -18,7 +18,7 @@ import pytest
 from grading_helpers import ROOT, SOLUTIONS, with_replacement
 
 from attention_course.cli import main
-from attention_course.grading import Status, get_exercise
+from attention_course.grading import Status, get_exercise, run_check
 from attention_course.grading.grade import NotebookGrade, grade_notebooks
 
 SOFTMAX = get_exercise("softmax")
@@ -299,3 +299,25 @@ def test_memory_is_capped(tmp_path: Path) -> None:
     (grade,), _ = _grade_timed([_softmax_notebook(tmp_path, "greedy", body)])
     assert grade.results[0].status is Status.FAILED
     assert "raised RuntimeError" in grade.results[0].message or "stopped by the system" in grade.results[0].message
+
+
+def test_calling_a_package_function_that_computes_the_exercise_fails_in_both_paths(tmp_path: Path) -> None:
+    # masked_attention is one call of the course's scaled_dot_product_attention: calling that
+    # (named in the exercise's also_forbidden) fails like calling the reference, in the notebook's
+    # check and in the command-line grader's worker.
+    source = (
+        "def masked_attention(q, k, v, mask=None):\n"
+        "    import attention_course as ac\n"
+        "    return ac.scaled_dot_product_attention(q, k, v, mask, return_weights=True)\n"
+    )
+    path = tmp_path / "borrowed.ipynb"
+    nbformat.write(with_replacement(SOLUTIONS / "05_masking.ipynb", "masked_attention", source), path)
+    (grade,) = grade_notebooks([path])
+    (result,) = [r for r in grade.results if r.exercise == "masked_attention"]
+    assert result.status is Status.FAILED
+    assert "or a function that computes the same (`attention_course.attention.scaled_dot_product_attention`" in (
+        result.message
+    )
+    namespace: dict[str, object] = {}
+    exec(source, namespace)
+    assert "computes the same" in run_check(get_exercise("masked_attention"), namespace["masked_attention"]).message

@@ -277,6 +277,7 @@ def _job(notebooks: list[_Notebook], workdir: Path, budget: float, protected: li
                         "custom": _custom_kind(check.exercise),
                         "time_limit": check.exercise.time_limit if check.exercise else 10.0,
                         "reference": _dotted(check.exercise.reference) if check.exercise and check.plan else None,
+                        "also_forbidden": [_dotted(f) for f in check.exercise.also_forbidden] if check.exercise else [],
                         "plans": [vars(plan) for plan in check.plan.plans] if check.plan else [],
                     }
                     for check in notebook.open_checks()

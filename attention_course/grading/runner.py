@@ -73,7 +73,27 @@ def _first_line(error: BaseException) -> str:
 def error_signature(error: BaseException) -> tuple[str, str]:
     """(exception type's name, first line of its message): what two raising codes must share."""
     text = str(error).strip().splitlines()
-    return type(error).__name__, (text[0][:160] if text else "")
+    return type(error).__name__, _clip(text[0] if text else "")
+
+
+def _clip(text: str, limit: int = 160) -> str:
+    """``text`` cut to at most ``limit`` characters, at a space, with an ellipsis when cut."""
+    return text if len(text) <= limit else text[:limit].rsplit(" ", 1)[0] + " …"
+
+
+class _BackwardFailed(Exception):
+    """The learner's function returned, but differentiating through its output raised ``__cause__``."""
+
+
+def backward_signature(error: BaseException) -> tuple[str, str]:
+    """``error_signature`` of an error raised while the check differentiated through the learner's output."""
+    kind, text = error_signature(error)
+    if "modified by an inplace operation" in str(error):
+        text = (
+            "a tensor that autograd saved was changed in place (`x /= s`, `x.exp_()`, `x[...] = 0`, "
+            "`out=`); compute it out of place (`x = x / s`)"
+        )
+    return kind, f"in the backward pass (the check differentiates through your function): {text}"
 
 
 # ------------------------------------------------------------------ the tripwire on the reference
@@ -265,10 +285,14 @@ def call_case(
                     if loss is None or not loss.requires_grad:
                         record.grads = [None] * len(leaves)
                     else:
-                        record.grads = [
-                            None if g is None else g.detach()
-                            for g in torch.autograd.grad(loss, leaves, allow_unused=True)
-                        ]
+                        try:
+                            grads = torch.autograd.grad(loss, leaves, allow_unused=True)
+                        except Exception as error:
+                            raise _BackwardFailed from error
+                        record.grads = [None if g is None else g.detach() for g in grads]
+        except _BackwardFailed as failed:
+            assert failed.__cause__ is not None
+            record = CallRecord(RAISED, error=backward_signature(failed.__cause__))
         except NotImplementedError:
             record = CallRecord(NOT_DONE)
         except TimeLimitExceeded:
@@ -444,8 +468,8 @@ def _grad_problem(exercise: Exercise, case: Case, got: CallRecord, expected: Cal
         grad = theirs[i] if i < len(theirs) else None
         if grad is None:
             return (
-                f"no gradient reaches `{name}` {_where(case)}: the output is cut off from autograd "
-                "(.detach(), .item(), .data, torch.no_grad() or a tensor rebuilt from numbers)"
+                f"no gradient reaches `{name}` {_where(case)}: the output does not depend on it (is it used?), "
+                "or is cut off from autograd (.detach(), .item(), .data, torch.no_grad() or a tensor rebuilt from numbers)"
             )
         problem = difference(grad, reference_grad, **_tolerances(exercise, case), where=f"gradient w.r.t. `{name}`")
         if problem:
@@ -602,9 +626,11 @@ def judge(
 
 def reference_message(exercise: Exercise) -> str:
     module = getattr(exercise.reference, "__module__", "attention_course")
+    others = [f"`{f.__module__}.{f.__qualname__}`" for f in exercise.also_forbidden]
+    also = f" or a function that computes the same ({', '.join(others)})" if others else ""
     return (
         f"this exercise asks you to write `{exercise.name}`; your function calls the course's "
-        f"(`{module}.{exercise.name}`). Write it yourself: functions of earlier lessons may be used."
+        f"(`{module}.{exercise.name}`){also}. Write it yourself: functions of earlier lessons may be used."
     )
 
 
@@ -630,6 +656,6 @@ def run_check(exercise: Exercise, fn: Any, *, forbid_reference: bool = True) -> 
         return Result(name, Status.FAILED, f"the check itself failed ({_first_line(error)}); please report this")
     forbidden: frozenset[int] = frozenset()
     if forbid_reference and fn is not exercise.reference:
-        forbidden = reference_codes(exercise.reference)
+        forbidden = reference_codes(exercise.reference).union(*map(reference_codes, exercise.also_forbidden))
     records = call_cases(fn, plans, exercise.time_limit, forbidden)
     return judge(exercise, cases, plans, expected, records)

@@ -89,6 +89,10 @@ class Exercise:
     output and returns ``{argument index: what that input holds once correctly updated}``. Such an
     input must then be left unchanged or hold exactly that (within the tolerances); any other input
     changed in place still fails.
+
+    ``also_forbidden`` lists other functions of the package that compute what the exercise asks
+    (``masked_attention`` is one call of ``scaled_dot_product_attention``): code that calls one of
+    them fails as code that calls the reference does.
     """
 
     name: str
@@ -101,3 +105,4 @@ class Exercise:
     time_limit: float = 10.0
     custom_check: Callable[[Callable[..., Any]], tuple[Status, str]] | None = None
     updates_in_place: Callable[[tuple[Any, ...], dict[str, Any], Any], dict[int, Any]] | None = None
+    also_forbidden: tuple[Callable[..., Any], ...] = ()

@@ -189,9 +189,11 @@ def main(argv: list[str]) -> None:
             if check["reference"] is not None and check["exercise"] not in references:
                 try:
                     obj = _resolve(check["reference"])
+                    others = [_resolve(dotted) for dotted in check["also_forbidden"] if dotted is not None]
                 except Exception:  # a reference that cannot be looked up by name: no tripwire for it
                     continue
-                references[check["exercise"]] = {"object": obj, "codes": reference_codes(obj)}
+                codes = reference_codes(obj).union(*map(reference_codes, others))
+                references[check["exercise"]] = {"object": obj, "codes": codes}
     # Exercises with an extra check of their own (e.g. a spy on the operators): their catalogue
     # loads here, before any learner code.
     customs: dict[str, Any] = {}

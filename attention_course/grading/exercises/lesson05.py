@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from ...attention import masked_attention
+from ...attention import attention_core, masked_attention, scaled_dot_product_attention
 from ...masking import causal_mask, padding_mask
 from ..casegen import column_major, generator, randn
 from ..edits import DETACHED_HINT, catalogue, edit
@@ -223,6 +223,7 @@ register(
         name="masked_attention",
         lesson=LESSON,
         reference=masked_attention,
+        also_forbidden=(scaled_dot_product_attention, attention_core),  # masked_attention is one call of these
         cases=_attention_cases,
         mistakes=catalogue(
             LESSON,
