@@ -238,6 +238,24 @@ register(
                     "return grouped_query_attention(q_new, keys, values, mask).detach(), keys.detach(), values.detach()",
                 ),
             ),
+            (
+                "keys_not_rotated",
+                "rotate the new keys too (apply_rope(k_new, positions)) before appending them: the cache holds "
+                "rotated keys, and a rotated query against unrotated keys loses the positions.",
+                edit(ROPE, "q_new = apply_rope(q_new, positions)"),
+            ),
+            (
+                "query_heads_grouped_cyclically",
+                "consecutive query heads share a key/value head: query head h reads key/value head "
+                "h // (n_heads // n_kv_heads), so expand keys and values with repeat_interleave(group, dim=1) "
+                "(or call grouped_query_attention); .repeat(1, group, 1, 1) pairs head h with h % n_kv_heads.",
+                edit(
+                    RESULT,
+                    "group = q_new.shape[1] // keys.shape[1]\n"
+                    "return grouped_query_attention(q_new, keys.repeat(1, group, 1, 1), values.repeat(1, group, 1, 1), "
+                    "mask), keys, values",
+                ),
+            ),
         ),
     )
 )

@@ -70,6 +70,19 @@ register(
                 edit(CAUSAL_BAND, "return ((offset >= 0) & (offset <= window)).float()"),
                 edit(BAND, "return (offset.abs() <= window).float()"),
             ),
+            (
+                "window_one_sided",
+                "without causal the window reaches both ways: keep |i - j| <= window (the keys on both sides of the "
+                "query); only causal=True keeps just the past, 0 <= i - j <= window.",
+                edit(BAND, "return (offset >= 0) & (offset <= window)"),
+            ),
+            (
+                "mask_inverted",
+                "a mask is True where attention is ALLOWED (inside the window), False where it is hidden; the code "
+                "returns the opposite.",
+                edit(CAUSAL_BAND, "return ~((offset >= 0) & (offset <= window))"),
+                edit(BAND, "return ~(offset.abs() <= window)"),
+            ),
         ),
     )
 )
@@ -136,6 +149,17 @@ register(
                     "return allowed & (offset >= 0) if causal else allowed",
                     "return (allowed & (offset >= 0) if causal else allowed).float()",
                 ),
+            ),
+            (
+                "global_pairs_only",
+                "a global token's whole row AND whole column are allowed: OR is_global[:, None] and "
+                "is_global[None, :] into the window, not only the pairs where both tokens are global.",
+                edit(ALLOWED, "allowed = (offset.abs() <= window) | (is_global[:, None] & is_global[None, :])"),
+            ),
+            (
+                "causal_ignored",
+                "with causal=True hide every later key (j > i), inside the window and in the global rows alike.",
+                edit("return allowed & (offset >= 0) if causal else allowed", "return allowed"),
             ),
         ),
     )
@@ -402,6 +426,21 @@ register(
                 "detached_output",
                 DETACHED_HINT,
                 edit("return torch.cat(outputs, dim=-2)", "return torch.cat(outputs, dim=-2).detach()"),
+            ),
+            (
+                "causal_inside_the_block",
+                "with causal=True compare the tokens' positions in the sequence (k_idx <= q_idx), not their offsets "
+                "inside their blocks: a key in an earlier block is in the past whatever its offset.",
+                edit(
+                    CAUSAL,
+                    "if causal:\n    allowed = allowed & (k_idx[None, :] % block_size <= q_idx[:, None] % block_size)",
+                ),
+            ),
+            (
+                "layout_read_by_column",
+                "layout[I, J] says whether query block I reads key block J: take query block I's key blocks from "
+                "its row, layout[I], not from the column layout[:, I].",
+                edit(KEY_BLOCKS, "key_blocks = layout[:, qb].nonzero().flatten().tolist()"),
             ),
         ),
     )

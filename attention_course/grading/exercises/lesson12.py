@@ -209,6 +209,24 @@ register(
                 DETACHED_HINT,
                 edit(RESULT, "return (merge_heads(heads) @ layer.w_o + layer.b_o).detach(), weights.detach()"),
             ),
+            (
+                "output_bias_missing",
+                "the output projection has a bias too: merge_heads(heads) @ layer.w_o + layer.b_o.",
+                edit(RESULT, "return merge_heads(heads) @ layer.w_o, weights"),
+            ),
+            (
+                "projection_biases_missing",
+                "the query, key and value projections have biases: hidden @ layer.w_q + layer.b_q (likewise b_k, b_v).",
+                edit(Q, "q = split_heads(hidden @ layer.w_q, n_heads)"),
+                edit(K, "k = split_heads(hidden @ layer.w_k, n_heads)"),
+                edit(V, "v = split_heads(hidden @ layer.w_v, n_heads)"),
+            ),
+            (
+                "residual_added",
+                "return the sublayer's output before the residual (the encoder adds hidden itself, then applies "
+                "its layer norm): merge_heads(heads) @ layer.w_o + layer.b_o, without + hidden.",
+                edit(RESULT, "return hidden + merge_heads(heads) @ layer.w_o + layer.b_o, weights"),
+            ),
         ),
     )
 )
@@ -274,6 +292,32 @@ register(
                 "detached_output",
                 DETACHED_HINT,
                 edit(FF, "return (F.gelu(hidden @ layer.w_ff1 + layer.b_ff1) @ layer.w_ff2 + layer.b_ff2).detach()"),
+            ),
+            (
+                "residual_added",
+                "return the feed-forward's output before the residual (the encoder adds hidden itself, then "
+                "applies its layer norm): no + hidden.",
+                edit(FF, "return hidden + F.gelu(hidden @ layer.w_ff1 + layer.b_ff1) @ layer.w_ff2 + layer.b_ff2"),
+            ),
+            (
+                "second_bias_missing",
+                "the second linear map has a bias too: (...) @ layer.w_ff2 + layer.b_ff2.",
+                edit(FF, "return F.gelu(hidden @ layer.w_ff1 + layer.b_ff1) @ layer.w_ff2"),
+            ),
+            (
+                "first_bias_after_gelu",
+                "add b_ff1 before the activation: GELU(hidden @ w_ff1 + b_ff1), not GELU(hidden @ w_ff1) + b_ff1.",
+                edit(FF, "return (F.gelu(hidden @ layer.w_ff1) + layer.b_ff1) @ layer.w_ff2 + layer.b_ff2"),
+            ),
+            (
+                "sigmoid_gelu",
+                "use the exact GELU, x * Phi(x) with the erf (F.gelu(x)); x * sigmoid(1.702 x) is an approximation "
+                "that differs by up to ~0.02.",
+                edit(
+                    FF,
+                    "h = hidden @ layer.w_ff1 + layer.b_ff1\n"
+                    "return h * torch.sigmoid(1.702 * h) @ layer.w_ff2 + layer.b_ff2",
+                ),
             ),
         ),
     )
@@ -357,6 +401,17 @@ register(
                 edit(NORMALISE, "return F.normalize(mean, dim=0)"),
             ),
             ("detached_output", DETACHED_HINT, edit(NORMALISE, "return F.normalize(mean, dim=-1).detach()")),
+            (
+                "tokens_normalised_first",
+                "average the raw token vectors, then scale the average to length 1; normalising each token "
+                "before averaging weighs the tokens differently.",
+                edit(MEAN, "mean = (F.normalize(hidden, dim=-1) * real).sum(dim=1) / real.sum(dim=1)"),
+            ),
+            (
+                "max_pooling",
+                "this model's embedding is the MEAN of the real tokens' vectors, not their element-wise maximum.",
+                edit(MEAN, "mean = hidden.masked_fill(real == 0, float('-inf')).amax(dim=1)"),
+            ),
         ),
     )
 )
