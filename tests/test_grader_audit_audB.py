@@ -616,6 +616,44 @@ VARIANTS_08 = {
 }
 
 
+_TABLES: dict[Any, Any] = {}
+
+
+def rope_cached_by_shape(x, positions=None, base=10000.0):
+    # cos/sin tables cached by (L, d_head), as real models cache them by sequence length
+    L, d = x.shape[-2], x.shape[-1]
+    if (L, d) not in _TABLES:
+        pos = torch.arange(L, dtype=torch.float64) if positions is None else positions.double()
+        a = pos[:, None] * base ** (-torch.arange(0, d, 2, dtype=torch.float64) / d)
+        a = torch.cat([a, a], -1)
+        _TABLES[(L, d)] = (a.cos(), a.sin())
+    cos, sin = _TABLES[(L, d)]
+    x1, x2 = x[..., : d // 2], x[..., d // 2 :]
+    return x * cos.to(x.dtype) + torch.cat([-x2, x1], -1) * sin.to(x.dtype)
+
+
+_COSSIN: dict[Any, Any] = {}
+
+
+def rope_cached_max_len(x, positions=None, base=10000.0):
+    # one table up to the longest length seen so far, keyed by d_head only (base forgotten)
+    L, d = x.shape[-2], x.shape[-1]
+    pos = torch.arange(L) if positions is None else positions
+    need = int(pos.max()) + 1
+    if d not in _COSSIN or _COSSIN[d][0].shape[0] < need:
+        a = torch.arange(max(need, 64), dtype=torch.float64)[:, None] * base ** (
+            -torch.arange(0, d, 2, dtype=torch.float64) / d
+        )
+        a = torch.cat([a, a], -1)
+        _COSSIN[d] = (a.cos(), a.sin())
+    cos, sin = _COSSIN[d][0][pos], _COSSIN[d][1][pos]
+    x1, x2 = x[..., : d // 2], x[..., d // 2 :]
+    return x * cos.to(x.dtype) + torch.cat([-x2, x1], -1) * sin.to(x.dtype)
+
+
+MISTAKES_08["apply_rope"] += [rope_cached_by_shape, rope_cached_max_len]
+
+
 # ---------------------------------------------------------------- lesson 09
 def kv_no_slice(q_new, k_new, v_new, k_cache, v_cache, length):
     T = q_new.shape[-2]
@@ -857,6 +895,25 @@ MISTAKES_09 = {
 VARIANTS_09 = {
     "cached_attention_step": [kv_own_gqa_sdpa, kv_einsum_groups, kv_float64, kv_mask_by_comparison, kv_copy_then_write]
 }
+
+
+def kv_per_head_loop(q_new, k_new, v_new, k_cache, v_cache, length):
+    T, d = q_new.shape[-2], q_new.shape[-1]
+    pos = torch.arange(length, length + T)
+    q, k = apply_rope(q_new, pos), apply_rope(k_new, pos)
+    keys = torch.cat([k_cache[:, :, :length], k], dim=-2)
+    values = torch.cat([v_cache[:, :, :length], v_new], dim=-2)
+    H, Hk = q.shape[1], keys.shape[1]
+    outs = []
+    for h in range(H):
+        kv = h * Hk // H
+        s = q[:, h] @ keys[:, kv].transpose(-1, -2) / math.sqrt(d)
+        s = s + torch.full((T, length + T), float("-inf")).triu(length + 1)
+        outs.append(torch.softmax(s, -1) @ values[:, kv])
+    return torch.stack(outs, 1), keys, values
+
+
+VARIANTS_09["cached_attention_step"].append(kv_per_head_loop)
 
 
 # ---------------------------------------------------------------- lesson 10
