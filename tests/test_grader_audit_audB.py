@@ -28,8 +28,9 @@ from attention_course import (
 from attention_course.grading import Status, get_exercise, run_check
 from attention_course.kv_cache import grouped_query_attention
 
-
 # ---------------------------------------------------------------- lesson 07
+
+
 # ---------------- mistakes
 def ca_scale_d_model(decoder_states, encoder_states, w_q, w_k, w_v, w_o, n_heads, encoder_mask=None):
     q = ac.split_heads(decoder_states @ w_q, n_heads)
@@ -273,7 +274,22 @@ def ca_linear_project_once(decoder_states, encoder_states, w_q, w_k, w_v, w_o, n
 VARIANTS_07 = {"cross_attention": [ca_einsum, ca_loop_heads, ca_float64, ca_fsdpa, ca_linear_project_once]}
 
 
+def ca_weights_zeroed_after_softmax(decoder_states, encoder_states, w_q, w_k, w_v, w_o, n_heads, encoder_mask=None):
+    q = ac.split_heads(decoder_states @ w_q, n_heads)
+    k = ac.split_heads(encoder_states @ w_k, n_heads)
+    v = ac.split_heads(encoder_states @ w_v, n_heads)
+    weights = torch.softmax(q @ k.mT / math.sqrt(q.shape[-1]), dim=-1)
+    if encoder_mask is not None:
+        weights = weights.masked_fill(~encoder_mask[:, None, None, :], 0.0)
+    return ac.merge_heads(weights @ v) @ w_o, weights
+
+
+MISTAKES_07["cross_attention"].append(ca_weights_zeroed_after_softmax)
+
+
 # ---------------------------------------------------------------- lesson 08
+
+
 # ---------------- sinusoidal_table mistakes
 def st_exponent_i_over_d(n_positions, d_model, base=10000.0):
     p = torch.arange(n_positions, dtype=torch.float64)[:, None]
@@ -616,6 +632,8 @@ VARIANTS_08 = {
 }
 
 
+# ---------------------------------------------------------------- lesson 08b
+
 _TABLES: dict[Any, Any] = {}
 
 
@@ -651,10 +669,13 @@ def rope_cached_max_len(x, positions=None, base=10000.0):
     return x * cos.to(x.dtype) + torch.cat([-x2, x1], -1) * sin.to(x.dtype)
 
 
-MISTAKES_08["apply_rope"] += [rope_cached_by_shape, rope_cached_max_len]
+MISTAKES_08B = {"apply_rope": [rope_cached_by_shape, rope_cached_max_len]}
+VARIANTS_08B: dict[Any, Any] = {}
 
 
 # ---------------------------------------------------------------- lesson 09
+
+
 def kv_no_slice(q_new, k_new, v_new, k_cache, v_cache, length):
     T = q_new.shape[-2]
     pos = torch.arange(length, length + T)
@@ -897,6 +918,9 @@ VARIANTS_09 = {
 }
 
 
+# ---------------------------------------------------------------- lesson 09b
+
+
 def kv_per_head_loop(q_new, k_new, v_new, k_cache, v_cache, length):
     T, d = q_new.shape[-2], q_new.shape[-1]
     pos = torch.arange(length, length + T)
@@ -913,10 +937,13 @@ def kv_per_head_loop(q_new, k_new, v_new, k_cache, v_cache, length):
     return torch.stack(outs, 1), keys, values
 
 
-VARIANTS_09["cached_attention_step"].append(kv_per_head_loop)
+MISTAKES_09B: dict[Any, Any] = {}
+VARIANTS_09B = {"cached_attention_step": [kv_per_head_loop]}
 
 
 # ---------------------------------------------------------------- lesson 10
+
+
 # ---------------- sliding_window_mask mistakes
 def sw_strict(n, window, causal=False):
     off = torch.arange(n)[:, None] - torch.arange(n)[None, :]
@@ -1534,6 +1561,8 @@ VARIANTS_10["block_sparse_attention"] += [bs_online_softmax_tiles, bs_padded_blo
 
 
 # ---------------------------------------------------------------- lesson 12
+
+
 def _proj(hidden, layer, n_heads, bias=True, transposed=False):
     def p(w, b):
         w = w.T if transposed else w
@@ -1952,6 +1981,62 @@ MISTAKES_12["mean_pooling"] += [mp_renormalise_mean_of_unit_tokens, mp_boolean_i
 VARIANTS_12["mean_pooling"] += [mp_sum_over_L, mp_count_whole_batch, mp_first_row_count]
 
 
+# ---------------------------------------------------------------- lesson 12b
+
+
+def _qkv(hidden, layer, n_heads):
+    return (
+        split_heads(hidden @ layer.w_q + layer.b_q, n_heads),
+        split_heads(hidden @ layer.w_k + layer.b_k, n_heads),
+        split_heads(hidden @ layer.w_v + layer.b_v, n_heads),
+    )
+
+
+def esa_weights_zeroed_after_softmax(hidden, layer, key_mask, n_heads):
+    q, k, v = _qkv(hidden, layer, n_heads)
+    w = torch.softmax(q @ k.mT / math.sqrt(q.shape[-1]), -1) * key_mask[:, None, None, :]
+    return merge_heads(w @ v) @ layer.w_o + layer.b_o, w
+
+
+def esa_pair_mask_zero_rows(hidden, layer, key_mask, n_heads):
+    # also masks the padded queries (pair mask), with the course's masked_attention (zeros there)
+    q, k, v = _qkv(hidden, layer, n_heads)
+    pair = key_mask[:, None, :, None] & key_mask[:, None, None, :]
+    h, w = masked_attention(q, k, v, pair)
+    return merge_heads(h) @ layer.w_o + layer.b_o, w
+
+
+def esa_pair_mask_nan_rows(hidden, layer, key_mask, n_heads):
+    # also masks the padded queries with its own softmax: NaN in the padded rows only
+    q, k, v = _qkv(hidden, layer, n_heads)
+    pair = key_mask[:, None, :, None] & key_mask[:, None, None, :]
+    s = (q @ k.mT / math.sqrt(q.shape[-1])).masked_fill(~pair, float("-inf"))
+    w = torch.softmax(s, -1)
+    return merge_heads(w @ v) @ layer.w_o + layer.b_o, w
+
+
+def esa_fsdpa_weights_separately(hidden, layer, key_mask, n_heads):
+    q, k, v = _qkv(hidden, layer, n_heads)
+    m = key_mask[:, None, None, :]
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=m)
+    w = torch.softmax((q @ k.mT / math.sqrt(q.shape[-1])).masked_fill(~m, float("-inf")), -1)
+    return merge_heads(out) @ layer.w_o + layer.b_o, w
+
+
+def mp_nan_safe_clamp(hidden, key_mask):
+    m = key_mask.unsqueeze(-1).type_as(hidden)
+    summed = torch.sum(hidden * m, 1)
+    counts = torch.clamp(m.sum(1), min=1e-9)
+    return F.normalize(summed / counts, p=2, dim=1)
+
+
+MISTAKES_12B = {"encoder_self_attention": [esa_weights_zeroed_after_softmax, esa_pair_mask_nan_rows]}
+VARIANTS_12B = {
+    "encoder_self_attention": [esa_pair_mask_zero_rows, esa_fsdpa_weights_separately],
+    "mean_pooling": [mp_nan_safe_clamp],
+}
+
+
 def _cases(*tables: dict[str, list[Callable[..., Any]]]) -> list[Any]:
     return [
         pytest.param(name, fn, id=f"{name}-{fn.__name__}")
@@ -1961,8 +2046,12 @@ def _cases(*tables: dict[str, list[Callable[..., Any]]]) -> list[Any]:
     ]
 
 
-MISTAKES = _cases(MISTAKES_07, MISTAKES_08, MISTAKES_09, MISTAKES_10, MISTAKES_12)
-VARIANTS = _cases(VARIANTS_07, VARIANTS_08, VARIANTS_09, VARIANTS_10, VARIANTS_12)
+MISTAKES = _cases(
+    MISTAKES_07, MISTAKES_08, MISTAKES_08B, MISTAKES_09, MISTAKES_09B, MISTAKES_10, MISTAKES_12, MISTAKES_12B
+)
+VARIANTS = _cases(
+    VARIANTS_07, VARIANTS_08, VARIANTS_08B, VARIANTS_09, VARIANTS_09B, VARIANTS_10, VARIANTS_12, VARIANTS_12B
+)
 
 
 def test_audit_has_enough_per_exercise() -> None:

@@ -221,6 +221,18 @@ register(
                 edit(V, "v = ac.split_heads(encoder_states @ w_v.T, n_heads)"),
                 edit(RESULT, "return ac.merge_heads(heads) @ w_o.T, weights"),
             ),
+            (
+                "padding_zeroed_after_softmax",
+                "hide the padded source positions BEFORE the softmax (a score of -inf); zeroing their weights "
+                "afterwards leaves each row's weights summing to less than 1.",
+                edit(
+                    "heads, weights = " + ATTEND,
+                    "weights = torch.softmax(q @ k.transpose(-1, -2) / q.shape[-1] ** 0.5, dim=-1)\n"
+                    "if mask is not None:\n"
+                    "    weights = weights * mask\n"
+                    "heads = weights @ v",
+                ),
+            ),
         ),
     )
 )

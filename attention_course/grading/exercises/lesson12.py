@@ -227,6 +227,31 @@ register(
                 "its layer norm): merge_heads(heads) @ layer.w_o + layer.b_o, without + hidden.",
                 edit(RESULT, "return hidden + merge_heads(heads) @ layer.w_o + layer.b_o, weights"),
             ),
+            (
+                "nan_in_padded_query_rows",
+                "the padded query rows come out NaN (a pair mask hides every key from them, and a softmax over "
+                "only -inf gives 0/0): the check ignores those rows' values, but the NaN flows back into every "
+                "gradient; mask only the keys, key_mask[:, None, None, :], or give a row with no allowed key zero "
+                "weights (masked_attention does).",
+                edit(
+                    ATTEND,
+                    "pair = key_mask[:, None, :, None] & key_mask[:, None, None, :]\n"
+                    "scores = (q @ k.transpose(-1, -2) / q.shape[-1] ** 0.5).masked_fill(~pair, float('-inf'))\n"
+                    "weights = torch.softmax(scores, dim=-1)\n"
+                    "heads = weights @ v",
+                ),
+            ),
+            (
+                "padding_zeroed_after_softmax",
+                "hide the padded keys BEFORE the softmax (a score of -inf, as masked_attention does); zeroing their "
+                "weights afterwards leaves each row's weights summing to less than 1.",
+                edit(
+                    ATTEND,
+                    "weights = torch.softmax(q @ k.transpose(-1, -2) / q.shape[-1] ** 0.5, dim=-1) "
+                    "* key_mask[:, None, None, :]\n"
+                    "heads = weights @ v",
+                ),
+            ),
         ),
     )
 )
