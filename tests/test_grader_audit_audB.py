@@ -1560,6 +1560,76 @@ def bs_padded_block_view(q, k, v, layout, block_size, *, mask_fn=None, causal=Fa
 VARIANTS_10["block_sparse_attention"] += [bs_online_softmax_tiles, bs_padded_block_view]
 
 
+# ---------------------------------------------------------------- lesson 10b
+
+
+def _gather_rows(q, k, v, layout, block_size, allowed_of, scale):
+    L, S = q.shape[-2], k.shape[-2]
+    outs = []
+    for qb in range(layout.shape[0]):
+        qi = torch.arange(qb * block_size, min(L, (qb + 1) * block_size))
+        kbs = layout[qb].nonzero().flatten().tolist()
+        if not kbs:
+            outs.append(torch.zeros(*q.shape[:-2], len(qi), v.shape[-1], dtype=q.dtype))
+            continue
+        ki = torch.cat([torch.arange(kb * block_size, min(S, (kb + 1) * block_size)) for kb in kbs])
+        outs.append(
+            scaled_dot_product_attention(
+                q[..., qi, :], k.index_select(-2, ki), v.index_select(-2, ki), allowed_of(qi, ki), scale=scale
+            )
+        )
+    return torch.cat(outs, dim=-2)
+
+
+def bs_full_mask_when_masked(q, k, v, layout, block_size, *, mask_fn=None, causal=False, scale=None):
+    # builds the whole L x S boolean mask once when causal or mask_fn is given, then slices it per tile
+    L, S = q.shape[-2], k.shape[-2]
+    full = None
+    if causal or mask_fn is not None:
+        i, j = torch.arange(L)[:, None], torch.arange(S)[None, :]
+        full = torch.ones(L, S, dtype=torch.bool)
+        if causal:
+            full = full & (j <= i)
+        if mask_fn is not None:
+            full = full & mask_fn(i, j)
+
+    def allowed_of(qi, ki):
+        if full is None:
+            return torch.ones(len(qi), len(ki), dtype=torch.bool)
+        return full[qi][:, ki]
+
+    return _gather_rows(q, k, v, layout, block_size, allowed_of, scale)
+
+
+def bs_additive_float_mask(q, k, v, layout, block_size, *, mask_fn=None, causal=False, scale=None):
+    # a float (L, S) additive bias built only when causal, then sliced per tile
+    L, S = q.shape[-2], k.shape[-2]
+    bias = torch.zeros(L, S).masked_fill(torch.ones(L, S, dtype=torch.bool).triu(1), float("-inf")) if causal else None
+    outs = []
+    for qb in range(layout.shape[0]):
+        qi = torch.arange(qb * block_size, min(L, (qb + 1) * block_size))
+        kbs = layout[qb].nonzero().flatten().tolist()
+        if not kbs:
+            outs.append(torch.zeros(*q.shape[:-2], len(qi), v.shape[-1], dtype=q.dtype))
+            continue
+        ki = torch.cat([torch.arange(kb * block_size, min(S, (kb + 1) * block_size)) for kb in kbs])
+        allowed = torch.ones(len(qi), len(ki), dtype=torch.bool)
+        if bias is not None:
+            allowed = allowed & (bias[qi][:, ki] == 0)
+        if mask_fn is not None:
+            allowed = allowed & mask_fn(qi[:, None], ki[None, :])
+        outs.append(
+            scaled_dot_product_attention(
+                q[..., qi, :], k.index_select(-2, ki), v.index_select(-2, ki), allowed, scale=scale
+            )
+        )
+    return torch.cat(outs, dim=-2)
+
+
+MISTAKES_10B = {"block_sparse_attention": [bs_full_mask_when_masked, bs_additive_float_mask]}
+VARIANTS_10B: dict[Any, Any] = {}
+
+
 # ---------------------------------------------------------------- lesson 12
 
 
@@ -2047,10 +2117,26 @@ def _cases(*tables: dict[str, list[Callable[..., Any]]]) -> list[Any]:
 
 
 MISTAKES = _cases(
-    MISTAKES_07, MISTAKES_08, MISTAKES_08B, MISTAKES_09, MISTAKES_09B, MISTAKES_10, MISTAKES_12, MISTAKES_12B
+    MISTAKES_07,
+    MISTAKES_08,
+    MISTAKES_08B,
+    MISTAKES_09,
+    MISTAKES_09B,
+    MISTAKES_10,
+    MISTAKES_10B,
+    MISTAKES_12,
+    MISTAKES_12B,
 )
 VARIANTS = _cases(
-    VARIANTS_07, VARIANTS_08, VARIANTS_08B, VARIANTS_09, VARIANTS_09B, VARIANTS_10, VARIANTS_12, VARIANTS_12B
+    VARIANTS_07,
+    VARIANTS_08,
+    VARIANTS_08B,
+    VARIANTS_09,
+    VARIANTS_09B,
+    VARIANTS_10,
+    VARIANTS_10B,
+    VARIANTS_12,
+    VARIANTS_12B,
 )
 
 

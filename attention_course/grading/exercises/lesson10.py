@@ -188,6 +188,7 @@ def _block_cases() -> list[Case]:
     lower = torch.ones(3, 3, dtype=torch.bool).tril()
     empty_row = torch.tensor([[True, False, False], [False, False, False], [True, False, True]])
     window = sliding_window_pattern(8, 1)
+    long_window = sliding_window_pattern(256, 12, causal=True)
     long_q, long_k, long_v = randn(g, 256, 2), randn(g, 256, 2), randn(g, 256, 2)
     return [
         Case((q, k, v, band, 2), label="q, k, v (6, 2), block_size=2, layout [[1,1,0],[1,1,1],[0,1,1]]"),
@@ -274,6 +275,15 @@ def _block_cases() -> list[Case]:
             max_alloc_bytes=_SPARSE_LIMIT,
             label="256 tokens, block_size=8, a band of 3 tiles per row: no tensor may be as large as the "
             "scores of a query block against every key (skip the tiles the layout leaves out)",
+        ),
+        # The same contract with causal=True and a mask_fn: the masks are built per tile too (a whole
+        # L x S boolean mask is 64 KiB, a float one 256 KiB), and the layout's band and the window agree.
+        Case(
+            (long_q, long_k, long_v, _band_layout(32).tril(), 8),
+            {"causal": True, "mask_fn": long_window.allows},
+            max_alloc_bytes=_SPARSE_LIMIT,
+            label="256 tokens, block_size=8, causal=True, mask_fn = sliding window |i - j| <= 12, tiles on and "
+            "below the diagonal: no tensor may be as large as the L x S mask either (mask each tile as you visit it)",
         ),
         Case(
             (randn(g, 2, 6, 3), randn(g, 2, 6, 3), randn(g, 2, 6, 2), band, 2),
