@@ -2107,6 +2107,98 @@ VARIANTS_12B = {
 }
 
 
+# ---------------------------------------------------------------- lesson naive
+
+
+def _naive_softmax(s):
+    e = torch.exp(s)
+    return e / e.sum(-1, keepdim=True)
+
+
+def ca_naive_exp(decoder_states, encoder_states, w_q, w_k, w_v, w_o, n_heads, encoder_mask=None):
+    q = ac.split_heads(decoder_states @ w_q, n_heads)
+    k = ac.split_heads(encoder_states @ w_k, n_heads)
+    v = ac.split_heads(encoder_states @ w_v, n_heads)
+    s = q @ k.mT / math.sqrt(q.shape[-1])
+    if encoder_mask is not None:
+        s = s.masked_fill(~encoder_mask[:, None, None, :], float("-inf"))
+    w = _naive_softmax(s)
+    return ac.merge_heads(w @ v) @ w_o, w
+
+
+def kv_naive_exp(q_new, k_new, v_new, k_cache, v_cache, length):
+    T, d = q_new.shape[-2], q_new.shape[-1]
+    pos = torch.arange(length, length + T)
+    q, k = apply_rope(q_new, pos), apply_rope(k_new, pos)
+    keys = torch.cat([k_cache[:, :, :length], k], dim=-2)
+    values = torch.cat([v_cache[:, :, :length], v_new], dim=-2)
+    g = q.shape[1] // keys.shape[1]
+    s = q @ keys.repeat_interleave(g, 1).mT / math.sqrt(d)
+    s = s.masked_fill(~causal_mask(length + T)[-T:], float("-inf"))
+    return _naive_softmax(s) @ values.repeat_interleave(g, 1), keys, values
+
+
+def bs_naive_exp(q, k, v, layout, block_size, *, mask_fn=None, causal=False, scale=None):
+    L, S = q.shape[-2], k.shape[-2]
+    sc = 1 / math.sqrt(q.shape[-1]) if scale is None else scale
+    outs = []
+    for qb in range(layout.shape[0]):
+        qi = torch.arange(qb * block_size, min(L, (qb + 1) * block_size))
+        kbs = layout[qb].nonzero().flatten().tolist()
+        if not kbs:
+            outs.append(torch.zeros(*q.shape[:-2], len(qi), v.shape[-1], dtype=q.dtype))
+            continue
+        ki = torch.cat([torch.arange(kb * block_size, min(S, (kb + 1) * block_size)) for kb in kbs])
+        ok = torch.ones(len(qi), len(ki), dtype=torch.bool)
+        if causal:
+            ok = ok & (ki[None, :] <= qi[:, None])
+        if mask_fn is not None:
+            ok = ok & mask_fn(qi[:, None], ki[None, :])
+        e = torch.exp(q[..., qi, :] @ k[..., ki, :].mT * sc) * ok
+        den = e.sum(-1, keepdim=True)
+        outs.append(torch.where(den > 0, e / den, torch.zeros_like(e)) @ v[..., ki, :])
+    return torch.cat(outs, dim=-2)
+
+
+def esa_naive_exp(hidden, layer, key_mask, n_heads):
+    q = split_heads(hidden @ layer.w_q + layer.b_q, n_heads)
+    k = split_heads(hidden @ layer.w_k + layer.b_k, n_heads)
+    v = split_heads(hidden @ layer.w_v + layer.b_v, n_heads)
+    s = (q @ k.mT / math.sqrt(q.shape[-1])).masked_fill(~key_mask[:, None, None, :], float("-inf"))
+    w = _naive_softmax(s)
+    return merge_heads(w @ v) @ layer.w_o + layer.b_o, w
+
+
+MISTAKES_NAIVE = {
+    "cross_attention": [ca_naive_exp],
+    "cached_attention_step": [kv_naive_exp],
+    "block_sparse_attention": [bs_naive_exp],
+    "encoder_self_attention": [esa_naive_exp],
+}
+VARIANTS_NAIVE: dict[Any, Any] = {}
+
+
+# ---------------------------------------------------------------- lesson 09c2
+
+
+def kv_write_in_place_when_room(q_new, k_new, v_new, k_cache, v_cache, length):
+    T = q_new.shape[-2]
+    pos = torch.arange(length, length + T)
+    q, k = apply_rope(q_new, pos), apply_rope(k_new, pos)
+    if k_cache.shape[-2] >= length + T:
+        k_cache[:, :, length : length + T] = k
+        v_cache[:, :, length : length + T] = v_new
+        keys, values = k_cache[:, :, : length + T], v_cache[:, :, : length + T]
+    else:
+        keys = torch.cat([k_cache[:, :, :length], k], dim=-2)
+        values = torch.cat([v_cache[:, :, :length], v_new], dim=-2)
+    return grouped_query_attention(q, keys, values, causal_mask(length + T)[-T:]), keys, values
+
+
+MISTAKES_09C2 = {"cached_attention_step": [kv_write_in_place_when_room]}
+VARIANTS_09C2: dict[Any, Any] = {}
+
+
 def _cases(*tables: dict[str, list[Callable[..., Any]]]) -> list[Any]:
     return [
         pytest.param(name, fn, id=f"{name}-{fn.__name__}")
@@ -2126,6 +2218,8 @@ MISTAKES = _cases(
     MISTAKES_10B,
     MISTAKES_12,
     MISTAKES_12B,
+    MISTAKES_NAIVE,
+    MISTAKES_09C2,
 )
 VARIANTS = _cases(
     VARIANTS_07,
@@ -2137,6 +2231,8 @@ VARIANTS = _cases(
     VARIANTS_10B,
     VARIANTS_12,
     VARIANTS_12B,
+    VARIANTS_NAIVE,
+    VARIANTS_09C2,
 )
 
 

@@ -75,6 +75,15 @@ def _cases() -> list[Case]:
             check_grad=True,
             label="gradients: decoder (2, 2, 4), encoder (2, 3, 4), encoder_mask",
         ),
+        # Scores above ~88 overflow exp in float32 unless each row's maximum is subtracted first. The weights
+        # are then nearly one-hot, so float32 rounding of the scores (~1e-5 at 150) moves them by far less
+        # than the default tolerances.
+        Case(
+            (randn(g, 2, 3, 8, scale=40.0), randn(g, 2, 5, 8), *weights(8), 2),
+            {"encoder_mask": torch.tensor([[True] * 5, [True, True, True, False, False]])},
+            label="large scores (decoder states x 40, scores beyond +-100): decoder (2, 3, 8), encoder (2, 5, 8), "
+            "encoder_mask",
+        ),
     ]
 
 
@@ -230,6 +239,19 @@ register(
                     "weights = torch.softmax(q @ k.transpose(-1, -2) / q.shape[-1] ** 0.5, dim=-1)\n"
                     "if mask is not None:\n"
                     "    weights = weights * mask\n"
+                    "heads = weights @ v",
+                ),
+            ),
+            (
+                "softmax_without_max_subtraction",
+                "exp of a score above ~88 overflows float32 to inf, and inf / inf is NaN: subtract each row's maximum "
+                "before exp (the scores' shift cancels in the ratio), or use torch.softmax or the course's softmax.",
+                edit(
+                    "heads, weights = " + ATTEND,
+                    "scores = q @ k.transpose(-1, -2) / q.shape[-1] ** 0.5\n"
+                    "if mask is not None:\n"
+                    "    scores = scores.masked_fill(~mask, float('-inf'))\n"
+                    "weights = torch.exp(scores) / torch.exp(scores).sum(dim=-1, keepdim=True)\n"
                     "heads = weights @ v",
                 ),
             ),

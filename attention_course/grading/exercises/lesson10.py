@@ -291,6 +291,18 @@ def _block_cases() -> list[Case]:
             check_grad=True,
             label="gradients: q, k (2, 6, 3), v (2, 6, 2), block_size=2, causal=True",
         ),
+        # Scores beyond +-100 overflow exp in float32 unless each row's maximum is subtracted first; the
+        # weights are then nearly one-hot, so float32 rounding of the scores stays far inside the tolerances.
+        Case(
+            (
+                randn(g, 2, 9, 4, scale=100.0),
+                randn(g, 2, 9, 4),
+                randn(g, 2, 9, 3),
+                torch.tensor([[True, False, True], [True, True, False], [False, True, True]]),
+                3,
+            ),
+            label="large scores (q x 100): q, k (2, 9, 4), v (2, 9, 3), block_size=3, layout [[1,0,1],[1,1,0],[0,1,1]]",
+        ),
     ]
 
 
@@ -324,6 +336,12 @@ if causal:
 if mask_fn is not None:
     allowed = allowed & mask_fn(rows, cols)
 return scaled_dot_product_attention(q, k, v, allowed, scale=scale)
+"""
+NAIVE_EXP = """
+scores = q[..., q_idx, :] @ k.index_select(-2, k_idx).transpose(-2, -1) * (q.shape[-1] ** -0.5 if scale is None else scale)
+weights = torch.exp(scores).masked_fill(~allowed, 0.0)
+total = weights.sum(dim=-1, keepdim=True)
+outputs.append(torch.where(total > 0, weights / total, 0.0) @ v.index_select(-2, k_idx))
 """
 NAN_ROWS = """
 scores = q[..., q_idx, :] @ k.index_select(-2, k_idx).transpose(-2, -1) * (q.shape[-1] ** -0.5 if scale is None else scale)
@@ -451,6 +469,12 @@ register(
                 "layout[I, J] says whether query block I reads key block J: take query block I's key blocks from "
                 "its row, layout[I], not from the column layout[:, I].",
                 edit(KEY_BLOCKS, "key_blocks = layout[:, qb].nonzero().flatten().tolist()"),
+            ),
+            (
+                "softmax_without_max_subtraction",
+                "exp of a score above ~88 overflows float32 to inf, and inf / inf is NaN: subtract each row's maximum "
+                "before exp (the scores' shift cancels in the ratio), or use torch.softmax or the course's softmax.",
+                edit(ATTEND, NAIVE_EXP),
             ),
         ),
     )

@@ -6,6 +6,7 @@ enter its first and last layer for a padded batch of two sentences, with that la
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Callable
 from typing import Any
@@ -90,6 +91,8 @@ def _attention_cases() -> list[Case]:
     two, two_mask = _small_batch(8, [4, 2], seed=1)
     left, left_mask = _small_batch(12, [5, 3, 2], seed=3, left=True)
     grad, grad_mask = _small_batch(6, [3, 2], seed=4)
+    large, large_mask = _small_batch(8, [4, 3], seed=9)
+    large_layer = EncoderLayerWeights.random(8, 16, seed=9)
     return [
         Case(
             (one, EncoderLayerWeights.random(4, 8, seed=0), one_mask, 2),
@@ -120,6 +123,18 @@ def _attention_cases() -> list[Case]:
             select=_real_rows(grad_mask),
             check_grad=True,
             label="gradients: 2 sentences of 3 and 2 tokens, d_model 6, 2 heads",
+        ),
+        # Scores beyond +-100 overflow exp in float32 unless each row's maximum is subtracted first; the
+        # weights are then nearly one-hot, so float32 rounding of the scores stays far inside the tolerances.
+        Case(
+            (
+                large,
+                dataclasses.replace(large_layer, w_q=large_layer.w_q * 40, b_q=large_layer.b_q * 40),
+                large_mask,
+                2,
+            ),
+            select=_real_rows(large_mask),
+            label="large scores (w_q and b_q x 40): 2 sentences of 4 and 3 tokens, d_model 8, 2 heads",
         ),
     ]
 
@@ -249,6 +264,18 @@ register(
                     ATTEND,
                     "weights = torch.softmax(q @ k.transpose(-1, -2) / q.shape[-1] ** 0.5, dim=-1) "
                     "* key_mask[:, None, None, :]\n"
+                    "heads = weights @ v",
+                ),
+            ),
+            (
+                "softmax_without_max_subtraction",
+                "exp of a score above ~88 overflows float32 to inf, and inf / inf is NaN: subtract each row's maximum "
+                "before exp (the scores' shift cancels in the ratio), or use torch.softmax or the course's softmax.",
+                edit(
+                    ATTEND,
+                    "scores = (q @ k.transpose(-1, -2) / q.shape[-1] ** 0.5).masked_fill(~key_mask[:, None, None, :], "
+                    "float('-inf'))\n"
+                    "weights = torch.exp(scores) / torch.exp(scores).sum(dim=-1, keepdim=True)\n"
                     "heads = weights @ v",
                 ),
             ),
