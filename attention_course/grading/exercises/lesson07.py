@@ -75,6 +75,15 @@ def _cases() -> list[Case]:
             check_grad=True,
             label="gradients: decoder (2, 2, 4), encoder (2, 3, 4), encoder_mask",
         ),
+        # Scores above ~88 overflow exp in float32 unless each row's maximum is subtracted first. The weights
+        # are then nearly one-hot, so float32 rounding of the scores (~1e-5 at 150) moves them by far less
+        # than the default tolerances.
+        Case(
+            (randn(g, 2, 3, 8, scale=40.0), randn(g, 2, 5, 8), *weights(8), 2),
+            {"encoder_mask": torch.tensor([[True] * 5, [True, True, True, False, False]])},
+            label="large scores (decoder states x 40, scores beyond +-100): decoder (2, 3, 8), encoder (2, 5, 8), "
+            "encoder_mask",
+        ),
     ]
 
 
@@ -159,6 +168,92 @@ register(
                 "detached_output",
                 DETACHED_HINT,
                 edit(RESULT, "return (ac.merge_heads(heads) @ w_o).detach(), weights.detach()"),
+            ),
+            (
+                "heads_split_without_transpose",
+                "split each projection with a reshape to (B, L, n_heads, d_head) then .transpose(1, 2) (or "
+                "ac.split_heads), and merge back the same way; a direct reshape to (B, n_heads, L, d_head) mixes "
+                "positions with features.",
+                edit(
+                    Q,
+                    "q = (decoder_states @ w_q).reshape(decoder_states.shape[0], n_heads, decoder_states.shape[1], -1)",
+                ),
+                edit(
+                    K,
+                    "k = (encoder_states @ w_k).reshape(encoder_states.shape[0], n_heads, encoder_states.shape[1], -1)",
+                ),
+                edit(
+                    V,
+                    "v = (encoder_states @ w_v).reshape(encoder_states.shape[0], n_heads, encoder_states.shape[1], -1)",
+                ),
+                edit(RESULT, "return heads.reshape(decoder_states.shape) @ w_o, weights"),
+            ),
+            (
+                "heads_merged_without_transpose",
+                "merge the heads by moving them back next to d_head first: heads.transpose(1, 2).reshape(B, T, "
+                "d_model) (or ac.merge_heads); heads.reshape(B, T, d_model) straight from (B, n_heads, T, d_head) "
+                "mixes positions with features.",
+                edit(RESULT, "return heads.reshape(decoder_states.shape) @ w_o, weights"),
+            ),
+            (
+                "softmax_over_queries",
+                "normalise each decoder position's weights over the source positions: softmax over the last axis "
+                "(dim=-1, the keys), not dim=-2.",
+                edit(
+                    "heads, weights = " + ATTEND,
+                    "scores = q @ k.transpose(-1, -2) / q.shape[-1] ** 0.5\n"
+                    "if mask is not None:\n"
+                    "    scores = scores.masked_fill(~mask, float('-inf'))\n"
+                    "weights = torch.softmax(scores, dim=-2)\n"
+                    "heads = weights @ v",
+                ),
+            ),
+            (
+                "masked_scores_set_to_zero",
+                "a hidden source position's score must become -inf before the softmax (its weight is then 0); "
+                "a score of 0 still gets weight exp(0) = 1 like any other.",
+                edit(
+                    "heads, weights = " + ATTEND,
+                    "scores = q @ k.transpose(-1, -2) / q.shape[-1] ** 0.5\n"
+                    "if mask is not None:\n"
+                    "    scores = scores.masked_fill(~mask, 0.0)\n"
+                    "weights = torch.softmax(scores, dim=-1)\n"
+                    "heads = weights @ v",
+                ),
+            ),
+            (
+                "weights_transposed",
+                "the weights are stored as in the equations, w_q: (d_model, d_model) with q = decoder_states @ w_q "
+                "(likewise w_k, w_v, w_o); no .T and no F.linear(x, w), which computes x @ w.T.",
+                edit(Q, "q = ac.split_heads(decoder_states @ w_q.T, n_heads)"),
+                edit(K, "k = ac.split_heads(encoder_states @ w_k.T, n_heads)"),
+                edit(V, "v = ac.split_heads(encoder_states @ w_v.T, n_heads)"),
+                edit(RESULT, "return ac.merge_heads(heads) @ w_o.T, weights"),
+            ),
+            (
+                "padding_zeroed_after_softmax",
+                "hide the padded source positions BEFORE the softmax (a score of -inf); zeroing their weights "
+                "afterwards leaves each row's weights summing to less than 1.",
+                edit(
+                    "heads, weights = " + ATTEND,
+                    "weights = torch.softmax(q @ k.transpose(-1, -2) / q.shape[-1] ** 0.5, dim=-1)\n"
+                    "if mask is not None:\n"
+                    "    weights = weights * mask\n"
+                    "heads = weights @ v",
+                ),
+            ),
+            (
+                "softmax_without_max_subtraction",
+                "exp of a score above ~88 overflows float32 to inf, and inf / inf is NaN: subtract each row's maximum "
+                "before exp (the scores' shift cancels in the ratio), or use torch.softmax or the course's softmax.",
+                edit(
+                    "heads, weights = " + ATTEND,
+                    "scores = q @ k.transpose(-1, -2) / q.shape[-1] ** 0.5\n"
+                    "if mask is not None:\n"
+                    "    scores = scores.masked_fill(~mask, float('-inf'))\n"
+                    "weights = torch.exp(scores) / torch.exp(scores).sum(dim=-1, keepdim=True)\n"
+                    "heads = weights @ v",
+                ),
             ),
         ),
     )

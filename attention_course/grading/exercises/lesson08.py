@@ -85,6 +85,12 @@ register(
                 "return a float32 table (call .float() at the end if you computed in float64).",
                 edit("return table.float()", "return table"),
             ),
+            (
+                "frequencies_grow",
+                "the angle is p / base^(2i/d_model): the frequencies fall from 1 (columns 0, 1) to about 1/base; "
+                "p * base^(2i/d_model) makes them grow instead.",
+                edit(FREQ, "frequencies = base ** (torch.arange(0, d_model, 2, dtype=torch.float64) / d_model)"),
+            ),
         ),
     )
 )
@@ -116,6 +122,14 @@ def _rope_cases() -> list[Case]:
         Case((randn(g, 3, 4, dtype=torch.float64),), label="float64 x of shape (3, 4)"),
         # float16 rounds each product to ~5e-4 relative; values are O(1).
         Case((randn(g, 2, 4, 8, dtype=torch.float16),), label="float16 x of shape (2, 4, 8)", atol=1e-2, rtol=1e-2),
+        # Far into a sequence (a cached decode at position ~4000), angles computed in float16 are off by up to
+        # p * 2**-11 ~ 2 rad; angles in float32 or float64 are within the same ~5e-4 relative rounding as above.
+        Case(
+            (randn(g, 2, 4, 8, dtype=torch.float16), torch.tensor([1000, 1001, 2047, 4000])),
+            label="float16 x of shape (2, 4, 8), positions = tensor([1000, 1001, 2047, 4000])",
+            atol=1e-2,
+            rtol=1e-2,
+        ),
         Case(
             (randn(g, 2, 3, 4), torch.tensor([1, 2, 3])),
             check_grad=True,
@@ -180,12 +194,34 @@ register(
                 edit(RESULT, "return x * torch.cos(angles) + rotated_half * torch.sin(angles)"),
             ),
             (
+                "angles_in_low_precision",
+                "compute the angles positions * theta in float32 or float64 and cast only cos and sin to x's dtype: "
+                "float16 holds about 3 significant digits, so at position 4000 the angle is off by whole radians.",
+                edit(
+                    "angles = positions.to(torch.float64)[:, None] * theta",
+                    "angles = positions.to(x.dtype)[:, None] * theta.to(x.dtype)",
+                ),
+            ),
+            (
                 "detached_output",
                 DETACHED_HINT,
                 edit(
                     RESULT,
                     "return (x * torch.cos(angles).to(x.dtype) + rotated_half * torch.sin(angles).to(x.dtype)).detach()",
                 ),
+            ),
+            (
+                "exponent_i_not_2i",
+                "theta_i = base^(-2i/d_head): build the exponents from torch.arange(0, d_head, 2) (0, 2, 4, ...), "
+                "not torch.arange(d_head // 2) (0, 1, 2, ...).",
+                edit(THETA, "theta = base ** (-torch.arange(d_head // 2, dtype=torch.float64) / d_head)"),
+            ),
+            (
+                "angles_interleaved_for_half_split",
+                "in the half-split layout pair i is columns i and i + d_head/2, so its angle goes in both: "
+                "torch.cat([angles, angles], dim=-1); repeat_interleave puts it in columns 2i and 2i+1 (the "
+                "interleaved layout) while rotate_half pairs i with i + d_head/2.",
+                edit(REPEAT, "angles = angles.repeat_interleave(2, dim=-1)"),
             ),
         ),
     )

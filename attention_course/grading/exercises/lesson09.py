@@ -28,11 +28,12 @@ def _step_case(
     junk_after: bool = False,
     check_grad: bool = False,
     dtype: torch.dtype = torch.float32,
+    q_scale: float = 1.0,
 ) -> Case:
     """Random new tokens and a buffer whose first ``length`` positions are cached; the rest is zeros
     (a fresh preallocated buffer) or, with ``junk_after``, leftovers of an earlier sequence."""
     gen = torch.Generator().manual_seed(seed)
-    q_new = torch.randn(batch, n_heads, n_new, d_head, generator=gen, dtype=dtype)
+    q_new = torch.randn(batch, n_heads, n_new, d_head, generator=gen, dtype=dtype) * q_scale
     k_new, v_new = (torch.randn(batch, n_kv_heads, n_new, d_head, generator=gen, dtype=dtype) for _ in range(2))
     k_cache, v_cache = (torch.randn(batch, n_kv_heads, capacity, d_head, generator=gen, dtype=dtype) for _ in range(2))
     if not junk_after:
@@ -136,6 +137,20 @@ def cached_step_cases() -> list[Case]:
             seed=7,
             check_grad=True,
         ),
+        # Scores beyond +-100 overflow exp in float32 unless each row's maximum is subtracted first; the
+        # weights are then nearly one-hot, so float32 rounding of the scores stays far inside the tolerances.
+        _step_case(
+            "large scores (queries x 100): 2 new tokens after 3 cached, batch of 2, 4 query heads over 2",
+            batch=2,
+            n_heads=4,
+            n_kv_heads=2,
+            d_head=8,
+            length=3,
+            n_new=2,
+            capacity=6,
+            seed=8,
+            q_scale=100.0,
+        ),
     ]
 
 
@@ -236,6 +251,54 @@ register(
                 edit(
                     RESULT,
                     "return grouped_query_attention(q_new, keys, values, mask).detach(), keys.detach(), values.detach()",
+                ),
+            ),
+            (
+                "keys_not_rotated",
+                "rotate the new keys too (apply_rope(k_new, positions)) before appending them: the cache holds "
+                "rotated keys, and a rotated query against unrotated keys loses the positions.",
+                edit(ROPE, "q_new = apply_rope(q_new, positions)"),
+            ),
+            (
+                "query_heads_grouped_cyclically",
+                "consecutive query heads share a key/value head: query head h reads key/value head "
+                "h // (n_heads // n_kv_heads), so expand keys and values with repeat_interleave(group, dim=1) "
+                "(or call grouped_query_attention); .repeat(1, group, 1, 1) pairs head h with h % n_kv_heads.",
+                edit(
+                    RESULT,
+                    "group = q_new.shape[1] // keys.shape[1]\n"
+                    "return grouped_query_attention(q_new, keys.repeat(1, group, 1, 1), values.repeat(1, group, 1, 1), "
+                    "mask), keys, values",
+                ),
+            ),
+            (
+                "softmax_without_max_subtraction",
+                "exp of a score above ~88 overflows float32 to inf, and inf / inf is NaN: subtract each row's maximum "
+                "before exp (the scores' shift cancels in the ratio), or use torch.softmax or the course's softmax.",
+                edit(
+                    RESULT,
+                    "group = q_new.shape[1] // keys.shape[1]\n"
+                    "scores = q_new @ keys.repeat_interleave(group, dim=1).transpose(-1, -2) / q_new.shape[-1] ** 0.5\n"
+                    "scores = scores.masked_fill(~mask, float('-inf'))\n"
+                    "weights = torch.exp(scores) / torch.exp(scores).sum(dim=-1, keepdim=True)\n"
+                    "return weights @ values.repeat_interleave(group, dim=1), keys, values",
+                ),
+            ),
+            (
+                "writes_into_the_cache",
+                "build new tensors, torch.cat([k_cache[:, :, :length], k_new], dim=-2), instead of writing the new "
+                "tokens into k_cache and v_cache: that changes the caller's tensors, which this exercise forbids "
+                "(and autograd refuses on a cache that requires grad).",
+                edit(VALUES, ""),
+                edit(
+                    KEYS,
+                    "if k_cache.shape[-2] >= length + n_new:\n"
+                    "    k_cache[:, :, length:length + n_new] = k_new\n"
+                    "    v_cache[:, :, length:length + n_new] = v_new\n"
+                    "    keys, values = k_cache[:, :, :length + n_new], v_cache[:, :, :length + n_new]\n"
+                    "else:\n"
+                    "    keys = torch.cat([k_cache[:, :, :length], k_new], dim=-2)\n"
+                    "    values = torch.cat([v_cache[:, :, :length], v_new], dim=-2)",
                 ),
             ),
         ),

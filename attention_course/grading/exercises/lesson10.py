@@ -70,6 +70,19 @@ register(
                 edit(CAUSAL_BAND, "return ((offset >= 0) & (offset <= window)).float()"),
                 edit(BAND, "return (offset.abs() <= window).float()"),
             ),
+            (
+                "window_one_sided",
+                "without causal the window reaches both ways: keep |i - j| <= window (the keys on both sides of the "
+                "query); only causal=True keeps just the past, 0 <= i - j <= window.",
+                edit(BAND, "return (offset >= 0) & (offset <= window)"),
+            ),
+            (
+                "mask_inverted",
+                "a mask is True where attention is ALLOWED (inside the window), False where it is hidden; the code "
+                "returns the opposite.",
+                edit(CAUSAL_BAND, "return ~((offset >= 0) & (offset <= window))"),
+                edit(BAND, "return ~(offset.abs() <= window)"),
+            ),
         ),
     )
 )
@@ -137,6 +150,17 @@ register(
                     "return (allowed & (offset >= 0) if causal else allowed).float()",
                 ),
             ),
+            (
+                "global_pairs_only",
+                "a global token's whole row AND whole column are allowed: OR is_global[:, None] and "
+                "is_global[None, :] into the window, not only the pairs where both tokens are global.",
+                edit(ALLOWED, "allowed = (offset.abs() <= window) | (is_global[:, None] & is_global[None, :])"),
+            ),
+            (
+                "causal_ignored",
+                "with causal=True hide every later key (j > i), inside the window and in the global rows alike.",
+                edit("return allowed & (offset >= 0) if causal else allowed", "return allowed"),
+            ),
         ),
     )
 )
@@ -164,6 +188,7 @@ def _block_cases() -> list[Case]:
     lower = torch.ones(3, 3, dtype=torch.bool).tril()
     empty_row = torch.tensor([[True, False, False], [False, False, False], [True, False, True]])
     window = sliding_window_pattern(8, 1)
+    long_window = sliding_window_pattern(256, 12, causal=True)
     long_q, long_k, long_v = randn(g, 256, 2), randn(g, 256, 2), randn(g, 256, 2)
     return [
         Case((q, k, v, band, 2), label="q, k, v (6, 2), block_size=2, layout [[1,1,0],[1,1,1],[0,1,1]]"),
@@ -251,11 +276,32 @@ def _block_cases() -> list[Case]:
             label="256 tokens, block_size=8, a band of 3 tiles per row: no tensor may be as large as the "
             "scores of a query block against every key (skip the tiles the layout leaves out)",
         ),
+        # The same contract with causal=True and a mask_fn: the masks are built per tile too (a whole
+        # L x S boolean mask is 64 KiB, a float one 256 KiB), and the layout's band and the window agree.
+        Case(
+            (long_q, long_k, long_v, _band_layout(32).tril(), 8),
+            {"causal": True, "mask_fn": long_window.allows},
+            max_alloc_bytes=_SPARSE_LIMIT,
+            label="256 tokens, block_size=8, causal=True, mask_fn = sliding window |i - j| <= 12, tiles on and "
+            "below the diagonal: no tensor may be as large as the L x S mask either (mask each tile as you visit it)",
+        ),
         Case(
             (randn(g, 2, 6, 3), randn(g, 2, 6, 3), randn(g, 2, 6, 2), band, 2),
             {"causal": True},
             check_grad=True,
             label="gradients: q, k (2, 6, 3), v (2, 6, 2), block_size=2, causal=True",
+        ),
+        # Scores beyond +-100 overflow exp in float32 unless each row's maximum is subtracted first; the
+        # weights are then nearly one-hot, so float32 rounding of the scores stays far inside the tolerances.
+        Case(
+            (
+                randn(g, 2, 9, 4, scale=100.0),
+                randn(g, 2, 9, 4),
+                randn(g, 2, 9, 3),
+                torch.tensor([[True, False, True], [True, True, False], [False, True, True]]),
+                3,
+            ),
+            label="large scores (q x 100): q, k (2, 9, 4), v (2, 9, 3), block_size=3, layout [[1,0,1],[1,1,0],[0,1,1]]",
         ),
     ]
 
@@ -290,6 +336,12 @@ if causal:
 if mask_fn is not None:
     allowed = allowed & mask_fn(rows, cols)
 return scaled_dot_product_attention(q, k, v, allowed, scale=scale)
+"""
+NAIVE_EXP = """
+scores = q[..., q_idx, :] @ k.index_select(-2, k_idx).transpose(-2, -1) * (q.shape[-1] ** -0.5 if scale is None else scale)
+weights = torch.exp(scores).masked_fill(~allowed, 0.0)
+total = weights.sum(dim=-1, keepdim=True)
+outputs.append(torch.where(total > 0, weights / total, 0.0) @ v.index_select(-2, k_idx))
 """
 NAN_ROWS = """
 scores = q[..., q_idx, :] @ k.index_select(-2, k_idx).transpose(-2, -1) * (q.shape[-1] ** -0.5 if scale is None else scale)
@@ -402,6 +454,27 @@ register(
                 "detached_output",
                 DETACHED_HINT,
                 edit("return torch.cat(outputs, dim=-2)", "return torch.cat(outputs, dim=-2).detach()"),
+            ),
+            (
+                "causal_inside_the_block",
+                "with causal=True compare the tokens' positions in the sequence (k_idx <= q_idx), not their offsets "
+                "inside their blocks: a key in an earlier block is in the past whatever its offset.",
+                edit(
+                    CAUSAL,
+                    "if causal:\n    allowed = allowed & (k_idx[None, :] % block_size <= q_idx[:, None] % block_size)",
+                ),
+            ),
+            (
+                "layout_read_by_column",
+                "layout[I, J] says whether query block I reads key block J: take query block I's key blocks from "
+                "its row, layout[I], not from the column layout[:, I].",
+                edit(KEY_BLOCKS, "key_blocks = layout[:, qb].nonzero().flatten().tolist()"),
+            ),
+            (
+                "softmax_without_max_subtraction",
+                "exp of a score above ~88 overflows float32 to inf, and inf / inf is NaN: subtract each row's maximum "
+                "before exp (the scores' shift cancels in the ratio), or use torch.softmax or the course's softmax.",
+                edit(ATTEND, NAIVE_EXP),
             ),
         ),
     )

@@ -6,6 +6,7 @@ enter its first and last layer for a padded batch of two sentences, with that la
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Callable
 from typing import Any
@@ -90,6 +91,8 @@ def _attention_cases() -> list[Case]:
     two, two_mask = _small_batch(8, [4, 2], seed=1)
     left, left_mask = _small_batch(12, [5, 3, 2], seed=3, left=True)
     grad, grad_mask = _small_batch(6, [3, 2], seed=4)
+    large, large_mask = _small_batch(8, [4, 3], seed=9)
+    large_layer = EncoderLayerWeights.random(8, 16, seed=9)
     return [
         Case(
             (one, EncoderLayerWeights.random(4, 8, seed=0), one_mask, 2),
@@ -120,6 +123,18 @@ def _attention_cases() -> list[Case]:
             select=_real_rows(grad_mask),
             check_grad=True,
             label="gradients: 2 sentences of 3 and 2 tokens, d_model 6, 2 heads",
+        ),
+        # Scores beyond +-100 overflow exp in float32 unless each row's maximum is subtracted first; the
+        # weights are then nearly one-hot, so float32 rounding of the scores stays far inside the tolerances.
+        Case(
+            (
+                large,
+                dataclasses.replace(large_layer, w_q=large_layer.w_q * 40, b_q=large_layer.b_q * 40),
+                large_mask,
+                2,
+            ),
+            select=_real_rows(large_mask),
+            label="large scores (w_q and b_q x 40): 2 sentences of 4 and 3 tokens, d_model 8, 2 heads",
         ),
     ]
 
@@ -209,6 +224,61 @@ register(
                 DETACHED_HINT,
                 edit(RESULT, "return (merge_heads(heads) @ layer.w_o + layer.b_o).detach(), weights.detach()"),
             ),
+            (
+                "output_bias_missing",
+                "the output projection has a bias too: merge_heads(heads) @ layer.w_o + layer.b_o.",
+                edit(RESULT, "return merge_heads(heads) @ layer.w_o, weights"),
+            ),
+            (
+                "projection_biases_missing",
+                "the query, key and value projections have biases: hidden @ layer.w_q + layer.b_q (likewise b_k, b_v).",
+                edit(Q, "q = split_heads(hidden @ layer.w_q, n_heads)"),
+                edit(K, "k = split_heads(hidden @ layer.w_k, n_heads)"),
+                edit(V, "v = split_heads(hidden @ layer.w_v, n_heads)"),
+            ),
+            (
+                "residual_added",
+                "return the sublayer's output before the residual (the encoder adds hidden itself, then applies "
+                "its layer norm): merge_heads(heads) @ layer.w_o + layer.b_o, without + hidden.",
+                edit(RESULT, "return hidden + merge_heads(heads) @ layer.w_o + layer.b_o, weights"),
+            ),
+            (
+                "nan_in_padded_query_rows",
+                "the padded query rows come out NaN (a pair mask hides every key from them, and a softmax over "
+                "only -inf gives 0/0): the check ignores those rows' values, but the NaN flows back into every "
+                "gradient; mask only the keys, key_mask[:, None, None, :], or give a row with no allowed key zero "
+                "weights (masked_attention does).",
+                edit(
+                    ATTEND,
+                    "pair = key_mask[:, None, :, None] & key_mask[:, None, None, :]\n"
+                    "scores = (q @ k.transpose(-1, -2) / q.shape[-1] ** 0.5).masked_fill(~pair, float('-inf'))\n"
+                    "weights = torch.softmax(scores, dim=-1)\n"
+                    "heads = weights @ v",
+                ),
+            ),
+            (
+                "padding_zeroed_after_softmax",
+                "hide the padded keys BEFORE the softmax (a score of -inf, as masked_attention does); zeroing their "
+                "weights afterwards leaves each row's weights summing to less than 1.",
+                edit(
+                    ATTEND,
+                    "weights = torch.softmax(q @ k.transpose(-1, -2) / q.shape[-1] ** 0.5, dim=-1) "
+                    "* key_mask[:, None, None, :]\n"
+                    "heads = weights @ v",
+                ),
+            ),
+            (
+                "softmax_without_max_subtraction",
+                "exp of a score above ~88 overflows float32 to inf, and inf / inf is NaN: subtract each row's maximum "
+                "before exp (the scores' shift cancels in the ratio), or use torch.softmax or the course's softmax.",
+                edit(
+                    ATTEND,
+                    "scores = (q @ k.transpose(-1, -2) / q.shape[-1] ** 0.5).masked_fill(~key_mask[:, None, None, :], "
+                    "float('-inf'))\n"
+                    "weights = torch.exp(scores) / torch.exp(scores).sum(dim=-1, keepdim=True)\n"
+                    "heads = weights @ v",
+                ),
+            ),
         ),
     )
 )
@@ -274,6 +344,32 @@ register(
                 "detached_output",
                 DETACHED_HINT,
                 edit(FF, "return (F.gelu(hidden @ layer.w_ff1 + layer.b_ff1) @ layer.w_ff2 + layer.b_ff2).detach()"),
+            ),
+            (
+                "residual_added",
+                "return the feed-forward's output before the residual (the encoder adds hidden itself, then "
+                "applies its layer norm): no + hidden.",
+                edit(FF, "return hidden + F.gelu(hidden @ layer.w_ff1 + layer.b_ff1) @ layer.w_ff2 + layer.b_ff2"),
+            ),
+            (
+                "second_bias_missing",
+                "the second linear map has a bias too: (...) @ layer.w_ff2 + layer.b_ff2.",
+                edit(FF, "return F.gelu(hidden @ layer.w_ff1 + layer.b_ff1) @ layer.w_ff2"),
+            ),
+            (
+                "first_bias_after_gelu",
+                "add b_ff1 before the activation: GELU(hidden @ w_ff1 + b_ff1), not GELU(hidden @ w_ff1) + b_ff1.",
+                edit(FF, "return (F.gelu(hidden @ layer.w_ff1) + layer.b_ff1) @ layer.w_ff2 + layer.b_ff2"),
+            ),
+            (
+                "sigmoid_gelu",
+                "use the exact GELU, x * Phi(x) with the erf (F.gelu(x)); x * sigmoid(1.702 x) is an approximation "
+                "that differs by up to ~0.02.",
+                edit(
+                    FF,
+                    "h = hidden @ layer.w_ff1 + layer.b_ff1\n"
+                    "return h * torch.sigmoid(1.702 * h) @ layer.w_ff2 + layer.b_ff2",
+                ),
             ),
         ),
     )
@@ -357,6 +453,17 @@ register(
                 edit(NORMALISE, "return F.normalize(mean, dim=0)"),
             ),
             ("detached_output", DETACHED_HINT, edit(NORMALISE, "return F.normalize(mean, dim=-1).detach()")),
+            (
+                "tokens_normalised_first",
+                "average the raw token vectors, then scale the average to length 1; normalising each token "
+                "before averaging weighs the tokens differently.",
+                edit(MEAN, "mean = (F.normalize(hidden, dim=-1) * real).sum(dim=1) / real.sum(dim=1)"),
+            ),
+            (
+                "max_pooling",
+                "this model's embedding is the MEAN of the real tokens' vectors, not their element-wise maximum.",
+                edit(MEAN, "mean = hidden.masked_fill(real == 0, float('-inf')).amax(dim=1)"),
+            ),
         ),
     )
 )
