@@ -188,6 +188,11 @@ ONLINE_SOFTMAX = register(
 # float scores 64 KiB. A boolean 128 x 128 causal mask built once (16 KiB) is not the dense
 # algorithm the exercise forbids, so the limit sits between the two.
 _TILED_LIMIT = 32 * 1024
+# Tiling the queries alone (each query tile scored against all S keys at once) never builds the
+# L x S matrix but is not the algorithm either: with 64 queries, 1024 keys, d = 4 and tiles of
+# 16 x 16, one query tile's row of scores takes 64 KiB, a 16 x 16 tile 1 KiB, the keys or values
+# 16 KiB (32 KiB as a float64 copy), so 48 KiB separates working on key tiles from the strip.
+_STRIP_LIMIT = 48 * 1024
 
 
 def _tiled_attention_cases() -> list[Case]:
@@ -253,6 +258,13 @@ def _tiled_attention_cases() -> list[Case]:
             (randn(g, 2, 5, 3), randn(g, 2, 6, 3), randn(g, 2, 6, 2)),
             {"causal": True, "block_q": 2, "block_k": 4},
             label="q (2, 5, 3), k and v (2, 6, 3 and 2), causal=True, block_q=2, block_k=4",
+        ),
+        Case(
+            (randn(g, 64, 4), randn(g, 1024, 4), randn(g, 1024, 4)),
+            {"causal": False, "block_q": 16, "block_k": 16},
+            max_alloc_bytes=_STRIP_LIMIT,
+            label="64 queries, 1024 keys, tiles of 16 x 16: no tensor may be as large as one query tile's "
+            "scores over all 1024 keys (walk over the key tiles)",
         ),
     ]
 
