@@ -734,6 +734,24 @@ def pagedv_cow_then_gather_flat(pool, block_table, ref_counts, length, new, spar
     return rows.transpose(0, 1), pool, table
 
 
+def paged_updates_refcounts(pool, block_table, ref_counts, length, new, spare_block):
+    # right rows, pool and table, but decrements ref_counts in place as the lesson's cache class does:
+    # the prompt says ref_counts is only read here
+    pool, table = pool.clone(), block_table.clone()
+    bs = pool.shape[2]
+    i = length // bs
+    b = int(table[i])
+    if ref_counts[b] > 1:
+        pool[spare_block] = pool[b]
+        table[i] = spare_block
+        ref_counts[b] -= 1
+        ref_counts[spare_block] = 1
+        b = spare_block
+    pool[b, :, length % bs] = new
+    t = torch.arange(length + 1)
+    return pool[table[t // bs], :, t % bs].transpose(0, 1), pool, table
+
+
 # ============================================================ mla_absorbed_step
 def _mla(
     q_nope,
@@ -1666,6 +1684,7 @@ MISTAKES: dict[str, tuple[Callable[..., Any], ...]] = {
         paged_write_at_length_minus_1,
         paged_write_both,
         paged_rows_heads_last,
+        paged_updates_refcounts,
     ),
     "mla_absorbed_step": (
         mla_scale_nope_only,
