@@ -1630,6 +1630,163 @@ def rollv_in_cache_absolute_positions(q_new, k_new, v_new, k_cache, v_cache, pos
     return grouped_query_attention(apply_rope(q_new, here), keys, v_cache[:, :, order]), k_cache, v_cache
 
 
+# ---------------------------------------------------------------- lesson 11, second round
+
+
+def _fwd(
+    q,
+    k,
+    v,
+    causal,
+    block_q,
+    block_k,
+    *,
+    col_local=False,
+    row_local=False,
+    skip=True,
+    lse_last=False,
+    normalise_each=False,
+):
+    sc = 1 / math.sqrt(q.shape[-1])
+    outs, lses = [], []
+    for i in range(0, q.shape[-2], block_q):
+        qt = q[..., i : i + block_q, :] * sc
+        n = qt.shape[-2]
+        rows = (torch.arange(n) if row_local else torch.arange(i, i + n))[:, None]
+        m = torch.full(qt.shape[:-1] + (1,), float("-inf"))
+        l = torch.zeros_like(m)
+        acc = torch.zeros(qt.shape[:-1] + (v.shape[-1],))
+        for j in range(0, k.shape[-2], block_k):
+            if causal and skip and j > i + n - 1:
+                break
+            s = qt @ k[..., j : j + block_k, :].mT
+            if causal:
+                cols = torch.arange(s.shape[-1]) if col_local else torch.arange(j, j + s.shape[-1])
+                s = s.masked_fill(cols > rows, float("-inf"))
+            m_new = torch.maximum(m, s.amax(-1, keepdim=True))
+            p = torch.exp(s - m_new)
+            a = torch.exp(m - m_new)
+            if lse_last:
+                tile_l = p.sum(-1, keepdim=True)
+            l = a * l + p.sum(-1, keepdim=True)
+            acc = a * acc + p @ v[..., j : j + block_k, :]
+            if normalise_each:
+                acc = acc / l
+                l = torch.ones_like(l)
+            m = m_new
+        outs.append(acc / l)
+        lses.append(((m + torch.log(tile_l)) if lse_last else (m + torch.log(l))).squeeze(-1))
+    return torch.cat(outs, -2), torch.cat(lses, -1)
+
+
+def ta_mask_key_index_local(q, k, v, causal=False, block_q=512, block_k=256):
+    return _fwd(q, k, v, causal, block_q, block_k, col_local=True)
+
+
+def ta_mask_query_index_local(q, k, v, causal=False, block_q=512, block_k=256):
+    return _fwd(q, k, v, causal, block_q, block_k, row_local=True)
+
+
+def ta_lse_last_tile_sum(q, k, v, causal=False, block_q=512, block_k=256):
+    return _fwd(q, k, v, causal, block_q, block_k, lse_last=True)
+
+
+def tav_no_skip_mask_only(q, k, v, causal=False, block_q=512, block_k=256):
+    return _fwd(q, k, v, causal, block_q, block_k, skip=False)
+
+
+def tav_normalise_each_tile(q, k, v, causal=False, block_q=512, block_k=256):
+    # keeps acc normalised (acc / l) after every tile, l reset to 1: algebraically the same
+    sc = 1 / math.sqrt(q.shape[-1])
+    outs, lses = [], []
+    for i in range(0, q.shape[-2], block_q):
+        qt = q[..., i : i + block_q, :] * sc
+        n = qt.shape[-2]
+        rows = torch.arange(i, i + n)[:, None]
+        lse = torch.full(qt.shape[:-1] + (1,), float("-inf"))
+        acc = torch.zeros(qt.shape[:-1] + (v.shape[-1],))
+        for j in range(0, k.shape[-2], block_k):
+            if causal and j > i + n - 1:
+                break
+            s = qt @ k[..., j : j + block_k, :].mT
+            if causal:
+                s = s.masked_fill(torch.arange(j, j + s.shape[-1]) > rows, float("-inf"))
+            new = torch.logaddexp(lse, torch.logsumexp(s, -1, keepdim=True))
+            acc = acc * torch.exp(lse - new) + torch.exp(s - new) @ v[..., j : j + block_k, :]
+            lse = new
+        outs.append(acc)
+        lses.append(lse[..., 0])
+    return torch.cat(outs, -2), torch.cat(lses, -1)
+
+
+def bwv_no_skip(q, k, v, out, lse, grad_out, causal=False, block_q=64, block_k=64):
+    # never skips a tile: the mask alone zeroes P where a key comes after its query
+    return _bw(q, k, v, out, lse, grad_out, causal, block_q, block_k, skip=lambda j, rows: False)
+
+
+def bw_mask_key_index_local(q, k, v, out, lse, grad_out, causal=False, block_q=64, block_k=64):
+    sc = 1 / math.sqrt(q.shape[-1])
+    delta = (grad_out * out).sum(-1, keepdim=True)
+    dq, dk, dv = torch.zeros_like(q), torch.zeros_like(k), torch.zeros_like(v)
+    for i in range(0, q.shape[-2], block_q):
+        qt, dot = q[..., i : i + block_q, :], grad_out[..., i : i + block_q, :]
+        rows = torch.arange(i, i + qt.shape[-2])[:, None]
+        for j in range(0, k.shape[-2], block_k):
+            if causal and j > rows[-1]:
+                break
+            kt, vt = k[..., j : j + block_k, :], v[..., j : j + block_k, :]
+            s = qt @ kt.mT * sc
+            if causal:
+                s = s.masked_fill(torch.arange(s.shape[-1]) > rows, float("-inf"))  # forgot + j
+            p = torch.exp(s - lse[..., i : i + block_q, None])
+            dv[..., j : j + block_k, :] += p.mT @ dot
+            ds = p * (dot @ vt.mT - delta[..., i : i + block_q, :])
+            dq[..., i : i + block_q, :] += ds @ kt * sc
+            dk[..., j : j + block_k, :] += ds.mT @ qt * sc
+    return dq, dk, dv
+
+
+def bw_delta_per_tile_of_dv(q, k, v, out, lse, grad_out, causal=False, block_q=64, block_k=64):
+    # D from dO and V's tile instead of O: rowsum(dO * (P V)) of this tile only
+    sc = 1 / math.sqrt(q.shape[-1])
+    dq, dk, dv = torch.zeros_like(q), torch.zeros_like(k), torch.zeros_like(v)
+    for i in range(0, q.shape[-2], block_q):
+        qt, dot = q[..., i : i + block_q, :], grad_out[..., i : i + block_q, :]
+        rows = torch.arange(i, i + qt.shape[-2])[:, None]
+        for j in range(0, k.shape[-2], block_k):
+            if causal and j > rows[-1]:
+                break
+            kt, vt = k[..., j : j + block_k, :], v[..., j : j + block_k, :]
+            s = qt @ kt.mT * sc
+            if causal:
+                s = s.masked_fill(torch.arange(j, j + s.shape[-1]) > rows, float("-inf"))
+            p = torch.exp(s - lse[..., i : i + block_q, None])
+            dp = dot @ vt.mT
+            d_tile = (p * dp).sum(-1, keepdim=True)
+            dv[..., j : j + block_k, :] += p.mT @ dot
+            ds = p * (dp - d_tile)
+            dq[..., i : i + block_q, :] += ds @ kt * sc
+            dk[..., j : j + block_k, :] += ds.mT @ qt * sc
+    return dq, dk, dv
+
+
+def osv_preallocated_slices(blocks):
+    # writes each block's exp into slices of a preallocated output (in place on its own tensor)
+    total = sum(b.shape[-1] for b in blocks)
+    m = torch.full(blocks[0].shape[:-1] + (1,), float("-inf"))
+    l = torch.zeros_like(m)
+    for b in blocks:
+        m_new = torch.maximum(m, b.amax(-1, keepdim=True))
+        l = l * torch.exp(m - m_new) + torch.exp(b - m_new).sum(-1, keepdim=True)
+        m = m_new
+    out = torch.empty(blocks[0].shape[:-1] + (total,), dtype=torch.result_type(blocks[0], m))
+    start = 0
+    for b in blocks:
+        out[..., start : start + b.shape[-1]] = torch.exp(b - m) / l
+        start += b.shape[-1]
+    return out
+
+
 MISTAKES: dict[str, tuple[Callable[..., Any], ...]] = {
     "induction_score": (
         ind_all_queries,
@@ -1728,6 +1885,9 @@ MISTAKES: dict[str, tuple[Callable[..., Any], ...]] = {
         ta_3d_only,
         ta_ignores_block_sizes,
         ta_lse_natural_unscaled,
+        ta_mask_key_index_local,
+        ta_mask_query_index_local,
+        ta_lse_last_tile_sum,
     ),
     "tiled_attention_backward": (
         bw_no_dq_scale,
@@ -1743,6 +1903,8 @@ MISTAKES: dict[str, tuple[Callable[..., Any], ...]] = {
         bw_dense_formulas,
         bw_lse_unbroadcast,
         bw_dense_per_query_tile,
+        bw_mask_key_index_local,
+        bw_delta_per_tile_of_dv,
     ),
 }
 
@@ -1771,9 +1933,28 @@ VARIANTS: dict[str, tuple[Callable[..., Any], ...]] = {
     ),
     "paged_write_and_gather": (pagedv_loop, pagedv_reshape, pagedv_where, pagedv_cow_then_gather_flat),
     "mla_absorbed_step": (mlav_einsum, mlav_concat_float64, mlav_sdpa, mlav_loop_heads),
-    "online_softmax": (osv_first_block_init, osv_float64, osv_logsumexp, osv_rescale_stored_parts),
-    "tiled_attention": (tav_where_float64, tav_logaddexp, tav_preallocated, tav_F_softmax_lse_from_tiles),
-    "tiled_attention_backward": (bwv_key_outer_float64, bwv_lists, bwv_recomputed_lse, bwv_bool_mask_zero_p),
+    "online_softmax": (
+        osv_first_block_init,
+        osv_float64,
+        osv_logsumexp,
+        osv_rescale_stored_parts,
+        osv_preallocated_slices,
+    ),
+    "tiled_attention": (
+        tav_where_float64,
+        tav_logaddexp,
+        tav_preallocated,
+        tav_F_softmax_lse_from_tiles,
+        tav_no_skip_mask_only,
+        tav_normalise_each_tile,
+    ),
+    "tiled_attention_backward": (
+        bwv_key_outer_float64,
+        bwv_lists,
+        bwv_recomputed_lse,
+        bwv_bool_mask_zero_p,
+        bwv_no_skip,
+    ),
 }
 
 # Gaps that need the shared grading code (runner.py), reported to the lead; strict, so that the

@@ -358,6 +358,18 @@ register(
                 ),
             ),
             (
+                "mask_from_tile_indices",
+                "inside a tile compare absolute positions, key j + c against query i + r "
+                "(torch.arange(j, j + n) > rows), not the key's index within its tile.",
+                edit(CAUSAL_MASK, "if causal:\n    s = s.masked_fill(torch.arange(s.shape[-1]) > rows, float('-inf'))"),
+            ),
+            (
+                "queries_tiled_keys_not",
+                "walk over the key tiles of block_k keys too: scoring a query tile against all S keys at once holds "
+                "a block_q x S strip of scores, which the online softmax over key tiles exists to avoid.",
+                edit("scale = 1 / math.sqrt(q.shape[-1])", "scale = 1 / math.sqrt(q.shape[-1])\nblock_k = k.shape[-2]"),
+            ),
+            (
                 "dense_attention",
                 "the point of tiled attention is to never hold the L x S scores: loop over query tiles and key tiles, "
                 "keeping a running maximum, sum and output accumulator per query.",

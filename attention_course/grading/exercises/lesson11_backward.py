@@ -163,6 +163,21 @@ register(
                 edit("s = q_tile @ k_tile.transpose(-2, -1) * scale", "s = q_tile @ k_tile.transpose(-2, -1)"),
             ),
             (
+                "mask_from_tile_indices",
+                "inside a tile compare absolute positions, key j + c against query i + r "
+                "(torch.arange(j, j + n) > rows), not the key's index within its tile.",
+                edit(
+                    's = s.masked_fill(torch.arange(j, j + s.shape[-1]) > rows, float("-inf"))',
+                    's = s.masked_fill(torch.arange(s.shape[-1]) > rows, float("-inf"))',
+                ),
+            ),
+            (
+                "queries_tiled_keys_not",
+                "walk over the key tiles of block_k keys too: a query tile against all S keys at once holds a "
+                "block_q x S strip of P and dS, which the tiled backward exists to avoid.",
+                edit("scale = 1 / math.sqrt(q.shape[-1])", "scale = 1 / math.sqrt(q.shape[-1])\nblock_k = k.shape[-2]"),
+            ),
+            (
                 "ragged_last_tile_dropped",
                 "when L or S is not a multiple of the tile size, the last tile is shorter, not absent: loop with "
                 "range(0, L, block_q) and let the slice q[..., i:i + block_q, :] be short.",
