@@ -27,7 +27,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from ._validation import require_positive, require_rank, require_tensor, shape_of
+from ._validation import require_count, require_positive, require_rank, require_tensor, shape_of
 from .attention import apply_mask
 from .masking import causal_mask
 from .positional import apply_rope, rope_cos_sin, rotate_half
@@ -209,17 +209,15 @@ def kv_cache_bytes(
     Returns:
         bytes, an int.
     """
-    sizes = {
-        "n_layers": n_layers,
-        "n_kv_heads": n_kv_heads,
-        "d_head": d_head,
-        "bytes_per_element": bytes_per_element,
-        "batch_size": batch_size,
-    }
-    for name, value in sizes.items():
-        require_positive(name, value)
-    if n_tokens < 0:
-        raise ValueError(f"n_tokens must be >= 0, got {n_tokens}")
+    for name, value in (
+        ("n_layers", n_layers),
+        ("n_kv_heads", n_kv_heads),
+        ("d_head", d_head),
+        ("batch_size", batch_size),
+    ):
+        require_count(name, value)
+    require_count("n_tokens", n_tokens, 0)
+    require_positive("bytes_per_element", bytes_per_element)
     return 2 * n_layers * n_kv_heads * d_head * n_tokens * bytes_per_element * batch_size
 
 
@@ -230,7 +228,7 @@ class KVCache(ABC):
     """
 
     def __init__(self, n_layers: int) -> None:
-        require_positive("n_layers", n_layers)
+        require_count("n_layers", n_layers)
         self.n_layers = n_layers
         self.length = 0
 
@@ -301,7 +299,7 @@ class PreallocatedKVCache(KVCache):
             ("capacity", capacity),
             ("d_head", d_head),
         ):
-            require_positive(name, value)
+            require_count(name, value)
         self.capacity = capacity
         shape = (n_layers, batch_size, n_kv_heads, capacity, d_head)
         self.keys = torch.zeros(shape, dtype=dtype, device=device)  # (layers, B, Hkv, capacity, d_head)

@@ -354,3 +354,17 @@ def test_bad_generation_calls_are_named() -> None:
         decode_step(model, prompt[:, :1], cache)
         with pytest.raises(ValueError, match="holds 6 tokens"):
             decode_step(model, prompt[:, :1], cache)
+
+
+def test_cache_sizes_must_be_whole_counts() -> None:
+    with pytest.raises(TypeError, match="n_layers must be an int"):
+        kv_cache_bytes(2.5, 4, 64, 100)
+    with pytest.raises(ValueError, match="n_tokens must be >= 0"):
+        kv_cache_bytes(2, 4, 64, -1)
+    with pytest.raises(ValueError, match="bytes_per_element must be positive"):
+        kv_cache_bytes(2, 4, 64, 100, bytes_per_element=0)
+    assert kv_cache_bytes(2, 4, 64, 0) == 0
+    with pytest.raises(TypeError, match="capacity must be an int"):
+        PreallocatedKVCache(2, 1, 4, 8.0, 16)
+    with pytest.raises(TypeError, match="n_layers must be an int"):
+        GrowingKVCache(True)
