@@ -80,6 +80,18 @@ register(
                 edit(SOLUTION, "return (x @ w_q).squeeze(), (x @ w_k).squeeze(), (x @ w_v).squeeze()"),
             ),
             (
+                "three_axes_assumed",
+                "x has any number of leading axes (the first case is a plain (L, d_model) matrix): x @ w_q works "
+                "for all of them; unpacking `batch, length, d_model = x.shape` (or torch.bmm) assumes exactly three.",
+                edit(SOLUTION, "batch, length, d_model = x.shape\nreturn x @ w_q, x @ w_k, x @ w_v"),
+            ),
+            (
+                "queries_scaled",
+                "the projections are plain products, q = x @ w_q; dividing by sqrt(d_k) belongs to the scores "
+                "(lesson 03), not to q.",
+                edit(SOLUTION, "return x @ w_q / w_q.shape[-1] ** 0.5, x @ w_k, x @ w_v"),
+            ),
+            (
                 "float32_forced",
                 "keep the input's dtype: a float64 x and float64 weights give float64 q, k, v (no .float()).",
                 edit(SOLUTION, "return x.float() @ w_q.float(), x.float() @ w_k.float(), x.float() @ w_v.float()"),
@@ -140,6 +152,12 @@ register(
                 "k_dot_t",
                 "k.T reverses all axes of a batched tensor; transpose only the last two: k.transpose(-2, -1).",
                 edit(SCORES, "return q @ k.T"),
+            ),
+            (
+                "fixed_axes_transpose",
+                "transpose the last two axes, k.transpose(-2, -1): a fixed pair like transpose(1, 2) (or torch.bmm) "
+                "assumes a 3-D k, and q and k may have any number of leading axes.",
+                edit(SCORES, "return q @ k.transpose(1, 2)"),
             ),
             (
                 "scaled_too_early",

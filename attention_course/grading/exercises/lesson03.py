@@ -37,6 +37,9 @@ def _cases() -> list[Case]:
             label="float64 q (4, 8), k (3, 8)",
         ),
         Case((randn(g, 2, 3, 5), randn(g, 2, 4, 5)), check_grad=True, label="gradients: q (2, 3, 5), k (2, 4, 5)"),
+        # A given scale of 0 is a scale like any other (every score 0): `if not scale` or `scale or ...`
+        # takes it for "not given" and divides by sqrt(d_k) instead.
+        Case((q, k), {"scale": 0.0}, label="the same 2×4 q and 3×4 k with scale=0.0: every score is 0"),
     ]
 
 
@@ -85,6 +88,17 @@ register(
                 edit(DEFAULT, "scale = 1.0 / math.isqrt(q.shape[-1])"),
             ),
             (
+                "power_precedence",
+                "** binds tighter than /: d_k ** -1 / 2 is (1 / d_k) / 2; write d_k ** -0.5 or 1 / math.sqrt(d_k).",
+                edit(DEFAULT, "scale = q.shape[-1] ** -1 / 2"),
+            ),
+            (
+                "zero_scale_taken_as_missing",
+                "test whether `scale` was given with `if scale is None`: `if not scale` (or `scale or ...`) also "
+                "replaces a given scale of 0.0 by 1 / sqrt(d_k).",
+                edit("if scale is None:", "if not scale:"),
+            ),
+            (
                 "ignores_scale",
                 "when `scale` is given, multiply by it instead of dividing by sqrt(d_k).",
                 edit(
@@ -97,6 +111,14 @@ register(
                 "`scale` is a multiplier: return scores * scale (the default scale is 1 / sqrt(d_k)).",
                 edit(DEFAULT, "scale = math.sqrt(q.shape[-1])"),
                 edit(RESULT, "return q @ k.transpose(-2, -1) / scale"),
+            ),
+            (
+                "default_and_given_scale",
+                "a given `scale` replaces 1 / sqrt(d_k); multiply by it alone, not by both.",
+                edit(
+                    "if scale is None:\n    scale = 1.0 / math.sqrt(q.shape[-1])",
+                    "scale = 1.0 / math.sqrt(q.shape[-1]) * (1.0 if scale is None else scale)",
+                ),
             ),
             (
                 "float32_forced",

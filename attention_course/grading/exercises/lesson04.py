@@ -6,6 +6,8 @@ has one (lesson 05 deals with fully masked rows, with the course's ``attention_c
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from ...softmax import softmax
@@ -57,6 +59,19 @@ def _cases() -> list[Case]:
             rtol=2e-3,
         ),
         Case((randn(g, 2, 5),), {"temperature": 0.7}, check_grad=True, label="gradients: x (2, 5), temperature=0.7"),
+        # m is the maximum of the tempered scores x / T: subtracting max(x) instead leaves exponents
+        # x / T - max(x) = 200 - 100 here, and exp(100.) overflows in float32.
+        Case(
+            (torch.tensor([[100.0, 90.0, 0.0], [3.0, 1.0, 2.0]]),),
+            {"temperature": 0.5},
+            label="large scores x = tensor([[100., 90., 0.], [3., 1., 2.]]), temperature=0.5",
+        ),
+        # Masked scores are -inf (lesson 05): exp(-inf) = 0 gives them weight 0 as long as the row has a
+        # finite score; replacing infinities by a finite number gives them weight.
+        Case(
+            (torch.tensor([[2.0, -math.inf, 0.0, -math.inf], [-math.inf, 1.0, 1.0, 3.0]]),),
+            label="some scores -inf (masked keys): x = tensor([[2., -inf, 0., -inf], [-inf, 1., 1., 3.]])",
+        ),
     ]
 
 
@@ -96,6 +111,12 @@ register(
                 edit(RESULT, "return exps / exps.sum(dim=-1, keepdim=True)"),
             ),
             (
+                "max_of_untempered_scores",
+                "subtract the maximum of the tempered scores, max(x / temperature), not max(x): with a temperature "
+                "below 1 the exponents x / temperature - max(x) can still pass 88 and exp overflows.",
+                edit(SHIFT, "z = z - x.amax(dim=dim, keepdim=True)"),
+            ),
+            (
                 "temperature_multiplied",
                 "divide the scores by the temperature (x / temperature): a higher temperature must flatten the weights.",
                 edit("z = x / temperature", "z = x * temperature"),
@@ -126,6 +147,13 @@ register(
                 "return the input's dtype: a float64 (or float16) x gives a float64 (float16) result; cast back with "
                 ".to(x.dtype) if you compute in float32.",
                 edit("z = x / temperature", "z = x.float() / temperature"),
+            ),
+            (
+                "in_place_on_exp_output",
+                "the check also takes gradients through your softmax, and exp's backward needs its output: "
+                "dividing it in place (exps /= ..., .div_(...)) breaks autograd; write exps / exps.sum(...) "
+                "out of place.",
+                edit(RESULT, "exps /= exps.sum(dim=dim, keepdim=True)\nreturn exps"),
             ),
             (
                 "detached_output",

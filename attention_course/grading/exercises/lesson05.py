@@ -120,6 +120,12 @@ register(
                 edit(PADDING, "return torch.arange(max_len) <= lengths[:, None]"),
             ),
             (
+                "left_padded",
+                "the real tokens come first: True at positions 0 .. length-1 and the padding at the end, not the "
+                "padding first (left padding).",
+                edit(PADDING, "return torch.arange(max_len) >= max_len - lengths[:, None]"),
+            ),
+            (
                 "ignores_max_len",
                 "when max_len is given, the mask has max_len columns even if every sequence is shorter.",
                 edit(DEFAULT_LEN, "max_len = int(lengths.max())"),
@@ -259,6 +265,25 @@ register(
                 "zero output instead (torch.nan_to_num(weights, nan=0.0), or the course's attention_course.softmax, "
                 "which returns zeros there).",
                 edit(WEIGHTS, "weights = torch.softmax(scores, dim=-1)"),
+            ),
+            (
+                "nan_zeroed_in_place",
+                "the check also takes gradients through your attention, and softmax's backward needs its output: "
+                "zeroing its NaN in place (weights[weights.isnan()] = 0, .nan_to_num_()) breaks autograd; use "
+                "torch.nan_to_num(weights, nan=0.0), which returns a new tensor.",
+                edit(WEIGHTS, "weights = torch.softmax(scores, dim=-1)\nweights[weights.isnan()] = 0.0"),
+            ),
+            (
+                "exp_divided_in_place",
+                "the check also takes gradients through your attention, and exp's backward needs its output: "
+                "dividing the exponentials in place (weights /= weights.sum(...)) breaks autograd; write "
+                "weights = weights / weights.sum(dim=-1, keepdim=True).",
+                edit(
+                    WEIGHTS,
+                    "weights = torch.exp(scores - scores.amax(dim=-1, keepdim=True))\n"
+                    "weights /= weights.sum(dim=-1, keepdim=True)\n"
+                    "weights = weights.nan_to_num(nan=0.0)",
+                ),
             ),
             (
                 "large_negative_instead_of_inf",

@@ -191,6 +191,13 @@ def _mha_cases() -> list[Case]:
             check_grad=True,
             label="gradients: query (2, 2, 6), key, value (2, 3, 6), n_heads=2, biases b_q and b_k",
         ),
+        # causal with fewer queries than keys: aligned at the top-left as in lesson 05 (query i sees keys
+        # 0..i), so a bottom-right triangle or a square (L, L) causal mask is caught.
+        Case(
+            (query, key, value, *weights(6), 2),
+            {"causal": True},
+            label="query (2, 3, 6), key, value (2, 5, 6), n_heads=2, causal=True: query i sees keys 0..i",
+        ),
     ]
 
 
@@ -244,9 +251,21 @@ register(
                 ),
             ),
             (
+                "weights_transposed",
+                "the weights are stored as in the equations, q = query @ w_q: no .T, and not F.linear(x, w), which "
+                "multiplies by w.T (torch.nn.Linear stores its weight as (out, in)).",
+                edit("return x @ w if b is None else x @ w + b", "return x @ w.T if b is None else x @ w.T + b"),
+            ),
+            (
                 "biases_ignored",
                 "when b_q, b_k, b_v or b_o are given, add them after their projection (x @ w + b).",
                 edit("return x @ w if b is None else x @ w + b", "return x @ w"),
+            ),
+            (
+                "key_bias_ignored",
+                "add b_k to the projected keys too (key @ w_k + b_k): it shifts all of a query's scores by the same "
+                "amount, so the output hardly changes, but no gradient reaches b_k without it.",
+                edit(K, "ac.split_heads(key @ w_k, n_heads)"),
             ),
             (
                 "mask_or_causal",
@@ -256,6 +275,30 @@ register(
                     ATTEND,
                     "ac.scaled_dot_product_attention(q, k, v, mask, causal=causal and mask is None, "
                     "return_weights=True)",
+                ),
+            ),
+            (
+                "causal_bottom_right",
+                "causal=True hides keys j > i from query i, with the triangle at the top-left as in lesson 05 "
+                "(causal_mask(L, S)), also when there are more keys than queries; not aligned at the bottom-right.",
+                edit(
+                    f"heads, weights = {ATTEND}",
+                    "if causal:\n"
+                    "    future = torch.ones(q.shape[-2], k.shape[-2], dtype=torch.bool).tril(k.shape[-2] - q.shape[-2])\n"
+                    "    mask = future if mask is None else mask & future\n"
+                    "heads, weights = ac.scaled_dot_product_attention(q, k, v, mask, return_weights=True)",
+                ),
+            ),
+            (
+                "causal_mask_square",
+                "the causal mask has one row per query and one column per key: ac.causal_mask(L, S) (or causal=True), "
+                "not a square (L, L) mask, when key and value are longer than query.",
+                edit(
+                    f"heads, weights = {ATTEND}",
+                    "if causal:\n"
+                    "    future = ac.causal_mask(q.shape[-2])\n"
+                    "    mask = future if mask is None else mask & future\n"
+                    "heads, weights = ac.scaled_dot_product_attention(q, k, v, mask, return_weights=True)",
                 ),
             ),
             (
@@ -277,6 +320,11 @@ register(
                 "keys_from_query",
                 "the keys are projected from the `key` input (key @ w_k), not from `query`.",
                 edit(K, "ac.split_heads(project(query, w_k, b_k), n_heads)"),
+            ),
+            (
+                "output_bias_before_projection",
+                "add b_o after the output projection, merged @ w_o + b_o, not (merged + b_o) @ w_o.",
+                edit(RESULT, "return project(ac.merge_heads(heads) + (0 if b_o is None else b_o), w_o, None), weights"),
             ),
             (
                 "weights_averaged_over_heads",
