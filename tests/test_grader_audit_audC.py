@@ -1580,7 +1580,8 @@ def bwv_bool_mask_zero_p(q, k, v, out, lse, grad_out, causal=False, block_q=64, 
 
 
 def osv_inplace_temporaries(blocks):
-    # right values, but in-place ops on its own temporaries (exp_, div_) that autograd needs
+    # right values, but in-place ops on its own temporaries (exp_, div_) break the gradient check
+    # (catalogued as exp_changed_in_place, as lesson 05 catalogues exp_divided_in_place)
     m = torch.full_like(blocks[0][..., :1], float("-inf"))
     l = torch.zeros_like(m)
     for b in blocks:
@@ -1870,6 +1871,7 @@ MISTAKES: dict[str, tuple[Callable[..., Any], ...]] = {
         os_two_dims_only,
         os_float32_always,
         os_two_pass_cat,
+        osv_inplace_temporaries,
     ),
     "tiled_attention": (
         ta_bottom_right,
@@ -1968,15 +1970,6 @@ KNOWN_GAPS: list[Any] = [
     # a case whose reference raises fails every learner (the runner compares outputs only).
     pytest.param(
         "induction_score", ind_no_raise, "mistake", marks=_NEEDS_SHARED_FIX, id="induction_score-ind_no_raise"
-    ),
-    # Right values; in-place ops on its own temporaries break autograd in the check_grad case, which the
-    # prompt never asks for, and the message says the function "raised".
-    pytest.param(
-        "online_softmax",
-        osv_inplace_temporaries,
-        "variant",
-        marks=_NEEDS_SHARED_FIX,
-        id="online_softmax-osv_inplace_temporaries",
     ),
 ]
 

@@ -121,6 +121,12 @@ _ONLINE_MISTAKES = catalogue(
     ),
     ("dense_softmax", DENSE_HINT, edit(INIT, "return torch.softmax(torch.cat(blocks, dim=-1), dim=-1)")),
     (
+        "exp_changed_in_place",
+        "the check also takes gradients through your softmax, and exp's backward needs its output: changing "
+        "the exponentials in place (w.exp_() then w /= l) breaks autograd; write torch.exp(block - m) / l.",
+        edit(SOFTMAX, "weights = torch.cat(blocks, dim=-1) - m\nweights.exp_()\nweights /= l\nreturn weights"),
+    ),
+    (
         "detached_output",
         DETACHED_HINT,
         edit(SOFTMAX, "return (torch.cat([torch.exp(block - m) for block in blocks], dim=-1) / l).detach()"),
