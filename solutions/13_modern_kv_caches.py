@@ -109,7 +109,8 @@ check("rolling_attention_step", rolling_attention_step)
 # sequence (`ref_counts[block] > 1`), copy it into `spare_block` first, point the table entry at
 # the copy, and write there: the other sequence must not see the new token (copy-on-write).
 #
-# Return the rows and the updated pool and table as new tensors (clone them first).
+# Return the rows and the updated pool and table as new tensors (clone them first). `ref_counts` is
+# only read here: leave it as it is (the cache's bookkeeping updates it, not this function).
 
 # %%
 def paged_write_and_gather(
@@ -121,7 +122,7 @@ def paged_write_and_gather(
     Args:
         pool: (n_blocks, heads, block_size, d_head).
         block_table: int (max_blocks,), this sequence's blocks in order (unused entries may be -1).
-        ref_counts: int (n_blocks,), how many sequences use each block.
+        ref_counts: int (n_blocks,), how many sequences use each block (read only).
         length: tokens already stored; the new one goes to position `length`.
         new: (heads, d_head).
         spare_block: a free block to copy a shared block into.

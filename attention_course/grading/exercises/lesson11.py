@@ -121,6 +121,12 @@ _ONLINE_MISTAKES = catalogue(
     ),
     ("dense_softmax", DENSE_HINT, edit(INIT, "return torch.softmax(torch.cat(blocks, dim=-1), dim=-1)")),
     (
+        "exp_changed_in_place",
+        "the check also takes gradients through your softmax, and exp's backward needs its output: changing "
+        "the exponentials in place (w.exp_() then w /= l) breaks autograd; write torch.exp(block - m) / l.",
+        edit(SOFTMAX, "weights = torch.cat(blocks, dim=-1) - m\nweights.exp_()\nweights /= l\nreturn weights"),
+    ),
+    (
         "detached_output",
         DETACHED_HINT,
         edit(SOFTMAX, "return (torch.cat([torch.exp(block - m) for block in blocks], dim=-1) / l).detach()"),
@@ -188,6 +194,11 @@ ONLINE_SOFTMAX = register(
 # float scores 64 KiB. A boolean 128 x 128 causal mask built once (16 KiB) is not the dense
 # algorithm the exercise forbids, so the limit sits between the two.
 _TILED_LIMIT = 32 * 1024
+# Tiling the queries alone (each query tile scored against all S keys at once) never builds the
+# L x S matrix but is not the algorithm either: with 64 queries, 1024 keys, d = 4 and tiles of
+# 16 x 16, one query tile's row of scores takes 64 KiB, a 16 x 16 tile 1 KiB, the keys or values
+# 16 KiB (32 KiB as a float64 copy), so 48 KiB separates working on key tiles from the strip.
+_STRIP_LIMIT = 48 * 1024
 
 
 def _tiled_attention_cases() -> list[Case]:
@@ -253,6 +264,13 @@ def _tiled_attention_cases() -> list[Case]:
             (randn(g, 2, 5, 3), randn(g, 2, 6, 3), randn(g, 2, 6, 2)),
             {"causal": True, "block_q": 2, "block_k": 4},
             label="q (2, 5, 3), k and v (2, 6, 3 and 2), causal=True, block_q=2, block_k=4",
+        ),
+        Case(
+            (randn(g, 64, 4), randn(g, 1024, 4), randn(g, 1024, 4)),
+            {"causal": False, "block_q": 16, "block_k": 16},
+            max_alloc_bytes=_STRIP_LIMIT,
+            label="64 queries, 1024 keys, tiles of 16 x 16: no tensor may be as large as one query tile's "
+            "scores over all 1024 keys (walk over the key tiles)",
         ),
     ]
 
@@ -344,6 +362,18 @@ register(
                 edit(
                     "for j in range(0, k.shape[-2], block_k):", "for j in range(0, k.shape[-2] - block_k + 1, block_k):"
                 ),
+            ),
+            (
+                "mask_from_tile_indices",
+                "inside a tile compare absolute positions, key j + c against query i + r "
+                "(torch.arange(j, j + n) > rows), not the key's index within its tile.",
+                edit(CAUSAL_MASK, "if causal:\n    s = s.masked_fill(torch.arange(s.shape[-1]) > rows, float('-inf'))"),
+            ),
+            (
+                "queries_tiled_keys_not",
+                "walk over the key tiles of block_k keys too: scoring a query tile against all S keys at once holds "
+                "a block_q x S strip of scores, which the online softmax over key tiles exists to avoid.",
+                edit("scale = 1 / math.sqrt(q.shape[-1])", "scale = 1 / math.sqrt(q.shape[-1])\nblock_k = k.shape[-2]"),
             ),
             (
                 "dense_attention",

@@ -48,6 +48,14 @@ def _backward_cases() -> list[Case]:
     # gradients are 32 KiB each and a 32 x 32 tile of scores 8 KiB, so 128 KiB separates building
     # the matrix from working tile by tile.
     big_args, big_kwargs = _problem(generator, (2,), 256, 256, 16, 16, True, 32, 32)
+    # Tiling the queries alone (each query tile against all S keys at once) stays under that limit.
+    # With 64 queries, 1024 keys, d = 4 and tiles of 16 x 16, one query tile's scores over every
+    # key take 64 KiB, a tile 1 KiB, k, v, dk or dv 16 KiB (32 KiB as float64 copies): 48 KiB
+    # separates the key-tile loop from the strip.
+    strip_args, strip_kwargs = _problem(generator, (), 64, 1024, 4, 4, False, 16, 16)
+    # Key tiles of 3 against query tiles of 4: the key tiles at 3 and 9 start exactly at a query
+    # tile's last query (3 and 9), which a causal skip of `j >= last query` wrongly drops.
+    ragged_args, ragged_kwargs = _problem(generator, (2,), 10, 10, 4, 4, True, 4, 3)
     return [
         Case(
             *_problem(generator, (2,), 8, 8, 4, 4, False, 4, 4),
@@ -70,6 +78,19 @@ def _backward_cases() -> list[Case]:
             big_kwargs,
             max_alloc_bytes=128 * 1024,
             label="q, k, v (2, 256, 16), causal=True, block_q=32, block_k=32, never allocating an (L, S) matrix",
+        ),
+        Case(
+            ragged_args,
+            ragged_kwargs,
+            label="q, k, v (2, 10, 4), causal=True, block_q=4, block_k=3 (a key tile starts at a query tile's "
+            "last query)",
+        ),
+        Case(
+            strip_args,
+            strip_kwargs,
+            max_alloc_bytes=48 * 1024,
+            label="q (64, 4), k and v (1024, 4), block_q=16, block_k=16: no tensor as large as one query tile's "
+            "scores over all 1024 keys (walk over the key tiles)",
         ),
     ]
 
@@ -140,6 +161,21 @@ register(
                     "q_tile, do_tile = q[..., i : i + block_q, :] * scale, grad_out[..., i : i + block_q, :]",
                 ),
                 edit("s = q_tile @ k_tile.transpose(-2, -1) * scale", "s = q_tile @ k_tile.transpose(-2, -1)"),
+            ),
+            (
+                "mask_from_tile_indices",
+                "inside a tile compare absolute positions, key j + c against query i + r "
+                "(torch.arange(j, j + n) > rows), not the key's index within its tile.",
+                edit(
+                    's = s.masked_fill(torch.arange(j, j + s.shape[-1]) > rows, float("-inf"))',
+                    's = s.masked_fill(torch.arange(s.shape[-1]) > rows, float("-inf"))',
+                ),
+            ),
+            (
+                "queries_tiled_keys_not",
+                "walk over the key tiles of block_k keys too: a query tile against all S keys at once holds a "
+                "block_q x S strip of P and dS, which the tiled backward exists to avoid.",
+                edit("scale = 1 / math.sqrt(q.shape[-1])", "scale = 1 / math.sqrt(q.shape[-1])\nblock_k = k.shape[-2]"),
             ),
             (
                 "ragged_last_tile_dropped",

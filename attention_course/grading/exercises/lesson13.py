@@ -184,6 +184,38 @@ register(
                 ),
                 edit("q_new = apply_rope(q_new, in_cache[-1:])", "q_new = apply_rope(q_new, torch.tensor([position]))"),
             ),
+            (
+                "absolute_key_not_rotated",
+                "in the 'absolute' scheme rotate the new key at `position` as well as the query, and store it "
+                "rotated: the keys already in the buffer were rotated when they were stored.",
+                edit(
+                    "q_new, k_new = apply_rope(q_new, here), apply_rope(k_new, here)",
+                    "q_new = apply_rope(q_new, here)",  # the key stored (and attended to) unrotated
+                ),
+            ),
+            (
+                "empty_slots_attended",
+                "while position < capacity only slots 0 .. position hold tokens: the others are empty (zeros or "
+                "stale entries), so attend over the filled slots only.",
+                edit("order = torch.arange(position + 1)", "order = torch.arange(capacity)"),
+            ),
+            (
+                "in_cache_key_stored_rotated",
+                "in the 'in_cache' scheme store the new key unrotated: every step rotates the cached keys at their "
+                "place in the cache, so a stored rotation would be applied on top of it.",
+                edit(
+                    """
+                k_cache[:, :, slot:slot + 1] = k_new
+                v_cache[:, :, slot:slot + 1] = v_new
+                in_cache = torch.arange(len(order))
+                """,
+                    """
+                k_cache[:, :, slot:slot + 1] = apply_rope(k_new, torch.tensor([position]))
+                v_cache[:, :, slot:slot + 1] = v_new
+                in_cache = torch.arange(len(order))
+                """,
+                ),
+            ),
         ),
     )
 )
@@ -341,6 +373,30 @@ register(
                     "",
                 ),
             ),
+            (
+                "copied_block_left_empty",
+                "copy-on-write copies the shared block's rows into spare_block (pool[spare_block] = pool[block]) "
+                "before writing: the block's earlier tokens belong to this sequence too.",
+                edit("pool[spare_block] = pool[block]", "pool[spare_block] = 0.0"),
+            ),
+            (
+                "table_not_pointed_at_copy",
+                "after copying a shared block, point the table entry at the copy (block_table[index] = spare_block): "
+                "the rows are read back through the table.",
+                edit(
+                    """
+                pool[spare_block] = pool[block]
+                block_table[index] = spare_block
+                """,
+                    "pool[spare_block] = pool[block]",
+                ),
+            ),
+            (
+                "unshared_block_copied",
+                "copy a block only when it is shared (ref_counts[block] > 1); a block this sequence alone uses is "
+                "written where it is, and its table entry stays.",
+                edit("if int(ref_counts[block]) > 1:", "if int(ref_counts[block]) > 0:"),
+            ),
         ),
     )
 )
@@ -480,6 +536,33 @@ register(
                 # positions 0 .. T-1, as if the sequence started here
                 edit(
                     "q_rope = apply_rope(q_rope, torch.arange(n_keys - n_new, n_keys))", "q_rope = apply_rope(q_rope)"
+                ),
+            ),
+            (
+                "new_tokens_not_causal",
+                "with T > 1 new tokens, new query i may not see the new tokens after it: mask the scores with the "
+                "rows causal_mask(S)[S - T:].",
+                edit(
+                    "if n_new > 1:\n    scores = scores.masked_fill(~causal_mask(n_keys)[n_keys - n_new:], float('-inf'))",
+                    "",
+                ),
+            ),
+            (
+                "causal_rows_from_the_top",
+                "the new tokens are the LAST T of the S keys: their rows of the causal mask are "
+                "causal_mask(S)[S - T:], not the first T rows.",
+                edit(
+                    "scores = scores.masked_fill(~causal_mask(n_keys)[n_keys - n_new:], float('-inf'))",
+                    "scores = scores.masked_fill(~causal_mask(n_keys)[:n_new], float('-inf'))",
+                ),
+            ),
+            (
+                "heads_averaged",
+                "sum the heads' contributions (projecting the concatenated heads with W_O is a sum over heads), "
+                "do not average them.",
+                edit(
+                    "output = torch.einsum('bhtc,hcd->btd', context, w_uv @ w_o)",
+                    "output = torch.einsum('bhtc,hcd->btd', context, w_uv @ w_o) / q_nope.shape[1]",
                 ),
             ),
         ),

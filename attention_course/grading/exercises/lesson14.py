@@ -102,6 +102,34 @@ register(
                     "return (on_target * chosen).sum(dim=(0, -1)) / chosen.sum()", "return on_target.mean(dim=(0, -1))"
                 ),
             ),
+            (
+                "repeat_mask_misaligned",
+                "the diagonal at offset -(period - 1) starts at query period - 1, the repeat test at query period: "
+                "drop the diagonal's first entry ([..., 1:]) so that entry q of both is the same query.",
+                # entry q of the diagonal is query q - 1 of the repeat test
+                edit(
+                    "on_target = torch.diagonal(attention, offset=-(period - 1), dim1=-2, dim2=-1)[..., 1:]",
+                    "on_target = torch.diagonal(attention, offset=-(period - 1), dim1=-2, dim2=-1)[..., :-1]",
+                ),
+            ),
+            (
+                "summed_not_averaged",
+                "the score is a mean: divide the summed weights by the number of repeated positions of the whole "
+                "batch (a perfect induction head scores 1).",
+                edit(
+                    "return (on_target * chosen).sum(dim=(0, -1)) / chosen.sum()",
+                    "return (on_target * chosen).sum(dim=(0, -1))",
+                ),
+            ),
+            (
+                "mean_of_sequence_means",
+                "average over the repeated positions of the whole batch at once (1/|R| times the sum over R), not "
+                "each sequence's mean and then the mean of those: a sequence whose repeat was cut short weighs less.",
+                edit(
+                    "return (on_target * chosen).sum(dim=(0, -1)) / chosen.sum()",
+                    "return ((on_target * chosen).sum(dim=-1) / chosen.sum(dim=-1).clamp_min(1)).mean(dim=0)",
+                ),
+            ),
         ),
     )
 )
@@ -191,6 +219,31 @@ register(
                 "switch off only the chosen head: the other heads' outputs still go through W_O "
                 "(the result is zero only when every head is off).",
                 edit("heads[:, head] = 0.0", "heads[:] = 0.0"),  # every head of the layer off
+            ),
+            (
+                "not_causal",
+                "the layer is causal: query i attends to keys 0..i only (pass causal_mask(T) to the attention).",
+                edit(
+                    "heads = scaled_dot_product_attention(q, k, v, causal_mask(q.shape[-2]))",
+                    "heads = scaled_dot_product_attention(q, k, v)",
+                ),
+            ),
+            (
+                "heads_merged_without_transpose",
+                "(B, H, T, d_head) becomes (B, T, H * d_head) by moving the head axis next to d_head first "
+                "(merge_heads, or transpose(1, 2) then reshape); a plain reshape mixes tokens and heads.",
+                edit(
+                    "return merge_heads(heads) @ o_weight.T",
+                    "return heads.reshape(heads.shape[0], heads.shape[2], -1) @ o_weight.T",
+                ),
+            ),
+            (
+                "scores_not_scaled",
+                "scale each head's scores by 1 / sqrt(d_head) before the softmax, as in every attention layer.",
+                edit(
+                    "heads = scaled_dot_product_attention(q, k, v, causal_mask(q.shape[-2]))",
+                    "heads = scaled_dot_product_attention(q, k, v, causal_mask(q.shape[-2]), scale=1.0)",
+                ),
             ),
         ),
     )
