@@ -74,8 +74,16 @@ def qkv_m_float32(x, w_q, w_k, w_v):
 
 
 QKV_MISTAKES = [
-    qkv_m_transposed, qkv_m_f_linear, qkv_m_v_uses_wk, qkv_m_order_qvk, qkv_m_unpack_3d,
-    qkv_m_bmm, qkv_m_scaled_q, qkv_m_squeeze_batch, qkv_m_shared_first_batch, qkv_m_float32,
+    qkv_m_transposed,
+    qkv_m_f_linear,
+    qkv_m_v_uses_wk,
+    qkv_m_order_qvk,
+    qkv_m_unpack_3d,
+    qkv_m_bmm,
+    qkv_m_scaled_q,
+    qkv_m_squeeze_batch,
+    qkv_m_shared_first_batch,
+    qkv_m_float32,
 ]
 
 
@@ -164,8 +172,17 @@ def sc_m_einsum_3d(q, k):
 
 
 SCORES_MISTAKES = [
-    sc_m_dot_T, sc_m_k_at_q, sc_m_transpose01, sc_m_scaled, sc_m_einsum_ji, sc_m_bmm,
-    sc_m_flatten_batch, sc_m_elementwise, sc_m_cosine, sc_m_softmax, sc_m_einsum_3d,
+    sc_m_dot_T,
+    sc_m_k_at_q,
+    sc_m_transpose01,
+    sc_m_scaled,
+    sc_m_einsum_ji,
+    sc_m_bmm,
+    sc_m_flatten_batch,
+    sc_m_elementwise,
+    sc_m_cosine,
+    sc_m_softmax,
+    sc_m_einsum_3d,
 ]
 
 
@@ -188,7 +205,11 @@ def sc_v_loop_2d(q, k):
     batch = torch.broadcast_shapes(q.shape[:-2], k.shape[:-2])
     qb = q.expand(*batch, *q.shape[-2:]).reshape(-1, *q.shape[-2:])
     kb = k.expand(*batch, *k.shape[-2:]).reshape(-1, *k.shape[-2:])
-    out = torch.stack([a @ b.T for a, b in zip(qb, kb, strict=True)]) if qb.shape[0] else qb.new_zeros(0, q.shape[-2], k.shape[-2])
+    out = (
+        torch.stack([a @ b.T for a, b in zip(qb, kb, strict=True)])
+        if qb.shape[0]
+        else qb.new_zeros(0, q.shape[-2], k.shape[-2])
+    )
     return out.reshape(*batch, q.shape[-2], k.shape[-2])
 
 
@@ -258,8 +279,17 @@ def ss_m_int_sqrt(q, k, scale=None):
 
 
 SCALED_MISTAKES = [
-    ss_m_divide_dk, ss_m_times_sqrt, ss_m_dim1, ss_m_seq_len, ss_m_ignore_scale, ss_m_divide_by_scale,
-    ss_m_both, ss_m_falsy_scale, ss_m_precedence, ss_m_inplace_q, ss_m_int_sqrt,
+    ss_m_divide_dk,
+    ss_m_times_sqrt,
+    ss_m_dim1,
+    ss_m_seq_len,
+    ss_m_ignore_scale,
+    ss_m_divide_by_scale,
+    ss_m_both,
+    ss_m_falsy_scale,
+    ss_m_precedence,
+    ss_m_inplace_q,
+    ss_m_int_sqrt,
 ]
 
 
@@ -392,9 +422,21 @@ def sm_m_half_exp(x, dim=-1, temperature=1.0):
 
 
 SOFTMAX_MISTAKES = [
-    sm_m_no_max, sm_m_global_max, sm_m_sum_all, sm_m_temp_times, sm_m_untempered_max, sm_m_last_dim,
-    sm_m_no_keepdim, sm_m_float64_out, sm_m_inplace, sm_m_clamp, sm_m_mean_shift, sm_m_log_softmax,
-    sm_m_ninf_to_zero, sm_m_half_exp, sm_m_max_no_temp_div_after,
+    sm_m_no_max,
+    sm_m_global_max,
+    sm_m_sum_all,
+    sm_m_temp_times,
+    sm_m_untempered_max,
+    sm_m_last_dim,
+    sm_m_no_keepdim,
+    sm_m_float64_out,
+    sm_m_inplace,
+    sm_m_clamp,
+    sm_m_mean_shift,
+    sm_m_log_softmax,
+    sm_m_ninf_to_zero,
+    sm_m_half_exp,
+    sm_m_max_no_temp_div_after,
 ]
 
 
@@ -441,8 +483,12 @@ def sm_v_reciprocal(x, dim=-1, temperature=1.0):
 
 
 SOFTMAX_VARIANTS = [
-    sm_v_f_softmax, sm_v_max_values, sm_v_log_domain, sm_v_float32_inside,
-    sm_v_temper_after_max, sm_v_reciprocal,
+    sm_v_f_softmax,
+    sm_v_max_values,
+    sm_v_log_domain,
+    sm_v_float32_inside,
+    sm_v_temper_after_max,
+    sm_v_reciprocal,
 ]
 
 # =============================================================== causal_mask
@@ -504,8 +550,17 @@ def cm_m_strict_arange(n_queries, n_keys=None):
 
 
 CAUSAL_MISTAKES = [
-    cm_m_triu, cm_m_strict, cm_m_peek_next, cm_m_bottom_right, cm_m_ignore_nkeys, cm_m_float,
-    cm_m_inverted, cm_m_slice_square, cm_m_swapped_shape, cm_m_int64, cm_m_strict_arange,
+    cm_m_triu,
+    cm_m_strict,
+    cm_m_peek_next,
+    cm_m_bottom_right,
+    cm_m_ignore_nkeys,
+    cm_m_float,
+    cm_m_inverted,
+    cm_m_slice_square,
+    cm_m_swapped_shape,
+    cm_m_int64,
+    cm_m_strict_arange,
 ]
 
 
@@ -615,8 +670,17 @@ def pm_m_arange_from1(lengths, max_len=None):
 
 
 PADDING_MISTAKES = [
-    pm_m_le, pm_m_inverted, pm_m_ignore_max_len, pm_m_default_batch, pm_m_long, pm_m_transposed,
-    pm_m_left_padding, pm_m_no_unsqueeze, pm_m_unsqueeze_inplace, pm_m_float_loop, pm_m_arange_from1,
+    pm_m_le,
+    pm_m_inverted,
+    pm_m_ignore_max_len,
+    pm_m_default_batch,
+    pm_m_long,
+    pm_m_transposed,
+    pm_m_left_padding,
+    pm_m_no_unsqueeze,
+    pm_m_unsqueeze_inplace,
+    pm_m_float_loop,
+    pm_m_arange_from1,
 ]
 
 
@@ -777,9 +841,20 @@ def ma_m_add_mask(q, k, v, mask=None):
 
 
 MASKED_MISTAKES = [
-    ma_m_no_scale, ma_m_mask_after_softmax, ma_m_inverted, ma_m_nan_rows, ma_m_big_negative,
-    ma_m_none_unhandled, ma_m_scale_dv, ma_m_renorm_after, ma_m_inplace_q, ma_m_out_fixed_weights_nan,
-    ma_m_key_mask_assumed, ma_m_softmax_dim_minus2, ma_m_zero_fill, ma_m_add_mask,
+    ma_m_no_scale,
+    ma_m_mask_after_softmax,
+    ma_m_inverted,
+    ma_m_nan_rows,
+    ma_m_big_negative,
+    ma_m_none_unhandled,
+    ma_m_scale_dv,
+    ma_m_renorm_after,
+    ma_m_inplace_q,
+    ma_m_out_fixed_weights_nan,
+    ma_m_key_mask_assumed,
+    ma_m_softmax_dim_minus2,
+    ma_m_zero_fill,
+    ma_m_add_mask,
 ]
 
 
@@ -888,8 +963,14 @@ def sh_m_batch1(x, n_heads):
 
 
 SPLIT_MISTAKES = [
-    sh_m_direct_reshape, sh_m_interleaved, sh_m_no_transpose, sh_m_permute_wrong, sh_m_stack_dim0,
-    sh_m_d_from_dim1, sh_m_unflatten_swapped, sh_m_batch1,
+    sh_m_direct_reshape,
+    sh_m_interleaved,
+    sh_m_no_transpose,
+    sh_m_permute_wrong,
+    sh_m_stack_dim0,
+    sh_m_d_from_dim1,
+    sh_m_unflatten_swapped,
+    sh_m_batch1,
 ]
 
 
@@ -913,7 +994,7 @@ def sh_v_contiguous(x, n_heads):
 
 def sh_v_loop_slices(x, n_heads):
     d_head = x.shape[-1] // n_heads
-    return torch.stack([x[..., h * d_head:(h + 1) * d_head] for h in range(n_heads)], dim=1)
+    return torch.stack([x[..., h * d_head : (h + 1) * d_head] for h in range(n_heads)], dim=1)
 
 
 def sh_v_einops_like(x, n_heads):
@@ -921,7 +1002,15 @@ def sh_v_einops_like(x, n_heads):
     return x.reshape(b, l, n_heads, d // n_heads).swapaxes(1, 2)
 
 
-SPLIT_VARIANTS = [sh_v_transpose_then_reshape, sh_v_view, sh_v_chunk_stack, sh_v_unflatten, sh_v_contiguous, sh_v_loop_slices, sh_v_einops_like]
+SPLIT_VARIANTS = [
+    sh_v_transpose_then_reshape,
+    sh_v_view,
+    sh_v_chunk_stack,
+    sh_v_unflatten,
+    sh_v_contiguous,
+    sh_v_loop_slices,
+    sh_v_einops_like,
+]
 
 # =============================================================== merge_heads
 
@@ -974,8 +1063,16 @@ def mh_m_mean_heads_tiled(x):
 
 
 MERGE_MISTAKES = [
-    mh_m_no_transpose, mh_m_interleaved, mh_m_cat_tokens, mh_m_wrong_unpack, mh_m_sum_heads,
-    mh_m_transpose23, mh_m_flatten12, mh_m_view_noncontig, mh_m_batch1, mh_m_mean_heads_tiled,
+    mh_m_no_transpose,
+    mh_m_interleaved,
+    mh_m_cat_tokens,
+    mh_m_wrong_unpack,
+    mh_m_sum_heads,
+    mh_m_transpose23,
+    mh_m_flatten12,
+    mh_m_view_noncontig,
+    mh_m_batch1,
+    mh_m_mean_heads_tiled,
 ]
 
 
@@ -1011,8 +1108,9 @@ def _proj(x, w, b):
     return y if b is None else y + b
 
 
-def mha_m_no_wo(query, key, value, w_q, w_k, w_v, w_o, n_heads, *, b_q=None, b_k=None, b_v=None, b_o=None,
-                mask=None, causal=False):
+def mha_m_no_wo(
+    query, key, value, w_q, w_k, w_v, w_o, n_heads, *, b_q=None, b_k=None, b_v=None, b_o=None, mask=None, causal=False
+):
     q = ac.split_heads(_proj(query, w_q, b_q), n_heads)
     k = ac.split_heads(_proj(key, w_k, b_k), n_heads)
     v = ac.split_heads(_proj(value, w_v, b_v), n_heads)
@@ -1021,25 +1119,29 @@ def mha_m_no_wo(query, key, value, w_q, w_k, w_v, w_o, n_heads, *, b_q=None, b_k
     return merged if b_o is None else merged + b_o, w
 
 
-def mha_m_scale_dmodel(query, key, value, w_q, w_k, w_v, w_o, n_heads, *, b_q=None, b_k=None, b_v=None,
-                       b_o=None, mask=None, causal=False):
+def mha_m_scale_dmodel(
+    query, key, value, w_q, w_k, w_v, w_o, n_heads, *, b_q=None, b_k=None, b_v=None, b_o=None, mask=None, causal=False
+):
     q = ac.split_heads(_proj(query, w_q, b_q), n_heads)
     k = ac.split_heads(_proj(key, w_k, b_k), n_heads)
     v = ac.split_heads(_proj(value, w_v, b_v), n_heads)
-    out, w = ac.scaled_dot_product_attention(q, k, v, mask, causal=causal, scale=1 / math.sqrt(query.shape[-1]),
-                                             return_weights=True)
+    out, w = ac.scaled_dot_product_attention(
+        q, k, v, mask, causal=causal, scale=1 / math.sqrt(query.shape[-1]), return_weights=True
+    )
     return _proj(ac.merge_heads(out), w_o, b_o), w
 
 
-def mha_m_ignore_biases(query, key, value, w_q, w_k, w_v, w_o, n_heads, *, b_q=None, b_k=None, b_v=None,
-                        b_o=None, mask=None, causal=False):
+def mha_m_ignore_biases(
+    query, key, value, w_q, w_k, w_v, w_o, n_heads, *, b_q=None, b_k=None, b_v=None, b_o=None, mask=None, causal=False
+):
     q, k, v = (ac.split_heads(t @ w, n_heads) for t, w in ((query, w_q), (key, w_k), (value, w_v)))
     out, w = ac.scaled_dot_product_attention(q, k, v, mask, causal=causal, return_weights=True)
     return ac.merge_heads(out) @ w_o, w
 
 
-def mha_m_bo_before_wo(query, key, value, w_q, w_k, w_v, w_o, n_heads, *, b_q=None, b_k=None, b_v=None,
-                       b_o=None, mask=None, causal=False):
+def mha_m_bo_before_wo(
+    query, key, value, w_q, w_k, w_v, w_o, n_heads, *, b_q=None, b_k=None, b_v=None, b_o=None, mask=None, causal=False
+):
     q = ac.split_heads(_proj(query, w_q, b_q), n_heads)
     k = ac.split_heads(_proj(key, w_k, b_k), n_heads)
     v = ac.split_heads(_proj(value, w_v, b_v), n_heads)
@@ -1050,8 +1152,9 @@ def mha_m_bo_before_wo(query, key, value, w_q, w_k, w_v, w_o, n_heads, *, b_q=No
     return merged @ w_o, w
 
 
-def mha_m_ignore_causal(query, key, value, w_q, w_k, w_v, w_o, n_heads, *, b_q=None, b_k=None, b_v=None,
-                        b_o=None, mask=None, causal=False):
+def mha_m_ignore_causal(
+    query, key, value, w_q, w_k, w_v, w_o, n_heads, *, b_q=None, b_k=None, b_v=None, b_o=None, mask=None, causal=False
+):
     q = ac.split_heads(_proj(query, w_q, b_q), n_heads)
     k = ac.split_heads(_proj(key, w_k, b_k), n_heads)
     v = ac.split_heads(_proj(value, w_v, b_v), n_heads)
@@ -1059,8 +1162,9 @@ def mha_m_ignore_causal(query, key, value, w_q, w_k, w_v, w_o, n_heads, *, b_q=N
     return _proj(ac.merge_heads(out), w_o, b_o), w
 
 
-def mha_m_ignore_mask(query, key, value, w_q, w_k, w_v, w_o, n_heads, *, b_q=None, b_k=None, b_v=None,
-                      b_o=None, mask=None, causal=False):
+def mha_m_ignore_mask(
+    query, key, value, w_q, w_k, w_v, w_o, n_heads, *, b_q=None, b_k=None, b_v=None, b_o=None, mask=None, causal=False
+):
     q = ac.split_heads(_proj(query, w_q, b_q), n_heads)
     k = ac.split_heads(_proj(key, w_k, b_k), n_heads)
     v = ac.split_heads(_proj(value, w_v, b_v), n_heads)
@@ -1068,8 +1172,9 @@ def mha_m_ignore_mask(query, key, value, w_q, w_k, w_v, w_o, n_heads, *, b_q=Non
     return _proj(ac.merge_heads(out), w_o, b_o), w
 
 
-def mha_m_self_only(query, key, value, w_q, w_k, w_v, w_o, n_heads, *, b_q=None, b_k=None, b_v=None,
-                    b_o=None, mask=None, causal=False):
+def mha_m_self_only(
+    query, key, value, w_q, w_k, w_v, w_o, n_heads, *, b_q=None, b_k=None, b_v=None, b_o=None, mask=None, causal=False
+):
     q = ac.split_heads(_proj(query, w_q, b_q), n_heads)
     k = ac.split_heads(_proj(query, w_k, b_k), n_heads)
     v = ac.split_heads(_proj(query, w_v, b_v), n_heads)
@@ -1077,8 +1182,9 @@ def mha_m_self_only(query, key, value, w_q, w_k, w_v, w_o, n_heads, *, b_q=None,
     return _proj(ac.merge_heads(out), w_o, b_o), w
 
 
-def mha_m_kv_swapped(query, key, value, w_q, w_k, w_v, w_o, n_heads, *, b_q=None, b_k=None, b_v=None,
-                     b_o=None, mask=None, causal=False):
+def mha_m_kv_swapped(
+    query, key, value, w_q, w_k, w_v, w_o, n_heads, *, b_q=None, b_k=None, b_v=None, b_o=None, mask=None, causal=False
+):
     q = ac.split_heads(_proj(query, w_q, b_q), n_heads)
     k = ac.split_heads(_proj(value, w_k, b_k), n_heads)
     v = ac.split_heads(_proj(key, w_v, b_v), n_heads)
@@ -1086,8 +1192,9 @@ def mha_m_kv_swapped(query, key, value, w_q, w_k, w_v, w_o, n_heads, *, b_q=None
     return _proj(ac.merge_heads(out), w_o, b_o), w
 
 
-def mha_m_avg_weights(query, key, value, w_q, w_k, w_v, w_o, n_heads, *, b_q=None, b_k=None, b_v=None,
-                      b_o=None, mask=None, causal=False):
+def mha_m_avg_weights(
+    query, key, value, w_q, w_k, w_v, w_o, n_heads, *, b_q=None, b_k=None, b_v=None, b_o=None, mask=None, causal=False
+):
     q = ac.split_heads(_proj(query, w_q, b_q), n_heads)
     k = ac.split_heads(_proj(key, w_k, b_k), n_heads)
     v = ac.split_heads(_proj(value, w_v, b_v), n_heads)
@@ -1095,8 +1202,9 @@ def mha_m_avg_weights(query, key, value, w_q, w_k, w_v, w_o, n_heads, *, b_q=Non
     return _proj(ac.merge_heads(out), w_o, b_o), w.mean(1)
 
 
-def mha_m_torch_convention(query, key, value, w_q, w_k, w_v, w_o, n_heads, *, b_q=None, b_k=None, b_v=None,
-                           b_o=None, mask=None, causal=False):
+def mha_m_torch_convention(
+    query, key, value, w_q, w_k, w_v, w_o, n_heads, *, b_q=None, b_k=None, b_v=None, b_o=None, mask=None, causal=False
+):
     q = ac.split_heads(F.linear(query, w_q, b_q), n_heads)
     k = ac.split_heads(F.linear(key, w_k, b_k), n_heads)
     v = ac.split_heads(F.linear(value, w_v, b_v), n_heads)
@@ -1104,8 +1212,9 @@ def mha_m_torch_convention(query, key, value, w_q, w_k, w_v, w_o, n_heads, *, b_
     return F.linear(ac.merge_heads(out), w_o, b_o), w
 
 
-def mha_m_causal_replaces_mask(query, key, value, w_q, w_k, w_v, w_o, n_heads, *, b_q=None, b_k=None, b_v=None,
-                               b_o=None, mask=None, causal=False):
+def mha_m_causal_replaces_mask(
+    query, key, value, w_q, w_k, w_v, w_o, n_heads, *, b_q=None, b_k=None, b_v=None, b_o=None, mask=None, causal=False
+):
     q = ac.split_heads(_proj(query, w_q, b_q), n_heads)
     k = ac.split_heads(_proj(key, w_k, b_k), n_heads)
     v = ac.split_heads(_proj(value, w_v, b_v), n_heads)
@@ -1115,8 +1224,9 @@ def mha_m_causal_replaces_mask(query, key, value, w_q, w_k, w_v, w_o, n_heads, *
     return _proj(ac.merge_heads(out), w_o, b_o), w
 
 
-def mha_m_bottom_right(query, key, value, w_q, w_k, w_v, w_o, n_heads, *, b_q=None, b_k=None, b_v=None,
-                       b_o=None, mask=None, causal=False):
+def mha_m_bottom_right(
+    query, key, value, w_q, w_k, w_v, w_o, n_heads, *, b_q=None, b_k=None, b_v=None, b_o=None, mask=None, causal=False
+):
     q = ac.split_heads(_proj(query, w_q, b_q), n_heads)
     k = ac.split_heads(_proj(key, w_k, b_k), n_heads)
     v = ac.split_heads(_proj(value, w_v, b_v), n_heads)
@@ -1128,8 +1238,9 @@ def mha_m_bottom_right(query, key, value, w_q, w_k, w_v, w_o, n_heads, *, b_q=No
     return _proj(ac.merge_heads(out), w_o, b_o), w
 
 
-def mha_m_own_split_mixing(query, key, value, w_q, w_k, w_v, w_o, n_heads, *, b_q=None, b_k=None, b_v=None,
-                           b_o=None, mask=None, causal=False):
+def mha_m_own_split_mixing(
+    query, key, value, w_q, w_k, w_v, w_o, n_heads, *, b_q=None, b_k=None, b_v=None, b_o=None, mask=None, causal=False
+):
     def split(x):
         b, l, d = x.shape
         return x.reshape(b, n_heads, l, d // n_heads)
@@ -1139,8 +1250,9 @@ def mha_m_own_split_mixing(query, key, value, w_q, w_k, w_v, w_o, n_heads, *, b_
     return _proj(ac.merge_heads(out), w_o, b_o), w
 
 
-def mha_m_nan_masked_rows(query, key, value, w_q, w_k, w_v, w_o, n_heads, *, b_q=None, b_k=None, b_v=None,
-                          b_o=None, mask=None, causal=False):
+def mha_m_nan_masked_rows(
+    query, key, value, w_q, w_k, w_v, w_o, n_heads, *, b_q=None, b_k=None, b_v=None, b_o=None, mask=None, causal=False
+):
     q = ac.split_heads(_proj(query, w_q, b_q), n_heads)
     k = ac.split_heads(_proj(key, w_k, b_k), n_heads)
     v = ac.split_heads(_proj(value, w_v, b_v), n_heads)
@@ -1154,14 +1266,26 @@ def mha_m_nan_masked_rows(query, key, value, w_q, w_k, w_v, w_o, n_heads, *, b_q
 
 
 MHA_MISTAKES = [
-    mha_m_no_wo, mha_m_scale_dmodel, mha_m_ignore_biases, mha_m_bo_before_wo, mha_m_ignore_causal,
-    mha_m_ignore_mask, mha_m_self_only, mha_m_kv_swapped, mha_m_avg_weights, mha_m_torch_convention,
-    mha_m_causal_replaces_mask, mha_m_bottom_right, mha_m_own_split_mixing, mha_m_nan_masked_rows,
+    mha_m_no_wo,
+    mha_m_scale_dmodel,
+    mha_m_ignore_biases,
+    mha_m_bo_before_wo,
+    mha_m_ignore_causal,
+    mha_m_ignore_mask,
+    mha_m_self_only,
+    mha_m_kv_swapped,
+    mha_m_avg_weights,
+    mha_m_torch_convention,
+    mha_m_causal_replaces_mask,
+    mha_m_bottom_right,
+    mha_m_own_split_mixing,
+    mha_m_nan_masked_rows,
 ]
 
 
-def mha_v_own_attention(query, key, value, w_q, w_k, w_v, w_o, n_heads, *, b_q=None, b_k=None, b_v=None,
-                        b_o=None, mask=None, causal=False):
+def mha_v_own_attention(
+    query, key, value, w_q, w_k, w_v, w_o, n_heads, *, b_q=None, b_k=None, b_v=None, b_o=None, mask=None, causal=False
+):
     def proj(x, w, b):
         return F.linear(x, w.T, b)
 
@@ -1182,8 +1306,9 @@ def mha_v_own_attention(query, key, value, w_q, w_k, w_v, w_o, n_heads, *, b_q=N
     return proj(out, w_o, b_o), w
 
 
-def mha_v_einsum(query, key, value, w_q, w_k, w_v, w_o, n_heads, *, b_q=None, b_k=None, b_v=None,
-                 b_o=None, mask=None, causal=False):
+def mha_v_einsum(
+    query, key, value, w_q, w_k, w_v, w_o, n_heads, *, b_q=None, b_k=None, b_v=None, b_o=None, mask=None, causal=False
+):
     d_model = w_q.shape[0]
     dh = d_model // n_heads
     q = torch.einsum("bld,de->ble", query, w_q)
@@ -1211,8 +1336,9 @@ def mha_v_einsum(query, key, value, w_q, w_k, w_v, w_o, n_heads, *, b_q=None, b_
     return out, w
 
 
-def mha_v_combined_mask(query, key, value, w_q, w_k, w_v, w_o, n_heads, *, b_q=None, b_k=None, b_v=None,
-                        b_o=None, mask=None, causal=False):
+def mha_v_combined_mask(
+    query, key, value, w_q, w_k, w_v, w_o, n_heads, *, b_q=None, b_k=None, b_v=None, b_o=None, mask=None, causal=False
+):
     q = ac.split_heads(_proj(query, w_q, b_q), n_heads)
     k = ac.split_heads(_proj(key, w_k, b_k), n_heads)
     v = ac.split_heads(_proj(value, w_v, b_v), n_heads)
@@ -1223,8 +1349,9 @@ def mha_v_combined_mask(query, key, value, w_q, w_k, w_v, w_o, n_heads, *, b_q=N
     return _proj(ac.merge_heads(out), w_o, b_o), w
 
 
-def mha_v_addmm(query, key, value, w_q, w_k, w_v, w_o, n_heads, *, b_q=None, b_k=None, b_v=None,
-                b_o=None, mask=None, causal=False):
+def mha_v_addmm(
+    query, key, value, w_q, w_k, w_v, w_o, n_heads, *, b_q=None, b_k=None, b_v=None, b_o=None, mask=None, causal=False
+):
     def proj(x, w, b):
         flat = x.reshape(-1, x.shape[-1])
         y = torch.addmm(b, flat, w) if b is not None else flat @ w
@@ -1237,8 +1364,9 @@ def mha_v_addmm(query, key, value, w_q, w_k, w_v, w_o, n_heads, *, b_q=None, b_k
     return proj(ac.merge_heads(out), w_o, b_o), w
 
 
-def mha_v_per_head_loop(query, key, value, w_q, w_k, w_v, w_o, n_heads, *, b_q=None, b_k=None, b_v=None,
-                        b_o=None, mask=None, causal=False):
+def mha_v_per_head_loop(
+    query, key, value, w_q, w_k, w_v, w_o, n_heads, *, b_q=None, b_k=None, b_v=None, b_o=None, mask=None, causal=False
+):
     d_model = w_q.shape[0]
     dh = d_model // n_heads
     q = _proj(query, w_q, b_q)
@@ -1248,8 +1376,9 @@ def mha_v_per_head_loop(query, key, value, w_q, w_k, w_v, w_o, n_heads, *, b_q=N
     for h in range(n_heads):
         sl = slice(h * dh, (h + 1) * dh)
         hm = None if mask is None else mask.expand(query.shape[0], n_heads, query.shape[1], key.shape[1])[:, h]
-        o, w = ac.scaled_dot_product_attention(q[..., sl], k[..., sl], v[..., sl], hm, causal=causal,
-                                               return_weights=True)
+        o, w = ac.scaled_dot_product_attention(
+            q[..., sl], k[..., sl], v[..., sl], hm, causal=causal, return_weights=True
+        )
         outs.append(o)
         weights.append(w)
     return _proj(torch.cat(outs, -1), w_o, b_o), torch.stack(weights, 1)
@@ -1358,8 +1487,9 @@ def ma_m_nan_to_num_scores(q, k, v, mask=None):
 
 
 # ---- multi_head_attention
-def mha_m_square_causal(query, key, value, w_q, w_k, w_v, w_o, n_heads, *, b_q=None, b_k=None, b_v=None,
-                        b_o=None, mask=None, causal=False):
+def mha_m_square_causal(
+    query, key, value, w_q, w_k, w_v, w_o, n_heads, *, b_q=None, b_k=None, b_v=None, b_o=None, mask=None, causal=False
+):
     def p(x, w, b):
         return x @ w if b is None else x @ w + b
 
@@ -1373,8 +1503,9 @@ def mha_m_square_causal(query, key, value, w_q, w_k, w_v, w_o, n_heads, *, b_q=N
     return p(ac.merge_heads(out), w_o, b_o), w
 
 
-def mha_v_causal_from_square_keys(query, key, value, w_q, w_k, w_v, w_o, n_heads, *, b_q=None, b_k=None,
-                                  b_v=None, b_o=None, mask=None, causal=False):
+def mha_v_causal_from_square_keys(
+    query, key, value, w_q, w_k, w_v, w_o, n_heads, *, b_q=None, b_k=None, b_v=None, b_o=None, mask=None, causal=False
+):
     def p(x, w, b):
         return x @ w if b is None else x @ w + b
 
@@ -1390,11 +1521,8 @@ def mha_v_causal_from_square_keys(query, key, value, w_q, w_k, w_v, w_o, n_heads
     return p(ac.merge_heads(out), w_o, b_o), w
 
 
-
-
-
-
 # ---------------------------------------------------------------- third round
+
 
 def sc_m_squeeze(q, k):
     return (q @ k.transpose(-2, -1)).squeeze()
@@ -1426,8 +1554,9 @@ def ma_m_out_zero_weights_uniform(q, k, v, mask=None):
     return out, w
 
 
-def mha_m_or_masks(query, key, value, w_q, w_k, w_v, w_o, n_heads, *, b_q=None, b_k=None, b_v=None,
-                   b_o=None, mask=None, causal=False):
+def mha_m_or_masks(
+    query, key, value, w_q, w_k, w_v, w_o, n_heads, *, b_q=None, b_k=None, b_v=None, b_o=None, mask=None, causal=False
+):
     def p(x, w, b):
         return x @ w if b is None else x @ w + b
 
@@ -1441,8 +1570,9 @@ def mha_m_or_masks(query, key, value, w_q, w_k, w_v, w_o, n_heads, *, b_q=None, 
     return p(ac.merge_heads(out), w_o, b_o), w
 
 
-def mha_m_head_mask_unsqueeze(query, key, value, w_q, w_k, w_v, w_o, n_heads, *, b_q=None, b_k=None, b_v=None,
-                              b_o=None, mask=None, causal=False):
+def mha_m_head_mask_unsqueeze(
+    query, key, value, w_q, w_k, w_v, w_o, n_heads, *, b_q=None, b_k=None, b_v=None, b_o=None, mask=None, causal=False
+):
     def p(x, w, b):
         return x @ w if b is None else x @ w + b
 
@@ -1455,8 +1585,9 @@ def mha_m_head_mask_unsqueeze(query, key, value, w_q, w_k, w_v, w_o, n_heads, *,
     return p(ac.merge_heads(out), w_o, b_o), w
 
 
-def mha_m_no_b_k(query, key, value, w_q, w_k, w_v, w_o, n_heads, *, b_q=None, b_k=None, b_v=None,
-                 b_o=None, mask=None, causal=False):
+def mha_m_no_b_k(
+    query, key, value, w_q, w_k, w_v, w_o, n_heads, *, b_q=None, b_k=None, b_v=None, b_o=None, mask=None, causal=False
+):
     # drops b_k: it adds q_i . b_k to every score of row i, which the softmax does not see, so only the
     # gradient (none reaches b_k) tells it apart
     def p(x, w, b):
@@ -1485,6 +1616,7 @@ def ss_v_tensor_scale(q, k, scale=None):
 
 
 # ---------------------------------------------------------------- fourth round: orders of operations (tolerances)
+
 
 def ma_v_prescale_q(q, k, v, mask=None):
     s = (q / math.sqrt(q.shape[-1])) @ k.transpose(-2, -1)
@@ -1524,8 +1656,9 @@ def sm_v_half_native_lse(x, dim=-1, temperature=1.0):
     return torch.exp(z - torch.logsumexp(z, dim=dim, keepdim=True))
 
 
-def mha_v_prescale(query, key, value, w_q, w_k, w_v, w_o, n_heads, *, b_q=None, b_k=None, b_v=None,
-                   b_o=None, mask=None, causal=False):
+def mha_v_prescale(
+    query, key, value, w_q, w_k, w_v, w_o, n_heads, *, b_q=None, b_k=None, b_v=None, b_o=None, mask=None, causal=False
+):
     d_head = w_q.shape[1] // n_heads
     q = F.linear(query, w_q.T, b_q) / math.sqrt(d_head)
     k = F.linear(key, w_k.T, b_k)
@@ -1535,8 +1668,9 @@ def mha_v_prescale(query, key, value, w_q, w_k, w_v, w_o, n_heads, *, b_q=None, 
     return F.linear(out.transpose(1, 2).flatten(2), w_o.T, b_o), w
 
 
-def mha_v_float64(query, key, value, w_q, w_k, w_v, w_o, n_heads, *, b_q=None, b_k=None, b_v=None,
-                  b_o=None, mask=None, causal=False):
+def mha_v_float64(
+    query, key, value, w_q, w_k, w_v, w_o, n_heads, *, b_q=None, b_k=None, b_v=None, b_o=None, mask=None, causal=False
+):
     dt = query.dtype
 
     def d(t):
@@ -1552,8 +1686,9 @@ def mha_v_float64(query, key, value, w_q, w_k, w_v, w_o, n_heads, *, b_q=None, b
     return p(ac.merge_heads(out), d(w_o), d(b_o)).to(dt), w.to(dt)
 
 
-def mha_v_sdpa_torch(query, key, value, w_q, w_k, w_v, w_o, n_heads, *, b_q=None, b_k=None, b_v=None,
-                     b_o=None, mask=None, causal=False):
+def mha_v_sdpa_torch(
+    query, key, value, w_q, w_k, w_v, w_o, n_heads, *, b_q=None, b_k=None, b_v=None, b_o=None, mask=None, causal=False
+):
     def p(x, w, b):
         return x @ w if b is None else x @ w + b
 
@@ -1571,7 +1706,6 @@ def mha_v_sdpa_torch(query, key, value, w_q, w_k, w_v, w_o, n_heads, *, b_q=None
     return p(ac.merge_heads(out), w_o, b_o), w
 
 
-
 def ma_m_own_softmax_in_place(q, k, v, mask=None):
     s = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])
     if mask is not None:
@@ -1580,7 +1714,6 @@ def ma_m_own_softmax_in_place(q, k, v, mask=None):
     e /= e.sum(dim=-1, keepdim=True)
     w = torch.nan_to_num(e, nan=0.0)
     return w @ v, w
-
 
 
 def sm_v_nan_to_num_first(x, dim=-1, temperature=1.0):
@@ -1597,8 +1730,13 @@ def sm_v_clamped(x, dim=-1, temperature=1.0):
 
 
 # in place, autograd (see the module docstring)
-SOFTMAX_MISTAKES += [sm_m_exp_in_place_transposed, sm_v_inplace_div, sm_m_temp_twice, sm_m_where_finite,
-                     sm_m_max_before_temp]
+SOFTMAX_MISTAKES += [
+    sm_m_exp_in_place_transposed,
+    sm_v_inplace_div,
+    sm_m_temp_twice,
+    sm_m_where_finite,
+    sm_m_max_before_temp,
+]
 MASKED_MISTAKES += [ma_m_nan_to_num_in_place, ma_v_index_put_nan, ma_m_nan_to_num_scores, ma_m_own_softmax_in_place]
 MASKED_VARIANTS += [ma_v_big_negative_zero_rows, ma_v_finfo, ma_v_f_sdpa, ma_v_exercise04_softmax]
 SCALED_MISTAKES += [ss_m_not_scale]

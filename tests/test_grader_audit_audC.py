@@ -1966,11 +1966,8 @@ _NEEDS_SHARED_FIX = pytest.mark.xfail(
     strict=True, reason="needs a change in the shared grader (see the audit C report)"
 )
 KNOWN_GAPS: list[Any] = [
-    # The prompt says: raise a ValueError when no position repeats. No case can expect an exception:
-    # a case whose reference raises fails every learner (the runner compares outputs only).
-    pytest.param(
-        "induction_score", ind_no_raise, "mistake", marks=_NEEDS_SHARED_FIX, id="induction_score-ind_no_raise"
-    ),
+    # The prompt says: raise a ValueError when no position repeats; a case now expects it.
+    pytest.param("induction_score", ind_no_raise, "mistake", id="induction_score-ind_no_raise"),
 ]
 
 

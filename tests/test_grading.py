@@ -337,3 +337,49 @@ def test_exit_inside_a_function_is_an_error() -> None:
 
     result = run_check(SOFTMAX, lambda x, dim=-1, temperature=1.0: sys.exit(0))
     assert result.status is Status.FAILED and "raised SystemExit" in result.message
+
+
+def test_a_case_where_the_instructions_ask_for_an_exception() -> None:
+    # The reference raises on the middle case: code raising the same type passes (and the cases
+    # after it still run); code that returns, or raises another type, fails and is told what to raise.
+    def reference(x):
+        if (x < 0).any():
+            raise ValueError("x must be non-negative")
+        return x.sqrt()
+
+    cases = lambda: [
+        Case((torch.tensor([4.0]),)),
+        Case((torch.tensor([-1.0]),), label="negative"),
+        Case((torch.ones(3) * 9,)),
+    ]  # noqa: E731
+    exercise = Exercise("sqrt_demo", "00_demo", reference, cases)
+
+    def raises_too(x):
+        if x.min() < 0:
+            raise ValueError("negative input")
+        return torch.sqrt(x)
+
+    def wrong_after(x):
+        if x.min() < 0:
+            raise ValueError("negative input")
+        return x.sqrt() if x.numel() == 1 else x
+
+    assert run_check(exercise, raises_too).passed
+    assert "wrong value" in run_check(exercise, wrong_after).message  # the last case was graded
+    returned = run_check(exercise, lambda x: x.sqrt()).message
+    assert "returned tensor([nan]) for negative: the instructions ask for a ValueError here." in returned
+    assert "raised TypeError for negative: the instructions ask for a ValueError" in (
+        run_check(exercise, lambda x: x.sqrt() if x.min() >= 0 else x + "").message
+    )
+
+
+def test_an_error_in_the_backward_pass_says_so_and_names_the_in_place_write() -> None:
+    def exp_divided_in_place(x, dim=-1, temperature=1.0):
+        z = x / temperature
+        z = (z - z.amax(dim=dim, keepdim=True)).exp()
+        z /= z.sum(dim, keepdim=True)  # exp's backward needs its output
+        return z
+
+    message = run_check(SOFTMAX, exp_divided_in_place).message
+    assert "in the backward pass (the check differentiates through your function)" in message
+    assert "saved for the backward of `exp` was changed in place" in message

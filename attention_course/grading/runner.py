@@ -14,7 +14,9 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
+import re
 import signal
 import sys
 import threading
@@ -89,9 +91,11 @@ def backward_signature(error: BaseException) -> tuple[str, str]:
     """``error_signature`` of an error raised while the check differentiated through the learner's output."""
     kind, text = error_signature(error)
     if "modified by an inplace operation" in str(error):
+        saved_by = re.search(r"output \d+ of (\w+?)(?:Backward\d*)?,", str(error))
+        operation = f" for the backward of `{saved_by.group(1).lower()}`" if saved_by else ""
         text = (
-            "a tensor that autograd saved was changed in place (`x /= s`, `x.exp_()`, `x[...] = 0`, "
-            "`out=`); compute it out of place (`x = x / s`)"
+            f"a tensor that autograd saved{operation} was changed in place (`x /= s`, `x.exp_()`, "
+            "`x[...] = 0`, `out=`); compute it out of place (`x = x / s`)"
         )
     return kind, f"in the backward pass (the check differentiates through your function): {text}"
 
@@ -209,6 +213,7 @@ class CallPlan:
     cotangent: Any = None  # with check_grad: weights of the loss sum(output * cotangent), zero outside select
     measure_alloc: bool = False
     label: str = ""
+    expects_error: bool = False  # the reference raises here: the instructions ask for an exception
 
 
 def grad_leaves(value: Any) -> list[Tensor]:
@@ -312,14 +317,14 @@ def call_cases(
     forbidden: frozenset[int] = frozenset(),
     on_case: Callable[[int], None] | None = None,
 ) -> list[CallRecord]:
-    """Records for the plans in order, stopping after the first call that does not return."""
+    """Records for the plans in order, stopping after the first call that does not return (or raise where it should)."""
     records = []
     for index, plan in enumerate(plans):
         if on_case is not None:
             on_case(index)
         record = call_case(fn, plan, seconds, forbidden)
         records.append(record)
-        if record.outcome != RETURNED:
+        if record.outcome != RETURNED and not (record.outcome == RAISED and plan.expects_error):
             break
     return records
 
@@ -422,7 +427,7 @@ def plan_cases(exercise: Exercise, cases: list[Case]) -> tuple[list[CallPlan], l
                 reference = with_grads
             else:  # the reference is not differentiable here: gradients are compared where it is
                 plan = CallPlan(case.args, case.kwargs, None, case.max_alloc_bytes is not None, case.label)
-        plans.append(plan)
+        plans.append(dataclasses.replace(plan, expects_error=reference.outcome == RAISED))
         expected.append(reference)
     return plans, expected
 
@@ -602,6 +607,12 @@ def judge(
                 Status.FAILED,
                 f"stopped after {exercise.time_limit:g} s {_where(case)}: is there an endless loop?",
             )
+        wanted = expected[index].error if expected[index].outcome == RAISED else None
+        if wanted is not None:  # the instructions ask for an exception on this input: its type must match
+            if got.outcome == RAISED and got.error is not None and got.error[0] == wanted[0]:
+                continue
+            shown = f"returned {short(got.output)}" if got.outcome == RETURNED else f"raised {got.error[0]}"
+            return Result(name, Status.FAILED, f"{shown} {_where(case)}: the instructions ask for a {wanted[0]} here.")
         if got.outcome == RAISED and got.error is not None:
             mistake = _diagnose(exercise, case, plans[index], got, expected[index])
             hint = f" Hint: {mistake.hint}" if mistake else ""

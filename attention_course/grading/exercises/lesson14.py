@@ -60,6 +60,10 @@ def induction_cases() -> list[Case]:
             label="no [BOS], 2 random tokens, then 3 tokens repeated, then 3 random tokens; near one-hot weights",
         ),
         Case((_causal_weights(2, 4, 25, gen), long, 12), label="[BOS] + 12 tokens + the same 12, batch 2, 4 heads"),
+        Case(  # the instructions ask for a ValueError when no position repeats
+            (torch.full((2, 1, 6, 6), 1 / 6), torch.tensor([[0, 1, 2, 3, 4, 5], [0, 5, 4, 3, 2, 1]]), 2),
+            label="no token repeats 2 positions back (a ValueError)",
+        ),
     ]
 
 
