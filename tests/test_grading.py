@@ -347,11 +347,13 @@ def test_a_case_where_the_instructions_ask_for_an_exception() -> None:
             raise ValueError("x must be non-negative")
         return x.sqrt()
 
-    cases = lambda: [
-        Case((torch.tensor([4.0]),)),
-        Case((torch.tensor([-1.0]),), label="negative"),
-        Case((torch.ones(3) * 9,)),
-    ]  # noqa: E731
+    def cases() -> list[Case]:
+        return [
+            Case((torch.tensor([4.0]),)),
+            Case((torch.tensor([-1.0]),), label="negative"),
+            Case((torch.ones(3) * 9,)),
+        ]
+
     exercise = Exercise("sqrt_demo", "00_demo", reference, cases)
 
     def raises_too(x):
