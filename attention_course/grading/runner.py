@@ -611,7 +611,7 @@ def judge(
         if wanted is not None:  # the instructions ask for an exception on this input: its type must match
             if got.outcome == RAISED and got.error is not None and got.error[0] == wanted[0]:
                 continue
-            shown = f"returned {short(got.output)}" if got.outcome == RETURNED else f"raised {got.error[0]}"
+            shown = f"raised {got.error[0]}" if got.error is not None else f"returned {short(got.output)}"
             return Result(name, Status.FAILED, f"{shown} {_where(case)}: the instructions ask for a {wanted[0]} here.")
         if got.outcome == RAISED and got.error is not None:
             mistake = _diagnose(exercise, case, plans[index], got, expected[index])
