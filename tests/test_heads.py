@@ -250,6 +250,8 @@ def _induction_score_gather(attention, tokens, period):
     queries = torch.arange(period, T)
     weights = attention[:, :, queries, queries - period + 1]  # (B, H, T - period)
     repeated = tokens[:, period:] == tokens[:, :-period]  # (B, T - period)
+    if not repeated.any():
+        raise ValueError("no position repeats: nothing to score")  # what the prompt asks for
     return weights.permute(1, 0, 2)[:, repeated].mean(dim=-1)
 
 
