@@ -34,6 +34,7 @@
 # %%
 import math
 import os
+from collections import Counter
 
 import matplotlib.pyplot as plt
 import torch
@@ -529,7 +530,8 @@ print(f"paper: {40.3 / 4.4:.1f}x less HBM traffic; model (forward, 100 KB of SRA
 # * **tile size, measured rather than derived**: `BLOCK_Q` × `BLOCK_K` scores per head (the tile
 #   for 8 heads is printed below) was among the fastest sizes `bench_flash.py --block-q --block-k`
 #   tried from 1k to 16k tokens; tiny tiles pay more Python per tile, and large query tiles leave
-#   too few tiles to share between cores (the cell below also times $512 \times 256$ tiles);
+#   too few tiles to share between cores (the second cell below times $512 \times 256$ tiles at
+#   $N = 1024$ under a causal mask: two query tiles, one with twice the other's key tiles);
 # * **in-place updates**: `sub_`, `exp2_`, `mul_`, `baddbmm_` reuse the tile of scores and the
 #   accumulators, so each tile allocates one buffer, not five;
 # * **the scale applied to each query tile once**, in its own thread, in base 2 (`exp2` is cheaper
@@ -546,13 +548,21 @@ print(f"tile of scores: 8 heads x {BLOCK_Q} x {BLOCK_K} x 4 B = {8 * BLOCK_Q * B
 q, k, v = (torch.randn(1, 8, 2048, 64) for _ in range(3))  # batch 1, 8 heads, N = 2048, d = 64
 t_sdpa = best_seconds(lambda: F.scaled_dot_product_attention(q, k, v))
 t_tiled = best_seconds(lambda: tiled_attention(q, k, v))
-t_large = best_seconds(lambda: tiled_attention(q, k, v, block_q=512, block_k=256))
 t_dense = best_seconds(lambda: scaled_dot_product_attention(q, k, v))
 spin_ms = background_cpu_ms(lambda: F.scaled_dot_product_attention(q, k, v))
 print(f"PyTorch SDPA {t_sdpa * 1e3:6.1f} ms\ntiled        {t_tiled * 1e3:6.1f} ms  ({t_tiled / t_sdpa:.2f}x SDPA)"
-      f"\ntiled, 512 x 256 tiles {t_large * 1e3:6.1f} ms  ({t_large / t_sdpa:.2f}x SDPA)"
       f"\ndense        {t_dense * 1e3:6.1f} ms  ({t_dense / t_sdpa:.2f}x SDPA)"
       f"\nOpenMP's idle threads after one SDPA call: {spin_ms:.1f} ms of CPU in the next 50 ms")
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+q, k, v = (torch.randn(1, 8, 1024, 64) for _ in range(3))  # N = 1024, causal
+key_tiles = Counter(i for i, _, _ in visited_tiles(1024, 1024, 512, 256, causal=True))
+t_sdpa = best_seconds(lambda: F.scaled_dot_product_attention(q, k, v, is_causal=True))
+t_tiled = best_seconds(lambda: tiled_attention(q, k, v, causal=True))
+t_large = best_seconds(lambda: tiled_attention(q, k, v, causal=True, block_q=512, block_k=256))
+print(f"N = 1024, causal: {BLOCK_Q} x {BLOCK_K} tiles {t_tiled / t_sdpa:.2f}x SDPA;"
+      f" 512 x 256 tiles {t_large / t_sdpa:.2f}x SDPA (key tiles per query tile: {dict(key_tiles)})")
 
 # %% [markdown]
 # ## 8. Where FlashAttention-2 and -3 go further
