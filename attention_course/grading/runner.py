@@ -486,9 +486,9 @@ def _alloc_problem(case: Case, got: CallRecord) -> str | None:
     if case.max_alloc_bytes is None or got.largest_alloc is None or got.largest_alloc <= case.max_alloc_bytes:
         return None
     return (
-        f"allocated a tensor of {got.largest_alloc:,} bytes {_where(case)}, more than the "
-        f"{case.max_alloc_bytes:,} this exercise allows: it must not build a tensor as large as the full "
-        "L x S score matrix (work on one block of keys at a time)"
+        f"allocated a tensor of {got.largest_alloc:,} bytes {_where(case)}; this exercise allows "
+        f"{case.max_alloc_bytes:,}. It must not build a tensor that grows with both L and S (the full "
+        "L x S score matrix, or one row of tiles against every key): work on one block of keys at a time"
     )
 
 
