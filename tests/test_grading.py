@@ -385,3 +385,26 @@ def test_an_error_in_the_backward_pass_says_so_and_names_the_in_place_write() ->
     message = run_check(SOFTMAX, exp_divided_in_place).message
     assert "in the backward pass (the check differentiates through your function)" in message
     assert "saved for the backward of `exp` was changed in place" in message
+
+
+def test_nan_where_a_catalogued_mistake_has_zeros_gets_that_mistakes_hint() -> None:
+    # torch.softmax leaves NaN in a fully masked row where the course's softmax gives 0: a learner
+    # making a catalogued mistake that way still gets its hint; NaN everywhere matches nothing.
+    def reference(x):
+        return x * 2
+
+    def zeroes_negatives(x):
+        return torch.where(x < 0, torch.zeros_like(x), x * 2)
+
+    exercise = Exercise(
+        "double_demo",
+        "00_demo",
+        reference,
+        lambda: [Case((torch.tensor([1.0, -2.0, 3.0]),))],
+        mistakes=(Mistake("zeroes_negatives", "negative entries must be doubled too.", zeroes_negatives),),
+    )
+    nan_instead = run_check(exercise, lambda x: torch.where(x < 0, torch.full_like(x, float("nan")), x * 2))
+    assert (
+        "returned NaN" in nan_instead.message and "Hint: negative entries must be doubled too." in nan_instead.message
+    )
+    assert "Hint" not in run_check(exercise, lambda x: torch.full_like(x, float("nan"))).message

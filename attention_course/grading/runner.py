@@ -27,6 +27,7 @@ from typing import Any, TypedDict
 
 import torch
 from torch import Tensor
+from torch.utils._pytree import tree_leaves, tree_map
 
 from .compare import clone, difference, from_wire, plain, same, short, to_wire
 from .spec import Case, Exercise, Mistake, Result, Status
@@ -581,9 +582,23 @@ def _diagnose(exercise: Exercise, case: Case, plan: CallPlan, got: CallRecord, e
         if _behaves_alike(exercise, case, got, theirs, expected, whole=True):
             return mistake
         records.append((mistake, theirs))
-    if case.select is None:
-        return None
-    return next((m for m, theirs in records if _behaves_alike(exercise, case, got, theirs, expected)), None)
+    if case.select is not None:
+        match = next((m for m, theirs in records if _behaves_alike(exercise, case, got, theirs, expected)), None)
+        if match is not None:
+            return match
+    floats = [t for t in tree_leaves(got.output) if isinstance(t, Tensor) and t.is_floating_point()]
+    if got.outcome == RETURNED and any(t.isnan().any() for t in floats) and not all(t.isnan().all() for t in floats):
+        # Code that leaves NaN where a catalogued mistake has 0 (torch.softmax on a fully masked row,
+        # where the mistake uses the course's softmax) makes the same mistake.
+        zeroed = dataclasses.replace(got, output=tree_map(_nan_as_zero, got.output))
+        return next(
+            (m for m, theirs in records if _behaves_alike(exercise, case, zeroed, theirs, expected, True)), None
+        )
+    return None
+
+
+def _nan_as_zero(value: Any) -> Any:
+    return value.nan_to_num(nan=0.0) if isinstance(value, Tensor) and value.is_floating_point() else value
 
 
 def judge(
